@@ -1,0 +1,246 @@
+//! A throwaway PostgreSQL server from the local binaries.
+//!
+//! initdb and postgres refuse to run as root, so when we are root they run as
+//! the `postgres` system user (set on the child process, no `su`), and the
+//! directory they write is handed to that user.
+
+use std::{
+    fs,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::Duration,
+};
+
+use crate::process::{ServiceDir, free_port, log_tail, spawn_logged, terminate, try_which, wait_until};
+
+const INSTALL_HINT: &str = "install PostgreSQL server binaries (Debian: `apt-get install postgresql`), or set DATABASE_URL";
+
+/// How to start the server. `Default` gives a fresh cluster in a temp dir on
+/// a free loopback port.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresOptions {
+    /// Keep the cluster here instead of a temp dir; an existing cluster is
+    /// reused, so data survives restarts.
+    pub data_dir: Option<PathBuf>,
+    pub port: Option<u16>,
+    /// `listen_addresses`; defaults to 127.0.0.1. A container that must reach
+    /// the host's server needs the docker bridge address or `*`.
+    pub listen_addresses: Option<String>,
+}
+
+/// A running server; stopped on drop.
+#[derive(Debug)]
+pub struct Postgres {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    // Owns the temp dir (if any); declared last so it is removed after stop.
+    _dir: Option<ServiceDir>,
+}
+
+impl Postgres {
+    /// Starts a fresh server; panics with a clear message when it cannot.
+    pub fn start() -> Postgres {
+        Postgres::start_with(PostgresOptions::default())
+    }
+
+    pub fn start_with(options: PostgresOptions) -> Postgres {
+        let initdb = find_pg_binary("initdb");
+        let postgres = find_pg_binary("postgres");
+        let run_as = if crate::process::running_as_root() { Some(postgres_user()) } else { None };
+
+        let (dir, base) = match &options.data_dir {
+            Some(data_dir) => {
+                fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/")))
+                    .unwrap_or_else(|err| panic!("creating {}: {err}", data_dir.display()));
+                (None, data_dir.parent().unwrap_or(Path::new("/")).to_path_buf())
+            }
+            None => {
+                let dir = ServiceDir::new("testkit-postgres");
+                let base = dir.path().to_path_buf();
+                (Some(dir), base)
+            }
+        };
+        let data_dir = options.data_dir.clone().unwrap_or_else(|| base.join("data"));
+        let socket_dir = base.join("socket");
+        fs::create_dir_all(&socket_dir).unwrap_or_else(|err| panic!("creating {}: {err}", socket_dir.display()));
+        let log_path = base.join("postgres.log");
+        if let Some((uid, gid)) = run_as {
+            for path in [&base, &socket_dir] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .unwrap_or_else(|err| panic!("handing {} to the postgres user: {err}", path.display()));
+            }
+            let _ = fs::File::create(&log_path);
+            let _ = std::os::unix::fs::chown(&log_path, Some(uid), Some(gid));
+        }
+
+        if !data_dir.join("PG_VERSION").exists() {
+            let mut command = Command::new(&initdb);
+            command
+                .arg("--pgdata")
+                .arg(&data_dir)
+                .args(["--username=postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions"]);
+            as_user(&mut command, run_as);
+            let output = command.output().unwrap_or_else(|err| panic!("running {}: {err}", initdb.display()));
+            assert!(
+                output.status.success(),
+                "initdb failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+
+        let port = options.port.unwrap_or_else(free_port);
+        let listen = options.listen_addresses.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
+        let mut command = Command::new(&postgres);
+        command
+            .arg("-D")
+            .arg(&data_dir)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(&socket_dir)
+            .arg("-c")
+            .arg(format!("listen_addresses={listen}"))
+            // Durability is worthless for a throwaway server and costs seconds.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        as_user(&mut command, run_as);
+        let mut child = spawn_logged(command, &log_path);
+        wait_until("postgres", &mut child, &log_path, Duration::from_secs(30), || {
+            fs::read_to_string(&log_path).is_ok_and(|log| log.contains("ready to accept connections"))
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Postgres { child, port, data_dir, log_path, _dir: dir }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Server process id (the postmaster).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub fn url(&self) -> String {
+        self.url_for("postgres")
+    }
+
+    pub fn url_for(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL through `psql` and returns its output; panics on failure.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let psql = find_pg_binary("psql");
+        let output = Command::new(&psql)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-d")
+            .arg(database)
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap_or_else(|err| panic!("running psql: {err}"));
+        assert!(
+            output.status.success(),
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "database name {name:?} must be [A-Za-z0-9_]"
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url_for(name)
+    }
+
+    /// Stops the server now (fast shutdown) instead of at drop.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // SIGINT is PostgreSQL's "fast" shutdown: it disconnects clients
+        // instead of waiting for them the way SIGTERM ("smart") would.
+        if let Ok(None) = self.child.try_wait() {
+            crate::process::send_signal(self.child.id(), "INT");
+        }
+        terminate(&mut self.child, Duration::from_secs(10));
+        if std::thread::panicking() {
+            eprintln!("testkit: postgres log {}:\n{}", self.log_path.display(), log_tail(&self.log_path));
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn find_pg_binary(name: &str) -> PathBuf {
+    // Debian keeps the server binaries out of PATH.
+    let mut versioned: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|entry| entry.path().join("bin")).collect())
+        .unwrap_or_default();
+    versioned.sort();
+    versioned.reverse();
+    try_which(name, &versioned).unwrap_or_else(|| crate::which(name, INSTALL_HINT))
+}
+
+fn postgres_user() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let output = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .unwrap_or_else(|err| panic!("running `id {flag} postgres`: {err}"));
+        String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or_else(|_| {
+            panic!("running as root, and there is no `postgres` user to run PostgreSQL as: {INSTALL_HINT}")
+        })
+    };
+    (id("-u"), id("-g"))
+}
+
+fn as_user(command: &mut Command, run_as: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = run_as {
+        command.uid(uid).gid(gid).env_remove("HOME");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_and_cleans_up() {
+        let postgres = Postgres::start();
+        let url = postgres.create_database("testkit_smoke");
+        assert!(url.ends_with("/testkit_smoke"));
+        assert_eq!(postgres.psql("testkit_smoke", "SELECT 40 + 2"), "42");
+        let data_dir = postgres.data_dir().to_path_buf();
+        let pid = postgres.pid();
+        postgres.stop();
+        assert!(!data_dir.exists(), "temp dir {} was not removed", data_dir.display());
+        let alive = Command::new("kill").args(["-0", &pid.to_string()]).status().unwrap().success();
+        assert!(!alive, "postgres pid {pid} still runs after stop");
+    }
+}
