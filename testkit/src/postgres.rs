@@ -244,3 +244,36 @@ mod tests {
         assert!(!alive, "postgres pid {pid} still runs after stop");
     }
 }
+
+#[cfg(test)]
+mod database_url_tests {
+    use super::*;
+
+    /// `cargo xtask test-local` hands its throwaway server to the tests as
+    /// DATABASE_URL; this checks the server it hands over answers. Without
+    /// DATABASE_URL it checks a server of its own. `TESTKIT_HOLD_SECONDS`
+    /// keeps the test running so the interrupt tests of test-local can
+    /// press Ctrl-C while the server is in use.
+    #[test]
+    fn database_url_is_reachable() {
+        let own_server;
+        let url = match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                own_server = Postgres::start();
+                own_server.url()
+            }
+        };
+        let host_port = url
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("DATABASE_URL {url:?} has no host:port"));
+        std::net::TcpStream::connect(host_port).unwrap_or_else(|err| panic!("connecting to {host_port}: {err}"));
+        let hold: u64 = std::env::var("TESTKIT_HOLD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if hold > 0 {
+            eprintln!("holding the database for {hold}s");
+            std::thread::sleep(Duration::from_secs(hold));
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests for the service, in one test binary (one link, one
+//! shared Postgres server).
+//!
+//! - `routes`: the router driven in-process with `tower::ServiceExt::oneshot`.
+//! - `process`: the built `app` binary driven over real TCP and signals.
+//!
+//! They run against `DATABASE_URL` when it is set (e.g. a CI service
+//! container), otherwise against a throwaway server from the local
+//! PostgreSQL binaries. Each test gets its own database.
+
+mod process;
+mod routes;
+mod support;

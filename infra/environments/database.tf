@@ -1,0 +1,71 @@
+resource "aws_db_subnet_group" "main" {
+  name       = local.name
+  subnet_ids = aws_subnet.private[*].id
+}
+
+resource "aws_db_instance" "main" {
+  identifier     = local.name
+  engine         = "postgres"
+  engine_version = var.db_engine_version
+  instance_class = var.db_instance_class
+  port           = local.db_port
+
+  db_name  = local.db_name
+  username = var.db_username
+  # Write-only: the password reaches the RDS API but never the plan or the
+  # state. Terraform cannot diff it, hence db_password_version.
+  password_wo         = var.db_password
+  password_wo_version = var.db_password_version
+
+  allocated_storage     = var.db_allocated_storage
+  max_allocated_storage = var.db_max_allocated_storage
+  storage_type          = "gp3"
+  storage_encrypted     = true
+
+  db_subnet_group_name   = aws_db_subnet_group.main.name
+  vpc_security_group_ids = [aws_security_group.db.id]
+  publicly_accessible    = false
+  multi_az               = var.db_multi_az
+
+  backup_retention_period    = var.db_backup_retention_days
+  auto_minor_version_upgrade = true
+  copy_tags_to_snapshot      = true
+  deletion_protection        = var.db_deletion_protection
+  skip_final_snapshot        = var.db_skip_final_snapshot
+  final_snapshot_identifier  = var.db_skip_final_snapshot ? null : "${local.name}-final"
+  apply_immediately          = var.db_apply_immediately
+}
+
+resource "aws_secretsmanager_secret" "db" {
+  name                    = "${local.name}/db"
+  description             = "Postgres connection of ${local.name} (username, password, host, port, dbname)"
+  recovery_window_in_days = var.secret_recovery_window_days
+}
+
+locals {
+  # Everything in the secret except the password. It is not secret, so a
+  # hash of it may sit in the state.
+  db_connection = {
+    engine   = "postgres"
+    username = var.db_username
+    host     = aws_db_instance.main.address
+    # A string like every other value: ECS injects one JSON key into one
+    # environment variable, and string values are the documented case.
+    port   = tostring(local.db_port)
+    dbname = local.db_name
+  }
+}
+
+resource "aws_secretsmanager_secret_version" "db" {
+  secret_id = aws_secretsmanager_secret.db.id
+
+  # Write-only like the RDS password. Terraform rewrites a write-only value
+  # only when its version number changes, so the version combines
+  # db_password_version with a hash of the non-secret fields: a new password
+  # or a new host, user or database name both produce a new secret version.
+  secret_string_wo = jsonencode(merge(local.db_connection, { password = var.db_password }))
+  secret_string_wo_version = (
+    var.db_password_version * 16777216 +
+    parseint(substr(sha256(jsonencode(local.db_connection)), 0, 6), 16)
+  )
+}

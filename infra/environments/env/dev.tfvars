@@ -1,0 +1,18 @@
+environment = "dev"
+aws_region  = "us-east-1"
+vpc_cidr    = "10.10.0.0/16"
+
+desired_count            = 1
+autoscaling_min_capacity = 1
+autoscaling_max_capacity = 2
+
+enable_container_insights = false
+enable_execute_command    = true
+log_retention_days        = 14
+rust_log                  = "debug"
+
+db_backup_retention_days    = 1
+db_deletion_protection      = false
+db_skip_final_snapshot      = true
+db_apply_immediately        = true
+secret_recovery_window_days = 0

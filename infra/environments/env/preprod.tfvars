@@ -1,0 +1,16 @@
+# Pre-production mirrors prod's shape (so a rollout there predicts one in
+# prod) at a smaller size.
+environment = "preprod"
+aws_region  = "us-east-1"
+vpc_cidr    = "10.30.0.0/16"
+
+desired_count            = 2
+autoscaling_min_capacity = 2
+autoscaling_max_capacity = 4
+
+log_retention_days = 30
+
+db_instance_class        = "db.t4g.small"
+db_backup_retention_days = 7
+db_deletion_protection   = true
+db_skip_final_snapshot   = false

@@ -1,0 +1,21 @@
+environment = "prod"
+aws_region  = "us-east-1"
+vpc_cidr    = "10.40.0.0/16"
+
+# A zone outage must not take the egress of the other zone with it.
+nat_gateway_per_az      = true
+alb_deletion_protection = true
+
+desired_count            = 2
+autoscaling_min_capacity = 2
+autoscaling_max_capacity = 10
+task_cpu                 = 512
+task_memory              = 1024
+
+log_retention_days = 90
+
+db_instance_class        = "db.t4g.medium"
+db_multi_az              = true
+db_backup_retention_days = 14
+db_deletion_protection   = true
+db_skip_final_snapshot   = false

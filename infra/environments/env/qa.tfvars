@@ -1,0 +1,16 @@
+environment = "qa"
+aws_region  = "us-east-1"
+vpc_cidr    = "10.20.0.0/16"
+
+desired_count            = 1
+autoscaling_min_capacity = 1
+autoscaling_max_capacity = 3
+
+enable_container_insights = false
+log_retention_days        = 14
+
+db_backup_retention_days    = 3
+db_deletion_protection      = false
+db_skip_final_snapshot      = true
+db_apply_immediately        = true
+secret_recovery_window_days = 7

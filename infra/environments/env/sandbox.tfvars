@@ -1,0 +1,20 @@
+# Sandbox: the throwaway environment, also the one the moto-backed tests
+# apply. Cheapest settings and nothing that blocks `terraform destroy`.
+environment = "sandbox"
+aws_region  = "us-east-1"
+
+desired_count = 1
+
+# Off because moto (the AWS emulator the sandbox tests run against) does
+# not implement Application Auto Scaling TagResource/ListTagsForResource:
+# with default_tags the aws_appautoscaling_target never finishes creating.
+enable_autoscaling = false
+
+enable_container_insights = false
+log_retention_days        = 7
+
+db_backup_retention_days    = 0
+db_deletion_protection      = false
+db_skip_final_snapshot      = true
+db_apply_immediately        = true
+secret_recovery_window_days = 0

@@ -1,0 +1,108 @@
+//! `cargo xtask bench`: benchmarks that print their figures next to their
+//! goals. Figures are printed, never asserted in tests, so a slow machine
+//! cannot make the test suite flake.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+
+use crate::{
+    ui,
+    util::{Ctx, cargo},
+};
+
+/// Run benchmarks and print their figures next to their goals
+#[derive(Debug, Args)]
+pub struct Bench {
+    /// Which benchmarks (default: all)
+    #[arg(value_enum)]
+    pub which: Vec<Which>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    /// Cold build of the everyday task runner, warm `cargo xtask --help`
+    Startup,
+}
+
+/// One row of the benchmark table.
+#[derive(Debug)]
+pub struct Figure {
+    pub name: String,
+    pub value: String,
+    pub goal: String,
+    pub pass: Option<bool>,
+}
+
+impl Bench {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let which = if self.which.is_empty() { vec![Which::Startup] } else { self.which };
+        let mut figures = Vec::new();
+        for bench in which {
+            match bench {
+                Which::Startup => figures.extend(startup(ctx)?),
+            }
+        }
+        print_table(&figures);
+        Ok(())
+    }
+}
+
+pub fn print_table(figures: &[Figure]) {
+    let name_width = figures.iter().map(|f| f.name.len()).max().unwrap_or(6).max(6);
+    let value_width = figures.iter().map(|f| f.value.len()).max().unwrap_or(5).max(5);
+    let goal_width = figures.iter().map(|f| f.goal.len()).max().unwrap_or(4).max(4);
+    println!("{:<name_width$}  {:>value_width$}  {:<goal_width$}  result", "figure", "value", "goal");
+    for figure in figures {
+        let result = match figure.pass {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "-",
+        };
+        println!("{:<name_width$}  {:>value_width$}  {:<goal_width$}  {result}", figure.name, figure.value, figure.goal);
+    }
+}
+
+/// Cold build of xtask in a fresh target directory (the crates are already
+/// downloaded), then the wall time of a warm `cargo xtask --help`.
+fn startup(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let sh = &ctx.sh;
+    let cold_target = ctx.root.join("target/bench-cold");
+    let _ = std::fs::remove_dir_all(&cold_target);
+    ui::step("cold build of the everyday task runner (cargo build -p xtask, empty target dir)");
+    let cold = time_command(ctx, "cold build", cargo(sh).args(["build", "-p", "xtask"]).env("CARGO_TARGET_DIR", &cold_target))?;
+    let _ = std::fs::remove_dir_all(&cold_target);
+
+    ui::step("warm `cargo xtask --help` (median of 11)");
+    let _ = cargo(sh).args(["build", "-q", "-p", "xtask"]).quiet().run();
+    let mut samples = Vec::new();
+    for _ in 0..11 {
+        samples.push(time_command(ctx, "cargo xtask --help", cargo(sh).args(["xtask", "--help"]).ignore_stdout().quiet())?);
+    }
+    samples.sort();
+    let warm = samples[samples.len() / 2];
+    Ok(vec![
+        Figure {
+            name: "cold build, everyday path (xtask)".to_owned(),
+            value: ui::format_duration(cold),
+            goal: "<= 40s".to_owned(),
+            pass: Some(cold <= Duration::from_secs(40)),
+        },
+        Figure {
+            name: "warm `cargo xtask --help`".to_owned(),
+            value: format!("{:.3}s", warm.as_secs_f64()),
+            goal: "<= 0.15s".to_owned(),
+            pass: Some(warm <= Duration::from_millis(150)),
+        },
+    ])
+}
+
+fn time_command(ctx: &Ctx, description: &str, cmd: xshell::Cmd<'_>) -> Result<Duration> {
+    let started = Instant::now();
+    let status = ctx.run_interruptible(description, cmd).with_context(|| format!("running {description}"))?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(started.elapsed())
+}

@@ -1,0 +1,254 @@
+//! The common configuration file, `deploy.toml` at the project root.
+//!
+//! It holds the application's name and every environment. Errors name the
+//! file, the line and the field, because a deploy tool that says "invalid
+//! config" sends people digging.
+
+use std::{
+    collections::BTreeMap,
+    fmt, fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub const CONFIG_FILE_NAME: &str = "deploy.toml";
+
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub app: AppConfig,
+    pub environments: BTreeMap<String, Environment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: Spanned<String>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentKind {
+    /// Containers on this machine's Docker engine.
+    Docker,
+    /// ECS on AWS (or the AWS emulator for `sandbox`).
+    Aws,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub kind: EnvironmentKind,
+    /// AWS region (aws environments).
+    pub region: Option<String>,
+    /// The AWS account the environment must run in; tasks refuse others.
+    pub account_id: Option<Spanned<String>>,
+    /// S3 bucket holding the Terraform state (aws environments).
+    pub state_bucket: Option<String>,
+    /// Registry host overriding the ECR address (the sandbox's local registry).
+    pub registry: Option<String>,
+    /// The environment whose successful releases this one accepts.
+    pub promote_from: Option<Spanned<String>>,
+    /// Deploys ask for the environment name typed back.
+    #[serde(default)]
+    pub protected: bool,
+    /// Port published on the host (docker environments).
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    app: AppConfig,
+    environments: BTreeMap<String, Spanned<Environment>>,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+/// A configuration error with the place it was found.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads `deploy.toml` from the project root.
+    pub fn load(root: &Path) -> Result<Config> {
+        let path = root.join(CONFIG_FILE_NAME);
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!("reading {}: every task takes its environments from this file", path.display())
+        })?;
+        Ok(Config::parse(&path, &text)?)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_and_column(text, span.start);
+            ConfigError { path: path.to_path_buf(), line, column, message }
+        };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|err| at(err.span().unwrap_or(0..0), err.message().trim().to_owned()))?;
+
+        let name = raw.app.name.get_ref();
+        if !is_resource_name(name) {
+            return Err(at(
+                raw.app.name.span(),
+                format!("app.name {name:?} must be 2-32 characters of a-z, 0-9 and '-', starting with a letter (it names AWS resources)"),
+            ));
+        }
+        for (env_name, environment) in &raw.environments {
+            let span = environment.span();
+            let environment = environment.get_ref();
+            let field = |field: &str| format!("environments.{env_name}.{field}");
+            if !is_resource_name(env_name) {
+                return Err(at(span, format!("environment name {env_name:?} must be 2-32 characters of a-z, 0-9 and '-'")));
+            }
+            if environment.kind == EnvironmentKind::Aws {
+                for (key, value) in [("region", &environment.region), ("state_bucket", &environment.state_bucket)] {
+                    if value.as_deref().is_none_or(str::is_empty) {
+                        return Err(at(span, format!("{} is required for kind = \"aws\"", field(key))));
+                    }
+                }
+            }
+            if let Some(account_id) = &environment.account_id {
+                let value = account_id.get_ref();
+                if value.len() != 12 || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+                    return Err(at(
+                        account_id.span(),
+                        format!("{} {value:?} must be the 12-digit AWS account id", field("account_id")),
+                    ));
+                }
+            }
+            if let Some(source) = &environment.promote_from {
+                if !raw.environments.contains_key(source.get_ref()) {
+                    return Err(at(
+                        source.span(),
+                        format!(
+                            "{} names {:?}, which is not an environment (known: {})",
+                            field("promote_from"),
+                            source.get_ref(),
+                            raw.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                if source.get_ref() == env_name {
+                    return Err(at(source.span(), format!("{} cannot name the environment itself", field("promote_from"))));
+                }
+            }
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            app: raw.app,
+            environments: raw.environments.into_iter().map(|(name, env)| (name, env.into_inner())).collect(),
+        })
+    }
+
+    pub fn app_name(&self) -> &str {
+        self.app.name.get_ref()
+    }
+
+    /// The named environment, or an error listing the ones that exist.
+    pub fn environment(&self, name: &str) -> Result<&Environment> {
+        match self.environments.get(name) {
+            Some(environment) => Ok(environment),
+            None => bail!(
+                "unknown environment {name:?}: {} defines {}; pass one of them with --env",
+                self.path.display(),
+                self.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+fn is_resource_name(name: &str) -> bool {
+    (2..=32).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |index| index + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("deploy.toml"), text)
+    }
+
+    #[test]
+    fn the_shipped_configuration_is_valid() {
+        let config = Config::load(&crate::util::project_root()).unwrap();
+        assert_eq!(config.app_name(), "guestbook");
+        for name in ["local", "sandbox", "dev", "qa", "preprod", "prod"] {
+            config.environment(name).unwrap();
+        }
+        assert!(config.environment("prod").unwrap().protected);
+        assert_eq!(config.environment("local").unwrap().kind, EnvironmentKind::Docker);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let err = parse("[app]\nname = \"guestbook\"\n\n[environments.dev]\nkind = \"aws\"\nregon = \"eu-west-1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("deploy.toml:6:1:"), "{err}");
+        assert!(err.contains("regon"), "{err}");
+    }
+
+    #[test]
+    fn missing_region_is_named() {
+        let err = parse("[app]\nname = \"guestbook\"\n[environments.dev]\nkind = \"aws\"\nstate_bucket = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("environments.dev.region is required"), "{err}");
+        assert!(err.starts_with("deploy.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = parse("[app]\nname = \"Guest Book\"\n[environments]\n").unwrap_err().to_string();
+        assert!(err.starts_with("deploy.toml:2:8: app.name"), "{err}");
+        let err = parse("[app]\nname = \"gb\"\n[environments.x1]\nkind = \"kubernetes\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("deploy.toml:4:"), "{err}");
+        assert!(err.contains("kubernetes"), "{err}");
+        let err = parse("[app]\nname = \"gb\"\n[environments.qa]\nkind = \"docker\"\npromote_from = \"dve\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("environments.qa.promote_from names \"dve\""), "{err}");
+        let err = parse("[app]\nname = \"gb\"\n[environments.qa]\nkind = \"docker\"\naccount_id = \"12\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("12-digit"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_lists_the_known_ones() {
+        let config = parse("[app]\nname = \"gb\"\n[environments.local]\nkind = \"docker\"\n").unwrap();
+        let err = config.environment("prdo").unwrap_err().to_string();
+        assert!(err.contains("unknown environment \"prdo\"") && err.contains("local"), "{err}");
+    }
+}

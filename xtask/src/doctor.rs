@@ -1,0 +1,196 @@
+//! `cargo xtask doctor`: checks every external tool and service the tasks
+//! need and reports all problems at once, each with the fix.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::{
+    config::{Config, EnvironmentKind},
+    util::Ctx,
+};
+
+/// Check the tools and services the tasks need
+#[derive(Debug, Args)]
+pub struct Doctor {}
+
+/// One line of the report.
+#[derive(Debug)]
+struct Check {
+    name: &'static str,
+    result: Result<String, String>,
+}
+
+impl Doctor {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let config = Config::load(&ctx.root);
+        let environment_kind = config
+            .as_ref()
+            .ok()
+            .and_then(|config| config.environment(&ctx.global.environment).ok())
+            .map(|environment| environment.kind);
+        let mut checks = vec![
+            Check {
+                name: "deploy.toml",
+                result: match &config {
+                    Ok(config) => match config.environment(&ctx.global.environment) {
+                        Ok(_) => Ok(format!(
+                            "{} environments, using {:?}",
+                            config.environments.len(),
+                            ctx.global.environment
+                        )),
+                        Err(err) => Err(format!("{err:#}")),
+                    },
+                    Err(err) => Err(format!("{err:#}")),
+                },
+            },
+            tool("cargo", &["--version"], "install Rust with rustup: https://rustup.rs"),
+            tool("git", &["--version"], "apt-get install git"),
+            tool("docker", &["--version"], "install Docker Engine: apt-get install docker.io"),
+            docker_daemon(),
+            tool("terraform", &["version"], "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install"),
+            tool("openssl", &["version"], "apt-get install openssl"),
+            postgres_binaries(),
+            tool("moto_server", &["--version"], "pip install 'moto[server]' (the AWS emulator used by tests and the sandbox)"),
+            tool("docker-registry", &["--version"], "apt-get install docker-registry (the registry used by tests and the sandbox)"),
+            tool("htpasswd", &["-h"], "apt-get install apache2-utils (registry credentials in tests and the sandbox)"),
+        ];
+        if environment_kind == Some(EnvironmentKind::Aws) {
+            checks.push(aws_region());
+            checks.push(aws_credentials());
+        }
+
+        let width = checks.iter().map(|check| check.name.len()).max().unwrap_or(0);
+        let mut missing = Vec::new();
+        for check in &checks {
+            match &check.result {
+                Ok(found) => println!("  ok       {:<width$}  {found}", check.name),
+                Err(fix) => {
+                    println!("  MISSING  {:<width$}  {fix}", check.name);
+                    missing.push(check.name);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            bail!("{} check(s) failed: {}", missing.len(), missing.join(", "));
+        }
+        Ok(())
+    }
+}
+
+fn tool(name: &'static str, version_args: &[&str], fix: &str) -> Check {
+    let result = match which::which(name) {
+        Err(_) => Err(format!("not on PATH: {fix}")),
+        Ok(path) => match run_with_timeout(Command::new(&path).args(version_args), Duration::from_secs(10)) {
+            // htpasswd has no version flag; `-h` prints usage and exits 2.
+            Some(_) if version_args == ["-h"] => Ok(path.display().to_string()),
+            Some((true, output)) => Ok(format!("{} ({})", first_line(&output), path.display())),
+            Some((false, output)) => Err(format!("{} fails: {}", path.display(), first_line(&output))),
+            None => Err(format!("{} did not answer within 10 s", path.display())),
+        },
+    };
+    Check { name, result }
+}
+
+fn docker_daemon() -> Check {
+    let result = if which::which("docker").is_err() {
+        Err("needs the docker client first".to_owned())
+    } else {
+        match run_with_timeout(
+            Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
+            Duration::from_secs(10),
+        ) {
+            Some((true, version)) => Ok(format!("engine {}", first_line(&version))),
+            Some((false, output)) => Err(format!(
+                "not reachable ({}): start it (`systemctl start docker` or `dockerd &`) or set DOCKER_HOST",
+                first_line(&output)
+            )),
+            None => Err("did not answer within 10 s: check `docker info` and DOCKER_HOST".to_owned()),
+        }
+    };
+    Check { name: "docker daemon", result }
+}
+
+fn postgres_binaries() -> Check {
+    let mut search: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        search.extend(entries.flatten().map(|entry| entry.path().join("bin")));
+    }
+    let found = |binary: &str| search.iter().map(|dir| dir.join(binary)).find(|path| path.is_file());
+    let result = match (found("initdb"), found("postgres")) {
+        (Some(initdb), Some(_)) => {
+            let version = run_with_timeout(Command::new(&initdb).arg("--version"), Duration::from_secs(10))
+                .map(|(_, output)| first_line(&output))
+                .unwrap_or_default();
+            Ok(format!("{version} ({})", initdb.display()))
+        }
+        _ => Err("initdb/postgres not found: apt-get install postgresql (tests and the local database use them), or set DATABASE_URL".to_owned()),
+    };
+    Check { name: "postgres", result }
+}
+
+fn aws_region() -> Check {
+    let result = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|key| std::env::var(key).ok().filter(|value| !value.is_empty()).map(|value| format!("{value} (from {key})")))
+        .ok_or_else(|| "no AWS_REGION set: export AWS_REGION=<region> (deploy.toml names each environment's region)".to_owned());
+    Check { name: "aws region", result }
+}
+
+fn aws_credentials() -> Check {
+    let from_env = std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some();
+    let profile = std::env::var_os("AWS_PROFILE").is_some();
+    let shared_files = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .is_some_and(|home| home.join(".aws/credentials").is_file() || home.join(".aws/config").is_file());
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+    let result = if from_env || profile || shared_files {
+        let source = if from_env { "environment" } else if profile { "AWS_PROFILE" } else { "~/.aws" };
+        Ok(match endpoint {
+            Some(endpoint) => format!("from {source}, endpoint {endpoint}"),
+            None => format!("from {source}"),
+        })
+    } else {
+        Err("no AWS credentials: run `aws configure sso` / set AWS_PROFILE, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".to_owned())
+    };
+    Check { name: "aws credentials", result }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("").to_owned()
+}
+
+/// Runs a command with a deadline so a hung daemon cannot hang the doctor.
+/// Returns (success, stdout+stderr) or None on timeout.
+fn run_with_timeout(command: &mut Command, timeout: Duration) -> Option<(bool, String)> {
+    use std::io::Read;
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut output = String::new();
+                if let Some(mut stdout) = child.stdout.take() {
+                    let _ = stdout.read_to_string(&mut output);
+                }
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = stderr.read_to_string(&mut output);
+                }
+                return Some((status.success(), output));
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The whole command line. Each task is a flags struct with
+//! `run(self, ctx)`, so the parsed flags are the task.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{bench, doctor, test_local, util::Ctx};
+
+/// Test, build, ship and operate the service: `cargo xtask <task>`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+/// Flags every task understands.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Environment to act on (see deploy.toml)
+    #[arg(long = "env", global = true, env = "XTASK_ENV", default_value = "local")]
+    pub environment: String,
+    /// Answer yes to every confirmation (for CI)
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// Print the commands and API calls a task would make; change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Show every command as it runs
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Only print errors and final results
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// Run every check: fmt, clippy, the workspace tests (with a throwaway Postgres), terraform
+    TestLocal(test_local::TestLocal),
+    /// Check the tools and services the tasks need, with a fix for each missing one
+    Doctor(doctor::Doctor),
+    /// Run benchmarks and print their figures next to their goals
+    Bench(bench::Bench),
+}
+
+impl Task {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Task::TestLocal(task) => task.run(ctx),
+            Task::Doctor(task) => task.run(ctx),
+            Task::Bench(task) => task.run(ctx),
+        }
+    }
+}

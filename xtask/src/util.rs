@@ -1,0 +1,183 @@
+//! What every task shares: the context (shell, project root, global flags),
+//! running commands with `--dry-run` honoured, finding tools, atomic writes.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Cmd, Shell};
+
+use crate::{cleanup, flags::GlobalArgs, ui};
+
+/// Handed to every task's `run`.
+pub struct Ctx {
+    pub sh: Shell,
+    pub root: PathBuf,
+    pub global: GlobalArgs,
+}
+
+impl Ctx {
+    pub fn new(global: GlobalArgs) -> Result<Ctx> {
+        let sh = Shell::new().context("creating a shell")?;
+        let root = project_root();
+        sh.change_dir(&root);
+        Ok(Ctx { sh, root, global })
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.global.dry_run
+    }
+
+    /// Runs a command that changes something; with `--dry-run` it is only
+    /// printed. Its output streams to the terminal.
+    pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
+        if self.dry_run() {
+            println!("would run: {cmd}");
+            return Ok(());
+        }
+        ui::detail(&format!("$ {cmd}"));
+        cmd.quiet().run()?;
+        Ok(())
+    }
+
+    /// Runs a long command as a child we can stop: on Ctrl-C (or SIGTERM)
+    /// its whole process group is terminated before xtask exits, so no
+    /// `cargo test` or `docker build` is left running behind us.
+    pub fn run_interruptible(&self, description: &str, cmd: Cmd<'_>) -> Result<ExitStatus> {
+        if self.dry_run() {
+            println!("would run: {cmd}");
+            return Ok(success_status());
+        }
+        ui::detail(&format!("$ {cmd}"));
+        let mut command = Command::from(cmd);
+        spawn_and_wait(description, &mut command)
+    }
+}
+
+/// Spawns `command` in its own process group and waits for it; the group is
+/// terminated if xtask is interrupted meanwhile.
+pub fn spawn_and_wait(description: &str, command: &mut Command) -> Result<ExitStatus> {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    let mut child = command.spawn().with_context(|| format!("starting {description}"))?;
+    let process_group = child.id();
+    let _guard = cleanup::register(format!("stop {description}"), move || {
+        kill_process_group(process_group);
+    });
+    let status = child.wait().with_context(|| format!("waiting for {description}"))?;
+    Ok(status)
+}
+
+pub fn kill_process_group(process_group: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{process_group}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+fn success_status() -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(0)
+}
+
+/// The workspace root: xtask lives one level below it.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent directory").to_path_buf()
+}
+
+/// Finds a tool on PATH or says how to get it.
+pub fn require_tool(name: &str, install_hint: &str) -> Result<PathBuf> {
+    which::which(name).map_err(|_| anyhow::anyhow!("`{name}` is not on PATH: {install_hint}"))
+}
+
+/// A `cargo` command for a child build. xtask runs under `cargo run`, which
+/// sets `CARGO_*` and `RUSTUP_TOOLCHAIN` variables; a nested cargo that
+/// inherits them sees a different environment and rebuilds everything, so
+/// they are removed.
+pub fn cargo<'a>(sh: &'a Shell) -> Cmd<'a> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = sh.cmd(cargo);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let inherited_from_cargo_run = (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
+            || key == "RUSTUP_TOOLCHAIN";
+        if inherited_from_cargo_run {
+            cmd = cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
+}
+
+/// Writes a file atomically: a temp file in the same directory, fsync,
+/// rename. Readers see the old content or the new, never half of it.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
+    let temp_path = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp_path)
+            .with_context(|| format!("creating {}", temp_path.display()))?;
+        file.write_all(contents).with_context(|| format!("writing {}", temp_path.display()))?;
+        file.sync_all().with_context(|| format!("syncing {}", temp_path.display()))?;
+        fs::rename(&temp_path, path)
+            .with_context(|| format!("renaming {} to {}", temp_path.display(), path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp_path);
+    }
+    result
+}
+
+/// Asks a yes/no question on the terminal; `--yes` answers yes. Without a
+/// terminal and without `--yes` it refuses rather than hang.
+pub fn confirm(ctx: &Ctx, question: &str) -> Result<bool> {
+    use std::io::IsTerminal;
+    if ctx.global.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{question}: no terminal to ask on; pass --yes to confirm non-interactively");
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("reading the answer from the terminal")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_content_and_leaves_no_temp_file() {
+        let dir = std::env::temp_dir().join(format!("xtask-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("file.txt");
+        write_atomic(&path, b"one", 0o600).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "leftover files: {names:?}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nested_cargo_does_not_inherit_cargo_run_variables() {
+        let sh = Shell::new().unwrap();
+        // SAFETY-free: vars are read, not set; the test only inspects Display.
+        let cmd = cargo(&sh).arg("--version");
+        assert!(cmd.to_string().ends_with("--version"));
+    }
+}
