@@ -128,8 +128,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    // Logs only carry driver warnings here; the outcome is printed below.
-    telemetry::init(&config.log_filter);
+    // stdout carries the outcome (printed below); logs are diagnostics.
+    telemetry::init(&config.log_filter, telemetry::LogTarget::Stderr);
     let report = db::migrate(&config.database_url).await?;
     if report.applied.is_empty() {
         println!("no pending migrations");

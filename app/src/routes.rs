@@ -282,8 +282,8 @@ async fn list_entries(
     Ok(Json(db::latest_entries(&state.pool, limit).await?))
 }
 
-/// Body of `POST /api/entries` (and the HTML form). Fields are optional so a
-/// missing one gets "name is required" instead of a serde message.
+/// Body of `POST /api/entries` and of the HTML form. Fields are optional so
+/// a missing one gets "name is required" instead of a serde message.
 #[derive(Debug, Default, Deserialize)]
 pub struct NewEntry {
     #[serde(default)]
@@ -300,6 +300,21 @@ pub struct ValidEntry {
 }
 
 impl NewEntry {
+    /// Reads the fields from a JSON object. Taking an object (not deriving
+    /// from any JSON) rejects arrays, which serde would otherwise accept as
+    /// a struct, and lets a wrong type name its field.
+    pub fn from_json(object: &serde_json::Map<String, serde_json::Value>) -> Result<Self, ApiError> {
+        let field = |name: &'static str| match object.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
+            Some(_) => Err(ApiError::invalid_field(name, format!("{name} must be a string"))),
+        };
+        Ok(Self {
+            name: field("name")?,
+            message: field("message")?,
+        })
+    }
+
     /// Checks the fields in order and reports the first invalid one.
     pub fn validate(&self) -> Result<ValidEntry, ApiError> {
         Ok(ValidEntry {
@@ -339,9 +354,9 @@ fn validate_field(
 
 async fn create_entry(
     State(state): State<AppState>,
-    ApiJson(input): ApiJson<NewEntry>,
+    ApiJson(object): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
-    let valid = input.validate()?;
+    let valid = NewEntry::from_json(&object)?.validate()?;
     let entry = db::insert_entry(&state.pool, &valid.name, &valid.message).await?;
     tracing::info!(entry_id = entry.id, "entry created");
     Ok((StatusCode::CREATED, Json(entry)))

@@ -22,7 +22,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // (the default action for SIGTERM would kill us mid-migration).
     let mut signals = Signals::install()?;
 
-    telemetry::init(&config.log_filter);
+    telemetry::init(&config.log_filter, telemetry::LogTarget::Stdout);
     tracing::info!(
         version = VERSION.version,
         git_sha = VERSION.git_sha,
