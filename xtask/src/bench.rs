@@ -22,7 +22,7 @@ pub struct Bench {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
-    /// Cold build of the everyday task runner, warm `cargo xtask --help`
+    /// Cold builds of the everyday task runner and of the AWS path, warm `cargo xtask --help`
     Startup,
 }
 
@@ -74,6 +74,16 @@ fn startup(ctx: &Ctx) -> Result<Vec<Figure>> {
     let cold = time_command(ctx, "cold build", cargo(sh).args(["build", "-p", "xtask"]).env("CARGO_TARGET_DIR", &cold_target))?;
     let _ = std::fs::remove_dir_all(&cold_target);
 
+    ui::step("cold build of the AWS path (cargo build -p xtask-aws, empty target dir)");
+    let cpu_before = children_cpu_time();
+    let aws_wall = time_command(
+        ctx,
+        "cold build",
+        cargo(sh).args(["build", "-p", "xtask-aws"]).env("CARGO_TARGET_DIR", &cold_target),
+    )?;
+    let aws_cpu = children_cpu_time().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
+    let _ = std::fs::remove_dir_all(&cold_target);
+
     ui::step("warm `cargo xtask --help` (median of 11)");
     let _ = cargo(sh).args(["build", "-q", "-p", "xtask"]).quiet().run();
     let mut samples = Vec::new();
@@ -88,6 +98,15 @@ fn startup(ctx: &Ctx) -> Result<Vec<Figure>> {
             value: ui::format_duration(cold),
             goal: "<= 40s".to_owned(),
             pass: Some(cold <= Duration::from_secs(40)),
+        },
+        Figure {
+            name: "cold build, AWS path (xtask-aws), CPU time".to_owned(),
+            value: match aws_cpu {
+                Some(cpu) => format!("{} ({} wall)", ui::format_duration(cpu), ui::format_duration(aws_wall)),
+                None => format!("? ({} wall)", ui::format_duration(aws_wall)),
+            },
+            goal: "<= 150s CPU".to_owned(),
+            pass: aws_cpu.map(|cpu| cpu <= Duration::from_secs(150)),
         },
         Figure {
             name: "warm `cargo xtask --help`".to_owned(),
@@ -105,4 +124,22 @@ fn time_command(ctx: &Ctx, description: &str, cmd: xshell::Cmd<'_>) -> Result<Du
         bail!("{description} failed ({status})");
     }
     Ok(started.elapsed())
+}
+
+/// User + system CPU time of all waited-for children of this process (and
+/// their waited-for children: rustc under cargo), from /proc/self/stat.
+fn children_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; cutime and cstime are
+    // fields 16 and 17 of the whole line.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
+    let ticks_per_second: u64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100);
+    Some(Duration::from_millis(ticks * 1000 / ticks_per_second))
 }
