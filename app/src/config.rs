@@ -263,12 +263,12 @@ fn database_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigE
     };
     let password = get("DB_PASSWORD");
 
-    let host = host.trim();
+    let raw_host = host.trim();
     // An IPv6 literal needs brackets inside a URL authority.
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
+    let host = if raw_host.contains(':') && !raw_host.starts_with('[') {
+        format!("[{raw_host}]")
     } else {
-        host.to_owned()
+        raw_host.to_owned()
     };
     let credentials = match password {
         // Secrets Manager generates passwords with `@`, `/`, `:` and friends,
@@ -283,7 +283,7 @@ fn database_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigE
     PgConnectOptions::from_str(&url).map_err(|_| {
         ConfigError::new(
             "DB_HOST",
-            format!("DB_HOST={host:?} does not form a valid PostgreSQL address (expected a host name or IP address)"),
+            format!("DB_HOST={raw_host:?} does not form a valid PostgreSQL address (expected a host name or IP address)"),
         )
     })?;
     Ok(url)
@@ -516,6 +516,9 @@ mod tests {
             ("DB_PORT", "x"),
         ]);
         assert_eq!(e.setting(), "DB_PORT");
+        let e = err(&[("DB_HOST", "bad host"), ("DB_NAME", "n"), ("DB_USER", "u")]);
+        assert_eq!(e.setting(), "DB_HOST");
+        assert!(e.to_string().starts_with("DB_HOST=\"bad host\" "), "{e}");
     }
 
     #[test]

@@ -167,9 +167,13 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
+        // As above: the source is serde's message without axum's prefix.
+        let detail = std::error::Error::source(&rejection)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| rejection.body_text());
         Self::new(
             StatusCode::BAD_REQUEST,
-            format!("invalid query string: {rejection}"),
+            format!("invalid query string: {detail}"),
         )
     }
 }
@@ -286,9 +290,7 @@ async fn list_entries(
 /// a missing one gets "name is required" instead of a serde message.
 #[derive(Debug, Default, Deserialize)]
 pub struct NewEntry {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
 }
 
@@ -303,11 +305,16 @@ impl NewEntry {
     /// Reads the fields from a JSON object. Taking an object (not deriving
     /// from any JSON) rejects arrays, which serde would otherwise accept as
     /// a struct, and lets a wrong type name its field.
-    pub fn from_json(object: &serde_json::Map<String, serde_json::Value>) -> Result<Self, ApiError> {
+    pub fn from_json(
+        object: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, ApiError> {
         let field = |name: &'static str| match object.get(name) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
-            Some(_) => Err(ApiError::invalid_field(name, format!("{name} must be a string"))),
+            Some(_) => Err(ApiError::invalid_field(
+                name,
+                format!("{name} must be a string"),
+            )),
         };
         Ok(Self {
             name: field("name")?,

@@ -6,6 +6,7 @@
 //! we give up and exit 1 before the orchestrator escalates to SIGKILL.
 
 use std::future::IntoFuture;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use tokio::net::TcpListener;
@@ -18,8 +19,9 @@ use crate::{db, telemetry};
 
 /// Serves until a shutdown signal; `Ok` means a clean drain.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    // Install the handlers first so a signal during startup is not fatal
-    // (the default action for SIGTERM would kill us mid-migration).
+    // Install the handlers first: a signal during startup (say, mid-migration)
+    // is then remembered and handled as soon as we serve, instead of the
+    // default action killing the process halfway through.
     let mut signals = Signals::install()?;
 
     telemetry::init(&config.log_filter, telemetry::LogTarget::Stdout);
@@ -27,6 +29,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         version = VERSION.version,
         git_sha = VERSION.git_sha,
         build_time = VERSION.build_time,
+        database = %crate::config::redact_url(&config.database_url),
+        drain_seconds = config.shutdown_drain.as_secs(),
         "starting"
     );
 
@@ -83,7 +87,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         result = tokio::time::timeout(drain, &mut server) => match result {
             Ok(result) => {
                 result.context("server failed while draining")?;
-                pool.close().await;
+                // Bounded: closing politely talks to the database, which may
+                // be the thing that is unwell.
+                let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
                 tracing::info!("drained; shutdown complete");
                 Ok(())
             }

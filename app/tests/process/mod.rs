@@ -300,6 +300,36 @@ fn shutdown_gives_up_after_the_drain_timeout() {
     assert!(stuck.join().unwrap().is_err());
 }
 
+#[test]
+fn a_second_signal_stops_draining_at_once() {
+    let url = unreachable_url();
+    let mut app = AppProcess::serve(&[
+        ("DATABASE_URL", url.as_str()),
+        ("APP_ENABLE_DEBUG_ROUTES", "1"),
+        ("SHUTDOWN_DRAIN_SECONDS", "30"),
+    ]);
+    let port = app.port;
+    let stuck = thread::spawn(move || http::get(port, "/debug/slow?ms=20000"));
+    thread::sleep(Duration::from_millis(300));
+
+    app.signal("TERM");
+    app.wait_for_output("shutdown requested", Duration::from_secs(5));
+    let signalled = Instant::now();
+    app.signal("INT");
+    let status = app
+        .wait(Duration::from_secs(5))
+        .expect("exit after the second signal");
+    assert_eq!(status.code(), Some(1));
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+    assert!(
+        app.stderr()
+            .contains("error: received SIGINT again while draining"),
+        "{}",
+        app.stderr()
+    );
+    assert!(stuck.join().unwrap().is_err());
+}
+
 /// Asserts that a new connection is refused, or accepted by nobody and
 /// closed without an HTTP response.
 fn assert_no_response(port: u16) {

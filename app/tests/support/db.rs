@@ -5,7 +5,7 @@
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +22,8 @@ struct Server {
 
 struct LocalServer {
     _postgres: testkit::Postgres,
+    // Never waited for on purpose: the reaper outlives this process.
+    _reaper: Mutex<Child>,
     // Write end of the reaper's stdin; see `start_local`.
     _reaper_stdin: Mutex<ChildStdin>,
 }
@@ -77,6 +79,7 @@ rm -rf "$2""#;
         admin_url: postgres.url(),
         _local: Some(LocalServer {
             _postgres: postgres,
+            _reaper: Mutex::new(reaper),
             _reaper_stdin: Mutex::new(stdin),
         }),
     }
