@@ -52,6 +52,9 @@ pub struct Environment {
     pub state_bucket: Option<String>,
     /// Registry host overriding the ECR address (the sandbox's local registry).
     pub registry: Option<String>,
+    /// Address the state bucket path-style (S3-compatible stores, the sandbox).
+    #[serde(default)]
+    pub s3_path_style: bool,
     /// The environment whose successful releases this one accepts.
     pub promote_from: Option<Spanned<String>>,
     /// Deploys ask for the environment name typed back.

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bench, doctor, test_local, util::Ctx};
+use crate::{bench, doctor, infra, secrets, test_local, util::Ctx};
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
 #[derive(Debug, Parser)]
@@ -41,8 +41,18 @@ pub enum Task {
     TestLocal(test_local::TestLocal),
     /// Check the tools and services the tasks need, with a fix for each missing one
     Doctor(doctor::Doctor),
+    /// Plan, apply or destroy an AWS environment's infrastructure (Terraform stages in order)
+    Infra(infra::Infra),
     /// Run benchmarks and print their figures next to their goals
     Bench(bench::Bench),
+    /// Encrypt, decrypt, edit, rekey and check the Terraform secrets file (secrets.tfvars.enc)
+    Secrets(secrets::Secrets),
+    /// Same as `secrets encrypt` (the name CI pipelines use)
+    EncryptSecrets(secrets::Encrypt),
+    /// Same as `secrets decrypt` (the name CI pipelines use)
+    DecryptSecrets(secrets::Decrypt),
+    /// Install the git pre-commit hook that refuses decrypted secrets
+    InstallHooks(secrets::InstallHooks),
 }
 
 impl Task {
@@ -50,7 +60,12 @@ impl Task {
         match self {
             Task::TestLocal(task) => task.run(ctx),
             Task::Doctor(task) => task.run(ctx),
+            Task::Infra(task) => task.run(ctx),
             Task::Bench(task) => task.run(ctx),
+            Task::Secrets(task) => task.run(ctx),
+            Task::EncryptSecrets(task) => task.run(ctx),
+            Task::DecryptSecrets(task) => task.run(ctx),
+            Task::InstallHooks(task) => task.run(ctx),
         }
     }
 }

@@ -7,6 +7,8 @@ mod cleanup;
 mod config;
 mod doctor;
 mod flags;
+mod infra;
+mod secrets;
 mod test_local;
 mod ui;
 mod util;

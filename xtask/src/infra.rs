@@ -1,0 +1,385 @@
+//! `cargo xtask infra plan|apply|destroy`: the Terraform stages of an AWS
+//! environment, in dependency order (the ECR repository before the
+//! environment that runs its images).
+//!
+//! Every name Terraform needs (app, environment, region, state bucket) comes
+//! from deploy.toml and is passed as `-var` / `-backend-config`, so nothing is
+//! typed twice. Secrets reach Terraform as `TF_VAR_*` in the child's
+//! environment only, never on disk and never in argv.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use xshell::{Cmd, cmd};
+
+use crate::{
+    config::{Config, Environment, EnvironmentKind},
+    secrets, ui,
+    util::{Ctx, confirm, require_tool},
+};
+
+/// Plan, apply or destroy an environment's infrastructure with Terraform
+#[derive(Debug, Args)]
+pub struct Infra {
+    #[command(subcommand)]
+    pub action: InfraAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InfraAction {
+    /// Show what would change (exit 0 either way; the summary says which)
+    Plan(StageArgs),
+    /// Apply the changes, after a confirmation unless --yes
+    Apply(StageArgs),
+    /// Destroy the environment, after typing its name back
+    Destroy(StageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    /// Only this stage (default: all, in dependency order)
+    #[arg(long, value_enum)]
+    pub stage: Option<Stage>,
+    /// Container image for the environment stage (default: what runs now,
+    /// else the image built for this commit)
+    #[arg(long)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stage {
+    Repositories,
+    Environment,
+}
+
+impl Stage {
+    fn directory(self) -> &'static str {
+        match self {
+            Stage::Repositories => "infra/repositories",
+            Stage::Environment => "infra/environments",
+        }
+    }
+}
+
+/// Whether a plan found changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanResult {
+    NoChanges,
+    Changes,
+}
+
+impl Infra {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let config = Config::load(&ctx.root)?;
+        let environment = aws_environment(&config, &ctx.global.environment)?;
+        let terraform = Terraform::new(ctx, &config, environment)?;
+        match self.action {
+            InfraAction::Plan(args) => {
+                for stage in stages(args.stage, false) {
+                    let result = terraform.plan(stage, args.image.as_deref())?;
+                    let summary = match result {
+                        PlanResult::NoChanges => "no changes",
+                        PlanResult::Changes => "changes pending",
+                    };
+                    ui::success(&format!("{}: {summary}", stage.directory()));
+                    println!("{}\t{summary}", stage.directory());
+                }
+                Ok(())
+            }
+            InfraAction::Apply(args) => {
+                for stage in stages(args.stage, false) {
+                    terraform.apply(stage, args.image.as_deref())?;
+                }
+                Ok(())
+            }
+            InfraAction::Destroy(args) => {
+                confirm_environment_name(ctx)?;
+                for stage in stages(args.stage, true) {
+                    terraform.destroy(stage, args.image.as_deref())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Stages in dependency order, reversed for destroy.
+fn stages(only: Option<Stage>, reverse: bool) -> Vec<Stage> {
+    let mut all = match only {
+        Some(stage) => vec![stage],
+        None => vec![Stage::Repositories, Stage::Environment],
+    };
+    if reverse {
+        all.reverse();
+    }
+    all
+}
+
+pub fn aws_environment<'a>(config: &'a Config, name: &str) -> Result<&'a Environment> {
+    let environment = config.environment(name)?;
+    if environment.kind != EnvironmentKind::Aws {
+        bail!(
+            "environment {name:?} runs on the local Docker engine (kind = \"docker\" in {}); infrastructure tasks need an aws environment such as sandbox",
+            config.path.display()
+        );
+    }
+    Ok(environment)
+}
+
+/// Terraform for one environment: the binary, the names, the secrets.
+pub struct Terraform<'a> {
+    ctx: &'a Ctx,
+    /// Stages already initialised in this run (init is slow-ish and
+    /// idempotent, but once is enough).
+    initialised: std::cell::RefCell<Vec<Stage>>,
+    binary: PathBuf,
+    app_name: String,
+    environment_name: String,
+    environment: &'a Environment,
+}
+
+impl<'a> Terraform<'a> {
+    pub fn new(ctx: &'a Ctx, config: &'a Config, environment: &'a Environment) -> Result<Terraform<'a>> {
+        let binary = require_tool(
+            "terraform",
+            "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install",
+        )?;
+        Ok(Terraform {
+            ctx,
+            initialised: std::cell::RefCell::new(Vec::new()),
+            binary,
+            app_name: config.app_name().to_owned(),
+            environment_name: ctx.global.environment.clone(),
+            environment,
+        })
+    }
+
+    fn directory(&self, stage: Stage) -> PathBuf {
+        self.ctx.root.join(stage.directory())
+    }
+
+    /// The state key: one state per environment and stage.
+    pub fn state_key(&self, stage: Stage) -> String {
+        let name = match stage {
+            Stage::Repositories => "repositories",
+            Stage::Environment => "environment",
+        };
+        format!("{}/{}/{name}.tfstate", self.app_name, self.environment_name)
+    }
+
+    fn terraform(&self, stage: Stage) -> Cmd<'a> {
+        let binary = &self.binary;
+        let chdir = format!("-chdir={}", self.directory(stage).display());
+        cmd!(self.ctx.sh, "{binary} {chdir}").env("TF_IN_AUTOMATION", "1")
+    }
+
+    /// `terraform init` with this environment's backend.
+    pub fn init(&self, stage: Stage) -> Result<()> {
+        if self.initialised.borrow().contains(&stage) {
+            return Ok(());
+        }
+        let environment = self.environment;
+        let bucket = environment.state_bucket.as_deref().unwrap_or_default();
+        let region = environment.region.as_deref().unwrap_or_default();
+        let mut backend = vec![
+            format!("-backend-config=bucket={bucket}"),
+            format!("-backend-config=key={}", self.state_key(stage)),
+            format!("-backend-config=region={region}"),
+            "-backend-config=use_lockfile=true".to_owned(),
+            "-backend-config=encrypt=true".to_owned(),
+        ];
+        if environment.s3_path_style {
+            backend.push("-backend-config=use_path_style=true".to_owned());
+        }
+        let cmd = self.terraform(stage).args(["init", "-input=false", "-reconfigure", "-no-color"]).args(backend);
+        ui::step(&format!("terraform init {} (state s3://{bucket}/{})", stage.directory(), self.state_key(stage)));
+        // init only downloads providers and reads state: safe in dry-run,
+        // and the plan that dry-run prints needs it.
+        ui::detail(&format!("$ {cmd}"));
+        let output = cmd.quiet().ignore_status().output().context("running terraform init")?;
+        if !output.status.success() {
+            bail!("terraform init of {} failed:\n{}", stage.directory(), String::from_utf8_lossy(&output.stderr).trim());
+        }
+        self.initialised.borrow_mut().push(stage);
+        Ok(())
+    }
+
+    /// `-var` flags and the variable file for a stage.
+    fn variables(&self, stage: Stage, image: Option<&str>) -> Result<Vec<String>> {
+        let mut args = vec![
+            format!("-var=app_name={}", self.app_name),
+            format!("-var=aws_region={}", self.environment.region.as_deref().unwrap_or_default()),
+        ];
+        if stage == Stage::Environment {
+            args.push(format!("-var=environment={}", self.environment_name));
+            let var_file = Path::new("env").join(format!("{}.tfvars", self.environment_name));
+            if self.directory(stage).join(&var_file).exists() {
+                args.insert(0, format!("-var-file={}", var_file.display()));
+            }
+            let image = match image {
+                Some(image) => image.to_owned(),
+                None => self.default_image()?,
+            };
+            args.push(format!("-var=image={image}"));
+        }
+        Ok(args)
+    }
+
+    /// What runs now (the environment's `image` output), else the image
+    /// built for this commit in the environment's repository.
+    fn default_image(&self) -> Result<String> {
+        if let Some(image) = self.output(Stage::Environment, "image")? {
+            return Ok(image);
+        }
+        let repository_url = self.output(Stage::Repositories, "repository_url")?.with_context(|| {
+            format!("no image given and the repositories stage has no output yet: apply it first (cargo xtask infra apply --env {} --stage repositories)", self.environment_name)
+        })?;
+        let sha = cmd!(self.ctx.sh, "git rev-parse HEAD").quiet().read().context("reading the commit (git rev-parse HEAD)")?;
+        Ok(format!("{repository_url}:git-{}", &sha[..12.min(sha.len())]))
+    }
+
+    /// One output of a stage's state; None when the stage has no state yet.
+    pub fn output(&self, stage: Stage, name: &str) -> Result<Option<String>> {
+        self.init(stage)?;
+        // `-raw` prints a warning to stdout with exit 0 when there are no
+        // outputs, so read them all as JSON.
+        let output = self
+            .terraform(stage)
+            .args(["output", "-json", "-no-color"])
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("running terraform output")?;
+        if !output.status.success() {
+            return Ok(None);
+        }
+        let outputs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        Ok(outputs[name]["value"].as_str().filter(|value| !value.is_empty()).map(str::to_owned))
+    }
+
+    fn secret_env(&self, stage: Stage) -> Result<Vec<(String, String)>> {
+        if stage == Stage::Environment {
+            secrets::terraform_env(self.ctx).context("decrypting secrets.tfvars.enc for Terraform (set SECRETS_PASSWORD)")
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    fn plan_file(&self, stage: Stage) -> PathBuf {
+        let name = match stage {
+            Stage::Repositories => "repositories",
+            Stage::Environment => "environment",
+        };
+        self.ctx.root.join("target/xtask/plans").join(format!("{}-{name}.tfplan", self.environment_name))
+    }
+
+    /// `terraform plan`, saved to a plan file for apply.
+    pub fn plan(&self, stage: Stage, image: Option<&str>) -> Result<PlanResult> {
+        self.init(stage)?;
+        let variables = self.variables(stage, image)?;
+        let plan_file = self.plan_file(stage);
+        std::fs::create_dir_all(plan_file.parent().unwrap_or(Path::new(".")))
+            .with_context(|| format!("creating {}", plan_file.display()))?;
+        let out = format!("-out={}", plan_file.display());
+        let cmd = self
+            .terraform(stage)
+            .args(["plan", "-input=false", "-no-color", "-detailed-exitcode", "-lock-timeout=0s"])
+            .arg(out)
+            .args(variables)
+            .envs(self.secret_env(stage)?);
+        ui::step(&format!("terraform plan {}", stage.directory()));
+        // A plan changes nothing, so dry-run shows the real one.
+        ui::detail(&format!("$ {cmd}"));
+        let status = crate::util::spawn_and_wait("terraform plan", &mut std::process::Command::from(cmd))?;
+        match status.code() {
+            Some(0) => Ok(PlanResult::NoChanges),
+            Some(2) => Ok(PlanResult::Changes),
+            _ => bail!("terraform plan of {} failed ({status}); see its output above", stage.directory()),
+        }
+    }
+
+    pub fn apply(&self, stage: Stage, image: Option<&str>) -> Result<()> {
+        let result = self.plan(stage, image)?;
+        if result == PlanResult::NoChanges {
+            ui::success(&format!("{}: no changes", stage.directory()));
+            return Ok(());
+        }
+        let plan_file = self.plan_file(stage);
+        let cmd = self
+            .terraform(stage)
+            .args(["apply", "-input=false", "-no-color", "-lock-timeout=0s"])
+            .arg(&plan_file)
+            .envs(self.secret_env(stage)?);
+        if self.ctx.dry_run() {
+            println!("would run: {cmd}");
+            return Ok(());
+        }
+        if !confirm(self.ctx, &format!("apply these changes to {} ({})?", self.environment_name, stage.directory()))? {
+            bail!("apply of {} cancelled", stage.directory());
+        }
+        ui::step(&format!("terraform apply {}", stage.directory()));
+        let status = crate::util::spawn_and_wait("terraform apply", &mut std::process::Command::from(cmd))?;
+        let _ = std::fs::remove_file(&plan_file);
+        if !status.success() {
+            bail!(
+                "terraform apply of {} failed ({status}); its output above names the resource. A lock error means another apply holds the state: wait for it, or `terraform force-unlock` if its holder is gone",
+                stage.directory()
+            );
+        }
+        ui::success(&format!("{} applied", stage.directory()));
+        Ok(())
+    }
+
+    pub fn destroy(&self, stage: Stage, image: Option<&str>) -> Result<()> {
+        self.init(stage)?;
+        let variables = self.variables(stage, image).or_else(|_| {
+            // Nothing deployed and no repository: destroy needs some image
+            // value to evaluate the configuration, not a real one.
+            self.variables(stage, Some("destroyed.invalid/placeholder:none"))
+        })?;
+        let cmd = self
+            .terraform(stage)
+            .args(["destroy", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=0s"])
+            .args(variables)
+            .envs(self.secret_env(stage)?);
+        if self.ctx.dry_run() {
+            println!("would run: {cmd}");
+            return Ok(());
+        }
+        ui::step(&format!("terraform destroy {}", stage.directory()));
+        let status = crate::util::spawn_and_wait("terraform destroy", &mut std::process::Command::from(cmd))?;
+        if !status.success() {
+            bail!("terraform destroy of {} failed ({status}); see its output above", stage.directory());
+        }
+        Ok(())
+    }
+}
+
+/// Destroy asks for the environment name typed back, even with --yes:
+/// there is no undo.
+fn confirm_environment_name(ctx: &Ctx) -> Result<()> {
+    use std::io::IsTerminal;
+    let name = &ctx.global.environment;
+    if ctx.dry_run() {
+        return Ok(());
+    }
+    if let Ok(confirmed) = std::env::var("XTASK_CONFIRM_ENV")
+        && ctx.global.yes
+    {
+        if &confirmed == name {
+            return Ok(());
+        }
+        bail!("XTASK_CONFIRM_ENV={confirmed:?} does not match the environment {name:?}");
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("destroying {name:?} needs its name typed back: run on a terminal, or pass --yes with XTASK_CONFIRM_ENV={name}");
+    }
+    eprint!("This destroys every resource of {name:?}. Type the environment name to confirm: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
+    if answer.trim() != name {
+        bail!("confirmation {:?} does not match {name:?}; nothing destroyed", answer.trim());
+    }
+    Ok(())
+}
