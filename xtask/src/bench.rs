@@ -24,6 +24,8 @@ pub struct Bench {
 pub enum Which {
     /// Cold builds of the everyday task runner and of the AWS path, warm `cargo xtask --help`
     Startup,
+    /// Encrypt and decrypt a 10 KB secrets file at 600,000 PBKDF2 iterations
+    Secrets,
 }
 
 /// One row of the benchmark table.
@@ -37,11 +39,12 @@ pub struct Figure {
 
 impl Bench {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let which = if self.which.is_empty() { vec![Which::Startup] } else { self.which };
+        let which = if self.which.is_empty() { vec![Which::Startup, Which::Secrets] } else { self.which };
         let mut figures = Vec::new();
         for bench in which {
             match bench {
                 Which::Startup => figures.extend(startup(ctx)?),
+                Which::Secrets => figures.extend(crate::secrets::bench(ctx)?),
             }
         }
         print_table(&figures);

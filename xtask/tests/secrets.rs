@@ -1,0 +1,856 @@
+//! `cargo xtask secrets ...` and `install-hooks`, through the real binary,
+//! with the real openssl CLI on the other side and files in private temp
+//! directories. Every test that makes an operation fail then scans its
+//! directories for the plaintext's marker: a failure must leave no
+//! plaintext behind.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use crate::support::{project_root, run, xtask};
+
+const PASSWORD: &str = "integration test password, ünïcödé";
+const DEMO_PASSWORD: &str = "demo-password-change-me";
+
+/// A temp directory for one test: `work/` for the files, `tmp/` as the
+/// binary's TMPDIR. Always removed, even when the test fails, because it
+/// holds (test) secrets.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "xtask-secrets-test-{}-{}-{name}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        for dir in ["work", "tmp", "bin"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        Scratch { root }
+    }
+
+    fn work(&self, name: &str) -> PathBuf {
+        self.root.join("work").join(name)
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// The binary with the password in its environment and this scratch
+    /// directory as its TMPDIR; nothing inherited that could answer for it.
+    fn secrets(&self, args: &[&str]) -> Command {
+        let mut command = xtask();
+        command
+            .args(args)
+            .env("SECRETS_PASSWORD", PASSWORD)
+            .env("TMPDIR", self.tmp())
+            .env_remove("SECRETS_NEW_PASSWORD")
+            .env_remove("SECRETS_PASSWORD_FILE")
+            .env_remove("SECRETS_NEW_PASSWORD_FILE")
+            .env_remove("VISUAL")
+            .env_remove("EDITOR")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Writes a plaintext with `marker` in it and encrypts it to `name`
+    /// with the binary; the plaintext is removed again.
+    fn encrypted(&self, name: &str, marker: &str) -> PathBuf {
+        let plain = self.work("input.tfvars");
+        fs::write(&plain, plaintext(marker)).unwrap();
+        let out = self.work(name);
+        let (output, _, stderr) =
+            checked(self.secrets(&["secrets", "encrypt", "--in", s(&plain), "--out", s(&out)]));
+        assert!(output.status.success(), "{stderr}");
+        fs::remove_file(plain).unwrap();
+        out
+    }
+
+    /// Fails when any file under the scratch directory (other than
+    /// `allowed`) holds the marker, or when TMPDIR is not empty.
+    fn assert_no_plaintext(&self, marker: &str, allowed: &[&Path]) {
+        let mut found = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if !allowed.contains(&path.as_path())
+                    && fs::read(&path)
+                        .unwrap()
+                        .windows(marker.len())
+                        .any(|window| window == marker.as_bytes())
+                {
+                    found.push(path);
+                }
+            }
+        }
+        assert!(found.is_empty(), "plaintext left behind in {found:?}");
+        let leftovers: Vec<_> = fs::read_dir(self.tmp())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temp files left behind: {leftovers:?}"
+        );
+    }
+
+    /// An executable sh script in `bin/`.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.root.join("bin").join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn plaintext(marker: &str) -> String {
+    format!("# test secrets\ndb_password = \"{marker}\"\nport = 5432\n")
+}
+
+/// Runs the command and checks that the password never shows in its output.
+fn checked(mut command: Command) -> (Output, String, String) {
+    let (output, stdout, stderr) = run(&mut command);
+    for password in [PASSWORD, "new password for the rekey test"] {
+        assert!(
+            !stdout.contains(password) && !stderr.contains(password),
+            "password printed:\n{stdout}\n{stderr}"
+        );
+    }
+    (output, stdout, stderr)
+}
+
+fn assert_fails_with(command: Command, message: &str) -> String {
+    let (output, stdout, stderr) = checked(command);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit code 1:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(message),
+        "expected {message:?} in:\n{stderr}"
+    );
+    stderr
+}
+
+fn openssl(args: &[&str], password: &str) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .args(["-pass", "env:TEST_PASSWORD"])
+        .env("TEST_PASSWORD", password)
+        .output()
+        .expect("`openssl` is on PATH (apt-get install openssl)")
+}
+
+fn git(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("`git` is on PATH (apt-get install git)")
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn encrypted_files_round_trip_through_openssl_and_decrypt_writes_mode_0600() {
+    let scratch = Scratch::new("round-trip");
+    let marker = "MARKER-round-trip-9d1c";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    assert!(fs::read(&enc).unwrap().starts_with(b"Salted__"));
+
+    let output = openssl(
+        &[
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-pbkdf2",
+            "-md",
+            "sha256",
+            "-iter",
+            "600000",
+            "-in",
+            s(&enc),
+        ],
+        PASSWORD,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8(output.stdout).unwrap();
+    let content = plaintext(marker);
+    assert!(
+        shown.starts_with(&format!("{content}\n# xtask-secrets-mac: v1 ")),
+        "{shown}"
+    );
+
+    let out = scratch.work("decrypted.tfvars");
+    let (output, _, stderr) =
+        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(fs::read_to_string(&out).unwrap(), content);
+    assert_eq!(mode(&out), 0o600);
+
+    let (output, stdout, stderr) =
+        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stdout, content,
+        "--stdout shows the content without the integrity line"
+    );
+}
+
+#[test]
+fn the_ci_aliases_encrypt_and_decrypt() {
+    let scratch = Scratch::new("aliases");
+    let plain = scratch.work("secrets.tfvars");
+    fs::write(&plain, plaintext("MARKER-alias")).unwrap();
+    let enc = scratch.work("secrets.tfvars.enc");
+    let (output, _, stderr) =
+        checked(scratch.secrets(&["encrypt-secrets", "--in", s(&plain), "--out", s(&enc)]));
+    assert!(output.status.success(), "{stderr}");
+    let (output, stdout, stderr) =
+        checked(scratch.secrets(&["decrypt-secrets", "--in", s(&enc), "--stdout"]));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout, plaintext("MARKER-alias"));
+}
+
+#[test]
+fn a_file_from_plain_openssl_needs_allow_unauthenticated() {
+    let scratch = Scratch::new("unauthenticated");
+    let marker = "MARKER-plain-openssl";
+    let plain = scratch.work("plain.tfvars");
+    fs::write(&plain, plaintext(marker)).unwrap();
+    let enc = scratch.work("secrets.tfvars.enc");
+    let args = [
+        "enc",
+        "-aes-256-cbc",
+        "-salt",
+        "-pbkdf2",
+        "-md",
+        "sha256",
+        "-iter",
+        "600000",
+        "-in",
+        s(&plain),
+        "-out",
+        s(&enc),
+    ];
+    assert!(openssl(&args, PASSWORD).status.success());
+    fs::remove_file(&plain).unwrap();
+
+    let out = scratch.work("out.tfvars");
+    assert_fails_with(
+        scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]),
+        "--allow-unauthenticated",
+    );
+    scratch.assert_no_plaintext(marker, &[]);
+
+    let (output, stdout, stderr) = checked(scratch.secrets(&[
+        "secrets",
+        "decrypt",
+        "--in",
+        s(&enc),
+        "--stdout",
+        "--allow-unauthenticated",
+    ]));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout, plaintext(marker));
+    assert!(
+        stderr.contains("warning:") && stderr.contains("no integrity line"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wrong_password_exits_1_and_leaves_the_existing_plaintext_alone() {
+    let scratch = Scratch::new("wrong-password");
+    let marker = "MARKER-wrong-password";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let out = scratch.work("secrets.tfvars");
+    fs::write(&out, "old = \"local\"\n").unwrap();
+    let mut command = scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]);
+    command.env("SECRETS_PASSWORD", "not the password");
+    assert_fails_with(command, "wrong password");
+    assert_eq!(fs::read_to_string(&out).unwrap(), "old = \"local\"\n");
+    scratch.assert_no_plaintext(marker, &[]);
+}
+
+#[test]
+fn a_file_that_is_not_encrypted_is_named() {
+    let scratch = Scratch::new("not-openssl");
+    let plain = scratch.work("secrets.tfvars");
+    fs::write(&plain, plaintext("MARKER-not-openssl")).unwrap();
+    let stderr = assert_fails_with(
+        scratch.secrets(&["secrets", "check", "--in", s(&plain)]),
+        "not an openssl-encrypted file",
+    );
+    assert!(stderr.contains("is it the decrypted file?"), "{stderr}");
+}
+
+#[test]
+fn tampered_truncated_and_extended_files_are_rejected() {
+    let scratch = Scratch::new("tampered");
+    let marker = "MARKER-tampered";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let original = fs::read(&enc).unwrap();
+    let mut flipped = original.clone();
+    flipped[40] ^= 0x01;
+    let truncated = original[..original.len() - 16].to_vec();
+    let mut extended = original.clone();
+    extended.extend([0x42; 16]);
+    let out = scratch.work("out.tfvars");
+    for (what, bytes) in [
+        ("flipped", flipped),
+        ("truncated", truncated),
+        ("extended", extended),
+    ] {
+        let damaged = scratch.work(&format!("{what}.enc"));
+        fs::write(&damaged, bytes).unwrap();
+        let stderr = assert_fails_with(
+            scratch.secrets(&["secrets", "decrypt", "--in", s(&damaged), "--out", s(&out)]),
+            "corrupted or was tampered with",
+        );
+        assert!(!stderr.contains("wrong password"), "{what}: {stderr}");
+        assert!(!out.exists());
+    }
+    scratch.assert_no_plaintext(marker, &[]);
+}
+
+#[test]
+fn passwords_come_from_a_file_or_the_environment_never_argv_and_never_empty() {
+    let scratch = Scratch::new("passwords");
+    let enc = scratch.encrypted("secrets.tfvars.enc", "MARKER-passwords");
+
+    let mut command = scratch.secrets(&["secrets", "check", "--in", s(&enc)]);
+    command.env("SECRETS_PASSWORD", "");
+    assert_fails_with(
+        command,
+        "SECRETS_PASSWORD is set but empty: an empty password is refused",
+    );
+
+    let mut command = scratch.secrets(&["secrets", "check", "--in", s(&enc)]);
+    command.env_remove("SECRETS_PASSWORD");
+    assert_fails_with(
+        command,
+        "no password: set SECRETS_PASSWORD, pass --password-file PATH",
+    );
+
+    let password_file = scratch.work("password");
+    fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let mut command = scratch.secrets(&[
+        "secrets",
+        "check",
+        "--in",
+        s(&enc),
+        "--password-file",
+        s(&password_file),
+    ]);
+    command.env("SECRETS_PASSWORD", "the file wins over this");
+    let (output, _, stderr) = checked(command);
+    assert!(output.status.success(), "{stderr}");
+
+    let (output, _, stderr) =
+        checked(scratch.secrets(&["secrets", "check", "--in", s(&enc), "--password", PASSWORD]));
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument '--password'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn decrypt_refuses_a_path_that_git_would_commit() {
+    let scratch = Scratch::new("git-ignore");
+    let marker = "MARKER-git-ignore";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let repo = scratch.work("repo");
+    fs::create_dir(&repo).unwrap();
+    assert!(git(&repo, &["init", "-q"]).status.success());
+    fs::write(repo.join(".gitignore"), "secrets.tfvars\n").unwrap();
+
+    let tracked = repo.join("notes.tfvars");
+    let stderr = assert_fails_with(
+        scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&tracked)]),
+        "git does not ignore it",
+    );
+    assert!(
+        !stderr.contains("Password"),
+        "refused before asking for a password: {stderr}"
+    );
+    assert!(!tracked.exists());
+    scratch.assert_no_plaintext(marker, &[]);
+
+    let ignored = repo.join("secrets.tfvars");
+    let (output, _, stderr) =
+        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&ignored)]));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(fs::read_to_string(&ignored).unwrap(), plaintext(marker));
+}
+
+#[test]
+fn decrypt_asks_before_overwriting_a_different_plaintext() {
+    let scratch = Scratch::new("overwrite");
+    let marker = "MARKER-overwrite";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let out = scratch.work("secrets.tfvars");
+    fs::write(&out, "local = \"edit\"\n").unwrap();
+    assert_fails_with(
+        scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]),
+        "pass --yes",
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), "local = \"edit\"\n");
+    let (output, _, stderr) = checked(scratch.secrets(&[
+        "--yes",
+        "secrets",
+        "decrypt",
+        "--in",
+        s(&enc),
+        "--out",
+        s(&out),
+    ]));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(fs::read_to_string(&out).unwrap(), plaintext(marker));
+}
+
+#[test]
+fn encrypt_refuses_a_file_that_is_not_tfvars_and_names_the_line() {
+    let scratch = Scratch::new("invalid-tfvars");
+    let plain = scratch.work("secrets.tfvars");
+    fs::write(&plain, "db_password = \"x\"\nport = \n").unwrap();
+    let enc = scratch.work("secrets.tfvars.enc");
+    let stderr = assert_fails_with(
+        scratch.secrets(&["secrets", "encrypt", "--in", s(&plain), "--out", s(&enc)]),
+        "secrets.tfvars:2: port has no value",
+    );
+    assert!(!stderr.contains("\"x\""), "{stderr}");
+    assert!(!enc.exists());
+}
+
+#[test]
+fn encrypting_unchanged_content_leaves_the_file_alone() {
+    let scratch = Scratch::new("unchanged");
+    let plain = scratch.work("secrets.tfvars");
+    fs::write(&plain, plaintext("MARKER-unchanged")).unwrap();
+    let enc = scratch.work("secrets.tfvars.enc");
+    let encrypt = || scratch.secrets(&["secrets", "encrypt", "--in", s(&plain), "--out", s(&enc)]);
+    assert!(checked(encrypt()).0.status.success());
+    let first = fs::read(&enc).unwrap();
+    let (output, _, stderr) = checked(encrypt());
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("left unchanged"), "{stderr}");
+    assert_eq!(fs::read(&enc).unwrap(), first);
+
+    // Another password would lock the team out: it takes a confirmation.
+    let mut command = encrypt();
+    command.env("SECRETS_PASSWORD", "someone else's password");
+    assert_fails_with(command, "does not decrypt with this password");
+    assert_eq!(fs::read(&enc).unwrap(), first);
+}
+
+#[test]
+fn check_verifies_and_names_the_variables_without_writing_or_printing_values() {
+    let scratch = Scratch::new("check");
+    let marker = "MARKER-check";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let (output, stdout, stderr) = checked(scratch.secrets(&["secrets", "check", "--in", s(&enc)]));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is intact")
+            && stderr.contains("TF_VAR_db_password (string), TF_VAR_port (number)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains(marker) && !stderr.contains(marker));
+    scratch.assert_no_plaintext(marker, &[]);
+}
+
+#[test]
+fn rekey_changes_the_password() {
+    let scratch = Scratch::new("rekey");
+    let marker = "MARKER-rekey";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let new_password = "new password for the rekey test";
+    let mut command = scratch.secrets(&["secrets", "rekey", "--in", s(&enc)]);
+    command.env("SECRETS_NEW_PASSWORD", new_password);
+    let (output, _, stderr) = checked(command);
+    assert!(output.status.success(), "{stderr}");
+
+    assert_fails_with(
+        scratch.secrets(&["secrets", "check", "--in", s(&enc)]),
+        "wrong password",
+    );
+    let mut command = scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]);
+    command.env("SECRETS_PASSWORD", new_password);
+    let (output, stdout, stderr) = checked(command);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout, plaintext(marker));
+    scratch.assert_no_plaintext(marker, &[]);
+}
+
+#[test]
+fn rekey_upgrades_legacy_files() {
+    let scratch = Scratch::new("legacy");
+    for md in ["md5", "sha256"] {
+        let marker = format!("MARKER-legacy-{md}");
+        let plain = scratch.work("legacy.tfvars");
+        fs::write(&plain, plaintext(&marker)).unwrap();
+        let enc = scratch.work(&format!("legacy-{md}.enc"));
+        let args = [
+            "enc",
+            "-aes-256-cbc",
+            "-salt",
+            "-md",
+            md,
+            "-in",
+            s(&plain),
+            "-out",
+            s(&enc),
+        ];
+        let output = openssl(&args, PASSWORD);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        fs::remove_file(&plain).unwrap();
+
+        assert_fails_with(
+            scratch.secrets(&["secrets", "check", "--in", s(&enc)]),
+            &format!("--legacy-kdf {md}"),
+        );
+        let upgraded = scratch.work(&format!("upgraded-{md}.enc"));
+        let mut command = scratch.secrets(&[
+            "secrets",
+            "rekey",
+            "--in",
+            s(&enc),
+            "--out",
+            s(&upgraded),
+            "--legacy-kdf",
+            md,
+        ]);
+        command.env("SECRETS_NEW_PASSWORD", PASSWORD);
+        let (output, _, stderr) = checked(command);
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("no integrity line"),
+            "legacy files are read with a warning: {stderr}"
+        );
+
+        let (output, _, stderr) =
+            checked(scratch.secrets(&["secrets", "check", "--in", s(&upgraded)]));
+        assert!(
+            output.status.success() && stderr.contains("is intact"),
+            "{stderr}"
+        );
+        scratch.assert_no_plaintext(&marker, &[]);
+    }
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let scratch = Scratch::new("dry-run");
+    let marker = "MARKER-dry-run";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let plain = scratch.work("secrets.tfvars");
+    fs::write(&plain, plaintext(marker)).unwrap();
+    let out = scratch.work("new.enc");
+    let decrypted = scratch.work("out.tfvars");
+    let repo = scratch.work("repo");
+    fs::create_dir(&repo).unwrap();
+    assert!(git(&repo, &["init", "-q"]).status.success());
+    let snapshot = || {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut pending = vec![scratch.root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    files.push((path.clone(), fs::read(&path).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let tasks: [&[&str]; 6] = [
+        &["secrets", "encrypt", "--in", s(&plain), "--out", s(&out)],
+        &[
+            "secrets",
+            "decrypt",
+            "--in",
+            s(&enc),
+            "--out",
+            s(&decrypted),
+        ],
+        &["secrets", "edit", "--in", s(&enc)],
+        &["secrets", "rekey", "--in", s(&enc)],
+        &["secrets", "check", "--in", s(&enc)],
+        &["install-hooks", "--repo", s(&repo)],
+    ];
+    for args in tasks {
+        let mut command = scratch.secrets(&["--dry-run"]);
+        command.args(args).env_remove("SECRETS_PASSWORD");
+        let (output, stdout, stderr) = checked(command);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(stdout.starts_with("would "), "{args:?}: {stdout}");
+    }
+    assert!(snapshot() == before, "a dry run changed files");
+}
+
+/// The editor scripts log what they saw to `bin/editor.log`: the temp
+/// file's mode and whether it lies under the test's TMPDIR.
+fn editor(scratch: &Scratch, action: &str) -> PathBuf {
+    let log = scratch.root.join("bin/editor.log");
+    scratch.script(
+        "editor",
+        &format!(
+            "stat -c %a \"$1\" > '{log}'\ncase \"$1\" in '{tmp}'/*) echo in-tmpdir >> '{log}';; esac\n{action}",
+            log = log.display(),
+            tmp = scratch.tmp().display()
+        ),
+    )
+}
+
+fn edit(scratch: &Scratch, enc: &Path, editor: &Path) -> (Output, String, String) {
+    let mut command = scratch.secrets(&["secrets", "edit", "--in", s(enc)]);
+    command.env("EDITOR", editor);
+    checked(command)
+}
+
+fn assert_editor_saw_a_private_temp_file(scratch: &Scratch) {
+    let log = fs::read_to_string(scratch.root.join("bin/editor.log")).unwrap();
+    assert_eq!(log, "600\nin-tmpdir\n");
+}
+
+#[test]
+fn edit_without_changes_rewrites_nothing() {
+    let scratch = Scratch::new("edit-unchanged");
+    let marker = "MARKER-edit-unchanged";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let before = (
+        fs::read(&enc).unwrap(),
+        fs::metadata(&enc).unwrap().modified().unwrap(),
+    );
+    let (output, _, stderr) = edit(&scratch, &enc, &editor(&scratch, "exit 0"));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("no changes"), "{stderr}");
+    assert_eq!(
+        (
+            fs::read(&enc).unwrap(),
+            fs::metadata(&enc).unwrap().modified().unwrap()
+        ),
+        before
+    );
+    assert_editor_saw_a_private_temp_file(&scratch);
+    scratch.assert_no_plaintext(marker, &[]);
+}
+
+#[test]
+fn edit_with_changes_re_encrypts() {
+    let scratch = Scratch::new("edit-changed");
+    let marker = "MARKER-edit-changed";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let (output, _, stderr) = edit(
+        &scratch,
+        &enc,
+        &editor(&scratch, "printf 'api_key = \"added\"\\n' >> \"$1\""),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert_editor_saw_a_private_temp_file(&scratch);
+    scratch.assert_no_plaintext(marker, &[]);
+    let (output, stdout, stderr) =
+        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]));
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{}api_key = \"added\"\n", plaintext(marker))
+    );
+}
+
+#[test]
+fn edit_with_a_failing_editor_changes_nothing() {
+    let scratch = Scratch::new("edit-failing");
+    let marker = "MARKER-edit-failing";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let before = fs::read(&enc).unwrap();
+    let editor = editor(&scratch, "printf 'api_key = \"lost\"\\n' >> \"$1\"\nexit 1");
+    let mut command = scratch.secrets(&["secrets", "edit", "--in", s(&enc)]);
+    command.env("EDITOR", &editor);
+    assert_fails_with(command, "failed");
+    assert_eq!(fs::read(&enc).unwrap(), before);
+    assert_editor_saw_a_private_temp_file(&scratch);
+    scratch.assert_no_plaintext(marker, &[]);
+}
+
+#[test]
+fn edit_that_breaks_the_syntax_is_refused() {
+    let scratch = Scratch::new("edit-broken");
+    let marker = "MARKER-edit-broken";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let before = fs::read(&enc).unwrap();
+    let editor = editor(&scratch, "printf 'broken = \\n' >> \"$1\"");
+    let mut command = scratch.secrets(&["secrets", "edit", "--in", s(&enc)]);
+    command.env("EDITOR", &editor);
+    let stderr = assert_fails_with(command, "left unchanged");
+    assert!(stderr.contains(":4: broken has no value"), "{stderr}");
+    assert_eq!(fs::read(&enc).unwrap(), before);
+    scratch.assert_no_plaintext(marker, &[]);
+}
+
+#[test]
+fn the_pre_commit_hook_refuses_plaintext_and_broken_encrypted_files() {
+    let scratch = Scratch::new("hook");
+    let repo = scratch.work("repo");
+    fs::create_dir(&repo).unwrap();
+    assert!(git(&repo, &["init", "-q"]).status.success());
+    let (output, _, stderr) = checked(scratch.secrets(&["install-hooks", "--repo", s(&repo)]));
+    assert!(output.status.success(), "{stderr}");
+    let hook = repo.join(".git/hooks/pre-commit");
+    assert_eq!(mode(&hook), 0o755);
+    let (output, _, stderr) = checked(scratch.secrets(&["install-hooks", "--repo", s(&repo)]));
+    assert!(
+        output.status.success() && stderr.contains("already installed"),
+        "{stderr}"
+    );
+
+    let good = scratch.encrypted("good.enc", "MARKER-hook");
+    fs::create_dir(repo.join("env")).unwrap();
+    let refused: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "secrets.tfvars",
+            b"db_password = \"x\"\n".to_vec(),
+            "holds decrypted secrets",
+        ),
+        (
+            "env/secrets.tfvars",
+            b"db_password = \"x\"\n".to_vec(),
+            "holds decrypted secrets",
+        ),
+        (
+            "env/app.tfvars.plain",
+            b"db_password = \"x\"\n".to_vec(),
+            "holds decrypted secrets",
+        ),
+        (
+            "secrets.tfvars.enc",
+            b"db_password = \"x\"\n".to_vec(),
+            "not an encrypted file",
+        ),
+        (
+            "short.enc",
+            [b"Salted__".as_slice(), &[0; 8], &[1; 24]].concat(),
+            "not an encrypted file",
+        ),
+    ];
+    for (path, content, message) in refused {
+        fs::write(repo.join(path), content).unwrap();
+        assert!(git(&repo, &["add", "-f", path]).status.success());
+        let output = git(&repo, &["commit", "-q", "-m", "test"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{path} was committed");
+        assert!(
+            stderr.contains(&format!("refusing to commit {path}")) && stderr.contains(message),
+            "{path}: {stderr}"
+        );
+        assert!(git(&repo, &["rm", "-q", "--cached", path]).status.success());
+    }
+
+    fs::copy(&good, repo.join("secrets.tfvars.enc")).unwrap();
+    fs::write(repo.join("main.tf"), "# not a secret\n").unwrap();
+    assert!(
+        git(&repo, &["add", "secrets.tfvars.enc", "main.tf"])
+            .status
+            .success()
+    );
+    let output = git(&repo, &["commit", "-q", "-m", "encrypted secrets"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn install_hooks_keeps_a_hook_it_did_not_write_unless_forced() {
+    let scratch = Scratch::new("hook-force");
+    let repo = scratch.work("repo");
+    fs::create_dir(&repo).unwrap();
+    assert!(git(&repo, &["init", "-q"]).status.success());
+    let hook = repo.join(".git/hooks/pre-commit");
+    fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    fs::write(&hook, "#!/bin/sh\necho theirs\n").unwrap();
+    assert_fails_with(
+        scratch.secrets(&["install-hooks", "--repo", s(&repo)]),
+        "not written by xtask",
+    );
+    assert_eq!(
+        fs::read_to_string(&hook).unwrap(),
+        "#!/bin/sh\necho theirs\n"
+    );
+    let (output, _, stderr) =
+        checked(scratch.secrets(&["install-hooks", "--repo", s(&repo), "--force"]));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        fs::read_to_string(&hook)
+            .unwrap()
+            .contains("xtask-secrets-hook")
+    );
+    assert_eq!(mode(&hook), 0o755);
+}
+
+#[test]
+fn the_shipped_file_checks_with_the_demo_password_and_git_ignores_its_plaintext() {
+    let root = project_root();
+    assert!(
+        git(&root, &["check-ignore", "-q", "secrets.tfvars"])
+            .status
+            .success()
+    );
+    let scratch = Scratch::new("shipped");
+    let mut command = scratch.secrets(&["secrets", "check"]);
+    command.env("SECRETS_PASSWORD", DEMO_PASSWORD);
+    let (output, _, stderr) = checked(command);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is intact") && stderr.contains("TF_VAR_db_password"),
+        "{stderr}"
+    );
+}
