@@ -119,9 +119,9 @@ impl TestLocal {
 
     fn run_tests(&self, ctx: &Ctx) -> Result<Outcome> {
         let extra = &self.cargo_test_args;
-        let (database_url, _postgres_guard) = match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => {
-                ui::info("using DATABASE_URL from the environment");
+        let (database_url, _postgres_guard) = match ctx.env_var("DATABASE_URL") {
+            Some(url) => {
+                ui::info("using DATABASE_URL from the environment or .env");
                 (url, None)
             }
             _ if ctx.dry_run() => {

@@ -18,6 +18,10 @@ pub struct Ctx {
     pub sh: Shell,
     pub root: PathBuf,
     pub global: GlobalArgs,
+    /// Variables from the project's `.env`, if any. Read into a map instead
+    /// of the process environment: setting variables once threads exist
+    /// (the Ctrl-C handler is one) is unsound.
+    pub dotenv: Vec<(String, String)>,
 }
 
 impl Ctx {
@@ -25,7 +29,15 @@ impl Ctx {
         let sh = Shell::new().context("creating a shell")?;
         let root = project_root();
         sh.change_dir(&root);
-        Ok(Ctx { sh, root, global })
+        let dotenv = read_dotenv(&root.join(".env"))?;
+        Ok(Ctx { sh, root, global, dotenv })
+    }
+
+    /// A setting from the process environment, else from `.env`.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|value| !value.is_empty()).or_else(|| {
+            self.dotenv.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+        })
     }
 
     pub fn dry_run(&self) -> bool {
@@ -56,6 +68,17 @@ impl Ctx {
         let mut command = Command::from(cmd);
         spawn_and_wait(description, &mut command)
     }
+}
+
+/// Reads a `.env` file into a list; a missing file is an empty list.
+pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let entries = dotenvy::from_path_iter(path).with_context(|| format!("reading {}", path.display()))?;
+    entries
+        .map(|entry| entry.with_context(|| format!("parsing {}", path.display())))
+        .collect()
 }
 
 /// Spawns `command` in its own process group and waits for it; the group is
