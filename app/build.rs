@@ -19,9 +19,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=GIT_SHA");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
 
-    let manifest_dir = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-    );
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
 
     let git_sha = match non_empty_env("GIT_SHA") {
         Some(sha) => sha,
@@ -34,20 +32,15 @@ fn main() {
     let epoch = match non_empty_env("SOURCE_DATE_EPOCH") {
         // The reproducible-builds spec asks tools to fail on a malformed value
         // rather than silently fall back to the wall clock.
-        Some(raw) => raw.trim().parse::<i64>().unwrap_or_else(|_| {
-            panic!("SOURCE_DATE_EPOCH={raw:?} is not a whole number of seconds since 1970-01-01")
-        }),
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        Some(raw) => raw
+            .trim()
+            .parse::<i64>()
+            .unwrap_or_else(|_| panic!("SOURCE_DATE_EPOCH={raw:?} is not a whole number of seconds since 1970-01-01")),
+        None => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
     };
 
     println!("cargo:rustc-env=APP_GIT_SHA={git_sha}");
-    println!(
-        "cargo:rustc-env=APP_BUILD_TIME={}",
-        rfc3339::format_unix_utc(epoch)
-    );
+    println!("cargo:rustc-env=APP_BUILD_TIME={}", rfc3339::format_unix_utc(epoch));
 }
 
 fn non_empty_env(name: &str) -> Option<String> {
@@ -57,11 +50,7 @@ fn non_empty_env(name: &str) -> Option<String> {
 /// Asks git for the commit; `None` when git is missing, this is not a
 /// checkout, or the repository has no commits yet.
 fn git_head_sha(dir: &Path) -> Option<String> {
-    let output = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .ok()?;
+    let output = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(dir).output().ok()?;
     if !output.status.success() {
         return None;
     }

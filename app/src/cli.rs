@@ -50,9 +50,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("version" | "--version" | "-V") => Command::Version,
         Some("help" | "--help" | "-h") => Command::Help,
         Some(other) => {
-            return Err(format!(
-                "unknown command {other:?} (expected serve, migrate, version or help)"
-            ));
+            return Err(format!("unknown command {other:?} (expected serve, migrate, version or help)"));
         }
     };
     if let Some(extra) = args.get(1) {
@@ -63,11 +61,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 
 /// Runs the program with the full argument list (including the program name).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let args: Result<Vec<String>, OsString> = args
-        .into_iter()
-        .skip(1)
-        .map(OsString::into_string)
-        .collect();
+    let args: Result<Vec<String>, OsString> = args.into_iter().skip(1).map(OsString::into_string).collect();
     let command = match args {
         Ok(args) => parse(&args),
         Err(arg) => Err(format!("argument {arg:?} is not valid UTF-8")),
@@ -101,10 +95,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: could not start the async runtime: {error}");
@@ -139,10 +130,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     }
     if !report.unknown_versions.is_empty() {
         let versions: Vec<String> = report.unknown_versions.iter().map(i64::to_string).collect();
-        println!(
-            "note: the database has migrations this binary does not know (ignored): {}",
-            versions.join(", ")
-        );
+        println!("note: the database has migrations this binary does not know (ignored): {}", versions.join(", "));
     }
     match report.current_version {
         Some(version) => println!("database schema is at version {version}"),
@@ -154,10 +142,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 /// Flattens an error and its causes into one line, for log scrapers and
 /// humans alike (`a: b: c`).
 fn one_line(error: &anyhow::Error) -> String {
-    format!("{error:#}")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -187,19 +172,12 @@ mod tests {
             parse(&args(&["deploy"])),
             Err("unknown command \"deploy\" (expected serve, migrate, version or help)".to_owned())
         );
-        assert_eq!(
-            parse(&args(&["migrate", "now"])),
-            Err("unexpected argument \"now\" after \"migrate\"".to_owned())
-        );
+        assert_eq!(parse(&args(&["migrate", "now"])), Err("unexpected argument \"now\" after \"migrate\"".to_owned()));
     }
 
     #[test]
     fn errors_are_flattened_to_one_line() {
-        let error =
-            anyhow::anyhow!("connection refused\n  (os error 111)").context("could not connect");
-        assert_eq!(
-            one_line(&error),
-            "could not connect: connection refused (os error 111)"
-        );
+        let error = anyhow::anyhow!("connection refused\n  (os error 111)").context("could not connect");
+        assert_eq!(one_line(&error), "could not connect: connection refused (os error 111)");
     }
 }

@@ -60,10 +60,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(setting: &str, message: impl Into<String>) -> Self {
-        Self {
-            setting: setting.to_owned(),
-            message: message.into(),
-        }
+        Self { setting: setting.to_owned(), message: message.into() }
     }
 
     /// The name of the offending setting, e.g. `PORT` (or `.env`).
@@ -196,10 +193,7 @@ pub fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, ConfigError> 
         Ok(iter) => iter,
         Err(e) if e.not_found() => return Ok(HashMap::new()),
         Err(e) => {
-            return Err(ConfigError::new(
-                ".env",
-                format!("{shown} could not be read: {e}"),
-            ));
+            return Err(ConfigError::new(".env", format!("{shown} could not be read: {e}")));
         }
     };
     let mut values = HashMap::new();
@@ -216,16 +210,10 @@ pub fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, ConfigError> 
                     text.lines().position(|l| l.trim() == wanted).map(|i| i + 1)
                 });
                 let at = number.map(|n| format!(" line {n}")).unwrap_or_default();
-                return Err(ConfigError::new(
-                    ".env",
-                    format!("{shown}{at} is malformed (expected KEY=value)"),
-                ));
+                return Err(ConfigError::new(".env", format!("{shown}{at} is malformed (expected KEY=value)")));
             }
             Err(e) => {
-                return Err(ConfigError::new(
-                    ".env",
-                    format!("{shown} could not be read: {e}"),
-                ));
+                return Err(ConfigError::new(".env", format!("{shown} could not be read: {e}")));
             }
         }
     }
@@ -249,10 +237,7 @@ fn database_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigE
     };
     let required = |name: &str| {
         get(name).ok_or_else(|| {
-            ConfigError::new(
-                name,
-                format!("{name} is not set (required with DB_HOST when DATABASE_URL is not set)"),
-            )
+            ConfigError::new(name, format!("{name} is not set (required with DB_HOST when DATABASE_URL is not set)"))
         })
     };
     let name = required("DB_NAME")?;
@@ -276,14 +261,13 @@ fn database_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigE
         Some(password) => format!("{}:{}", percent_encode(&user), percent_encode(&password)),
         None => percent_encode(&user),
     };
-    let url = format!(
-        "postgres://{credentials}@{host}:{port}/{}",
-        percent_encode(&name)
-    );
+    let url = format!("postgres://{credentials}@{host}:{port}/{}", percent_encode(&name));
     PgConnectOptions::from_str(&url).map_err(|_| {
         ConfigError::new(
             "DB_HOST",
-            format!("DB_HOST={raw_host:?} does not form a valid PostgreSQL address (expected a host name or IP address)"),
+            format!(
+                "DB_HOST={raw_host:?} does not form a valid PostgreSQL address (expected a host name or IP address)"
+            ),
         )
     })?;
     Ok(url)
@@ -307,10 +291,7 @@ fn validate_database_url(url: &str) -> Result<(), ConfigError> {
 fn parse_port(setting: &str, raw: &str) -> Result<u16, ConfigError> {
     match raw.trim().parse::<u16>() {
         Ok(port) if port != 0 => Ok(port),
-        _ => Err(ConfigError::new(
-            setting,
-            format!("{setting}={raw:?} is not a port number (expected 1-65535)"),
-        )),
+        _ => Err(ConfigError::new(setting, format!("{setting}={raw:?} is not a port number (expected 1-65535)"))),
     }
 }
 
@@ -323,9 +304,7 @@ fn parse_flag(get: &impl Fn(&str) -> Option<String>, setting: &str) -> Result<bo
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(ConfigError::new(
             setting,
-            format!(
-                "{setting}={raw:?} is not a boolean (expected true/false, 1/0, yes/no or on/off)"
-            ),
+            format!("{setting}={raw:?} is not a boolean (expected true/false, 1/0, yes/no or on/off)"),
         )),
     }
 }
@@ -350,9 +329,7 @@ pub fn redact_url(url: &str) -> String {
         return "***".to_owned();
     };
     let rest_start = scheme_end + 3;
-    let authority_end = url[rest_start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| rest_start + i);
+    let authority_end = url[rest_start..].find(['/', '?', '#']).map_or(url.len(), |i| rest_start + i);
     let authority = &url[rest_start..authority_end];
     let Some(at) = authority.rfind('@') else {
         return url.to_owned();
@@ -361,12 +338,7 @@ pub fn redact_url(url: &str) -> String {
     let Some(colon) = userinfo.find(':') else {
         return url.to_owned();
     };
-    format!(
-        "{}{}:***{}",
-        &url[..rest_start],
-        &userinfo[..colon],
-        &url[rest_start + at..]
-    )
+    format!("{}{}:***{}", &url[..rest_start], &userinfo[..colon], &url[rest_start + at..])
 }
 
 #[cfg(test)]
@@ -376,12 +348,7 @@ mod tests {
     const URL: &str = "postgres://app:secret@db.internal:5432/app";
 
     fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
     }
 
     fn err(pairs: &[(&str, &str)]) -> ConfigError {
@@ -425,10 +392,7 @@ mod tests {
         for bad in ["abc", "0", "65536", "-1", "80.5"] {
             let e = err(&[("DATABASE_URL", URL), ("PORT", bad)]);
             assert_eq!(e.setting(), "PORT");
-            assert_eq!(
-                e.to_string(),
-                format!("PORT={bad:?} is not a port number (expected 1-65535)")
-            );
+            assert_eq!(e.to_string(), format!("PORT={bad:?} is not a port number (expected 1-65535)"));
         }
     }
 
@@ -450,11 +414,7 @@ mod tests {
 
     #[test]
     fn invalid_database_url_is_rejected_without_echoing_it() {
-        for bad in [
-            "mysql://u:hunter2@h/db",
-            "hunter2",
-            "postgres://u:hunter2@h:notaport/db",
-        ] {
+        for bad in ["mysql://u:hunter2@h/db", "hunter2", "postgres://u:hunter2@h:notaport/db"] {
             let e = err(&[("DATABASE_URL", bad)]);
             assert_eq!(e.setting(), "DATABASE_URL");
             assert!(!e.to_string().contains("hunter2"), "{e}");
@@ -470,10 +430,7 @@ mod tests {
             ("DB_PASSWORD", "p@ss:w/rd?#%"),
         ]))
         .unwrap();
-        assert_eq!(
-            config.database_url,
-            "postgres://app%40prod:p%40ss%3Aw%2Frd%3F%23%25@db.internal:5432/guest%20book"
-        );
+        assert_eq!(config.database_url, "postgres://app%40prod:p%40ss%3Aw%2Frd%3F%23%25@db.internal:5432/guest%20book");
         // The composed URL round-trips through the driver's own parser.
         let options = PgConnectOptions::from_str(&config.database_url).unwrap();
         assert_eq!(options.get_host(), "db.internal");
@@ -496,9 +453,7 @@ mod tests {
 
     #[test]
     fn database_url_wins_over_db_parts() {
-        let config =
-            Config::from_lookup(lookup(&[("DATABASE_URL", URL), ("DB_HOST", "elsewhere")]))
-                .unwrap();
+        let config = Config::from_lookup(lookup(&[("DATABASE_URL", URL), ("DB_HOST", "elsewhere")])).unwrap();
         assert_eq!(config.database_url, URL);
     }
 
@@ -509,12 +464,7 @@ mod tests {
         assert!(e.to_string().starts_with("DB_NAME is not set"), "{e}");
         let e = err(&[("DB_HOST", "h"), ("DB_NAME", "n")]);
         assert_eq!(e.setting(), "DB_USER");
-        let e = err(&[
-            ("DB_HOST", "h"),
-            ("DB_NAME", "n"),
-            ("DB_USER", "u"),
-            ("DB_PORT", "x"),
-        ]);
+        let e = err(&[("DB_HOST", "h"), ("DB_NAME", "n"), ("DB_USER", "u"), ("DB_PORT", "x")]);
         assert_eq!(e.setting(), "DB_PORT");
         let e = err(&[("DB_HOST", "bad host"), ("DB_NAME", "n"), ("DB_USER", "u")]);
         assert_eq!(e.setting(), "DB_HOST");
@@ -545,29 +495,21 @@ mod tests {
         let config = Config::from_lookup(lookup(&[("DATABASE_URL", URL)])).unwrap();
         let shown = format!("{config:?}");
         assert!(!shown.contains("secret"), "{shown}");
-        assert!(
-            shown.contains("postgres://app:***@db.internal:5432/app"),
-            "{shown}"
-        );
+        assert!(shown.contains("postgres://app:***@db.internal:5432/app"), "{shown}");
     }
 
     #[test]
     fn redact_url_handles_odd_shapes() {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(
-            redact_url("postgres://u:p@ss@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("no scheme"), "***");
     }
 
     #[test]
     fn environment_wins_over_dotenv() {
-        let dotenv = HashMap::from([
-            ("PORT".to_owned(), "7000".to_owned()),
-            ("DATABASE_URL".to_owned(), URL.to_owned()),
-        ]);
+        let dotenv =
+            HashMap::from([("PORT".to_owned(), "7000".to_owned()), ("DATABASE_URL".to_owned(), URL.to_owned())]);
         let env = lookup(&[("PORT", "9000")]);
         let config = Config::from_lookup(layered(env, &dotenv)).unwrap();
         assert_eq!(config.port, 9000);
@@ -580,11 +522,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
 
         let good = dir.join("good.env");
-        std::fs::write(
-            &good,
-            "# comment\nPORT=7000\nAPP_TEST_ONLY_KEY=\"quoted value\"\n",
-        )
-        .unwrap();
+        std::fs::write(&good, "# comment\nPORT=7000\nAPP_TEST_ONLY_KEY=\"quoted value\"\n").unwrap();
         let values = read_dotenv(&good).unwrap();
         assert_eq!(values["PORT"], "7000");
         assert_eq!(values["APP_TEST_ONLY_KEY"], "quoted value");

@@ -118,18 +118,12 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<MigrationReport> {
     use anyhow::Context as _;
 
     let options = connect_options(database_url).context("invalid database url")?;
-    let mut conn = tokio::time::timeout(
-        MIGRATE_CONNECT_TIMEOUT,
-        PgConnection::connect_with(&options),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "could not connect to the database within {}s",
-            MIGRATE_CONNECT_TIMEOUT.as_secs()
-        )
-    })?
-    .context("could not connect to the database")?;
+    let mut conn = tokio::time::timeout(MIGRATE_CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("could not connect to the database within {}s", MIGRATE_CONNECT_TIMEOUT.as_secs())
+        })?
+        .context("could not connect to the database")?;
 
     let before = applied_versions(&mut conn).await?;
 
@@ -145,26 +139,13 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<MigrationReport> {
         .filter(|m| after.contains(&m.version) && !before.contains(&m.version))
         .map(|m| (m.version, m.description.to_string()))
         .collect();
-    let unknown_versions = after
-        .iter()
-        .copied()
-        .filter(|v| !migrator.iter().any(|m| m.version == *v))
-        .collect();
-    Ok(MigrationReport {
-        applied,
-        current_version: after.last().copied(),
-        unknown_versions,
-    })
+    let unknown_versions = after.iter().copied().filter(|v| !migrator.iter().any(|m| m.version == *v)).collect();
+    Ok(MigrationReport { applied, current_version: after.last().copied(), unknown_versions })
 }
 
 async fn applied_versions(conn: &mut PgConnection) -> anyhow::Result<BTreeSet<i64>> {
     use anyhow::Context as _;
-    conn.ensure_migrations_table()
-        .await
-        .context("could not create the migrations table")?;
-    let applied = conn
-        .list_applied_migrations()
-        .await
-        .context("could not list applied migrations")?;
+    conn.ensure_migrations_table().await.context("could not create the migrations table")?;
+    let applied = conn.list_applied_migrations().await.context("could not list applied migrations")?;
     Ok(applied.into_iter().map(|m| m.version).collect())
 }

@@ -49,15 +49,9 @@ mod rfc3339_tests {
         for days in start..start + 146_097 {
             let secs = days * 86_400 + (days.rem_euclid(86_400));
             let expected = DateTime::from_timestamp(secs, 0).unwrap();
-            assert_eq!(
-                format_unix_utc(secs),
-                expected.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-            );
+            assert_eq!(format_unix_utc(secs), expected.format("%Y-%m-%dT%H:%M:%SZ").to_string());
             let (y, m, d) = civil_from_days(days);
-            assert_eq!(
-                (y, m, d),
-                (i64::from(expected.year()), expected.month(), expected.day())
-            );
+            assert_eq!((y, m, d), (i64::from(expected.year()), expected.month(), expected.day()));
         }
     }
 }

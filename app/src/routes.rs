@@ -41,10 +41,7 @@ pub struct AppState {
 impl AppState {
     /// State with debug routes disabled.
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            debug_routes: false,
-        }
+        Self { pool, debug_routes: false }
     }
 
     /// Enables or disables the `/debug/*` routes.
@@ -87,20 +84,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            field: None,
-        }
+        Self { status, message: message.into(), field: None }
     }
 
     /// A 422 for one invalid input field.
     pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: message.into(),
-            field: Some(field),
-        }
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, message: message.into(), field: Some(field) }
     }
 
     /// The status code this error responds with.
@@ -136,13 +125,7 @@ impl From<sqlx::Error> for ApiError {
 /// Whether a database error means "cannot reach the database" (retryable,
 /// 503) rather than a bug (500).
 fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-    )
+    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
 }
 
 /// Turns axum's plain-text JSON rejections into our JSON error shape.
@@ -150,9 +133,8 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         // The rejection's source is the serde error, which names the field
         // (axum uses serde_path_to_error) without axum's capitalised prefix.
-        let detail = std::error::Error::source(&rejection)
-            .map(ToString::to_string)
-            .unwrap_or_else(|| rejection.body_text());
+        let detail =
+            std::error::Error::source(&rejection).map(ToString::to_string).unwrap_or_else(|| rejection.body_text());
         let message = match rejection {
             JsonRejection::JsonDataError(_) => format!("invalid JSON body: {detail}"),
             JsonRejection::JsonSyntaxError(_) => format!("malformed JSON body: {detail}"),
@@ -168,13 +150,9 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         // As above: the source is serde's message without axum's prefix.
-        let detail = std::error::Error::source(&rejection)
-            .map(ToString::to_string)
-            .unwrap_or_else(|| rejection.body_text());
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid query string: {detail}"),
-        )
+        let detail =
+            std::error::Error::source(&rejection).map(ToString::to_string).unwrap_or_else(|| rejection.body_text());
+        Self::new(StatusCode::BAD_REQUEST, format!("invalid query string: {detail}"))
     }
 }
 
@@ -200,17 +178,11 @@ where
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     // Only the path: the query string may carry tokens.
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {method} {}", uri.path()),
-    )
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {method} {}", uri.path()))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {method} is not allowed for {}", uri.path()),
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed for {}", uri.path()))
 }
 
 // ---------------------------------------------------------------------------
@@ -247,9 +219,7 @@ struct SlowParams {
 }
 
 /// Test hook: holds a request open so tests can observe graceful shutdown.
-async fn debug_slow(
-    params: Result<Query<SlowParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn debug_slow(params: Result<Query<SlowParams>, QueryRejection>) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(params) = params?;
     let ms = params.ms.unwrap_or(1000).min(MAX_DEBUG_SLEEP_MS);
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -305,21 +275,13 @@ impl NewEntry {
     /// Reads the fields from a JSON object. Taking an object (not deriving
     /// from any JSON) rejects arrays, which serde would otherwise accept as
     /// a struct, and lets a wrong type name its field.
-    pub fn from_json(
-        object: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Self, ApiError> {
+    pub fn from_json(object: &serde_json::Map<String, serde_json::Value>) -> Result<Self, ApiError> {
         let field = |name: &'static str| match object.get(name) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
-            Some(_) => Err(ApiError::invalid_field(
-                name,
-                format!("{name} must be a string"),
-            )),
+            Some(_) => Err(ApiError::invalid_field(name, format!("{name} must be a string"))),
         };
-        Ok(Self {
-            name: field("name")?,
-            message: field("message")?,
-        })
+        Ok(Self { name: field("name")?, message: field("message")? })
     }
 
     /// Checks the fields in order and reports the first invalid one.
@@ -331,30 +293,17 @@ impl NewEntry {
     }
 }
 
-fn validate_field(
-    field: &'static str,
-    value: Option<&str>,
-    max_chars: usize,
-) -> Result<String, ApiError> {
+fn validate_field(field: &'static str, value: Option<&str>, max_chars: usize) -> Result<String, ApiError> {
     let Some(value) = value else {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("{field} is required"),
-        ));
+        return Err(ApiError::invalid_field(field, format!("{field} is required")));
     };
     let value = value.trim();
     if value.is_empty() {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("{field} must not be empty"),
-        ));
+        return Err(ApiError::invalid_field(field, format!("{field} must not be empty")));
     }
     // Characters, not bytes: "ü" is one character of a 64-character name.
     if value.chars().count() > max_chars {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("{field} must be at most {max_chars} characters"),
-        ));
+        return Err(ApiError::invalid_field(field, format!("{field} must be at most {max_chars} characters")));
     }
     Ok(value.to_owned())
 }
@@ -382,27 +331,18 @@ async fn home(State(state): State<AppState>) -> Response {
 
 /// The form on the home page posts here; on success we redirect back to `/`
 /// (post/redirect/get, so a reload does not post twice).
-async fn create_entry_form(
-    State(state): State<AppState>,
-    form: Result<Form<NewEntry>, FormRejection>,
-) -> Response {
+async fn create_entry_form(State(state): State<AppState>, form: Result<Form<NewEntry>, FormRejection>) -> Response {
     let input = match form {
         Ok(Form(input)) => input,
         Err(rejection) => {
-            return (
-                rejection.status(),
-                Html(render_message_page("could not read the form")),
-            )
-                .into_response();
+            return (rejection.status(), Html(render_message_page("could not read the form"))).into_response();
         }
     };
     let valid = match input.validate() {
         Ok(valid) => valid,
         Err(error) => {
             // Show the page again with the problem and what the user typed.
-            let entries = db::latest_entries(&state.pool, DEFAULT_LIMIT)
-                .await
-                .unwrap_or_default();
+            let entries = db::latest_entries(&state.pool, DEFAULT_LIMIT).await.unwrap_or_default();
             let page = render_page(&entries, Some(&error.message), &input);
             return (error.status, Html(page)).into_response();
         }
@@ -423,12 +363,7 @@ fn html_error(error: sqlx::Error) -> Response {
     } else {
         "something went wrong"
     };
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(render_message_page(text)),
-    )
-        .into_response()
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(render_message_page(text))).into_response()
 }
 
 /// Escapes text for use in HTML element content and quoted attributes.
@@ -466,20 +401,13 @@ fn page_shell(body: &str) -> String {
 }
 
 fn render_message_page(message: &str) -> String {
-    page_shell(&format!(
-        "<p class=\"error\">{}</p>\n<p><a href=\"/\">Back</a></p>\n",
-        escape_html(message)
-    ))
+    page_shell(&format!("<p class=\"error\">{}</p>\n<p><a href=\"/\">Back</a></p>\n", escape_html(message)))
 }
 
 fn render_page(entries: &[Entry], error: Option<&str>, input: &NewEntry) -> String {
     let mut body = String::new();
     if let Some(error) = error {
-        let _ = writeln!(
-            body,
-            "<p class=\"error\" role=\"alert\">{}</p>",
-            escape_html(error)
-        );
+        let _ = writeln!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape_html(error));
     }
     let _ = write!(
         body,
@@ -499,9 +427,7 @@ fn render_page(entries: &[Entry], error: Option<&str>, input: &NewEntry) -> Stri
                 body,
                 "<li><strong>{}</strong> <time datetime=\"{}\">{}</time><p>{}</p></li>",
                 escape_html(&entry.name),
-                entry
-                    .created_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                entry.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 entry.created_at.format("%Y-%m-%d %H:%M UTC"),
                 escape_html(&entry.message),
             );
@@ -516,10 +442,7 @@ mod tests {
     use super::*;
 
     fn input(name: Option<&str>, message: Option<&str>) -> NewEntry {
-        NewEntry {
-            name: name.map(str::to_owned),
-            message: message.map(str::to_owned),
-        }
+        NewEntry { name: name.map(str::to_owned), message: message.map(str::to_owned) }
     }
 
     #[test]
@@ -534,19 +457,11 @@ mod tests {
     #[test]
     fn validation_trims_and_checks_lengths_in_characters() {
         let valid = input(Some("  Ada "), Some("\thi\n")).validate().unwrap();
-        assert_eq!(
-            valid,
-            ValidEntry {
-                name: "Ada".into(),
-                message: "hi".into()
-            }
-        );
+        assert_eq!(valid, ValidEntry { name: "Ada".into(), message: "hi".into() });
 
         let name = "ü".repeat(64);
         assert!(input(Some(&name), Some("m")).validate().is_ok());
-        let e = input(Some(&format!("{name}ü")), Some("m"))
-            .validate()
-            .unwrap_err();
+        let e = input(Some(&format!("{name}ü")), Some("m")).validate().unwrap_err();
         assert_eq!(e.field, Some("name"));
         assert_eq!(e.message, "name must be at most 64 characters");
     }
@@ -555,22 +470,10 @@ mod tests {
     fn validation_names_the_field() {
         let cases = [
             (input(None, Some("m")), "name", "name is required"),
-            (
-                input(Some("   "), Some("m")),
-                "name",
-                "name must not be empty",
-            ),
+            (input(Some("   "), Some("m")), "name", "name must not be empty"),
             (input(Some("n"), None), "message", "message is required"),
-            (
-                input(Some("n"), Some("")),
-                "message",
-                "message must not be empty",
-            ),
-            (
-                input(Some("n"), Some(&"x".repeat(501))),
-                "message",
-                "message must be at most 500 characters",
-            ),
+            (input(Some("n"), Some("")), "message", "message must not be empty"),
+            (input(Some("n"), Some(&"x".repeat(501))), "message", "message must be at most 500 characters"),
         ];
         for (input, field, message) in cases {
             let e = input.validate().unwrap_err();

@@ -39,24 +39,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         for (version, description) in &report.applied {
             tracing::info!(version, description, "applied migration");
         }
-        tracing::info!(
-            current_version = report.current_version,
-            "migrations up to date"
-        );
+        tracing::info!(current_version = report.current_version, "migrations up to date");
     }
 
     let pool = db::lazy_pool(&config.database_url).context("invalid database url")?;
     if config.enable_debug_routes {
-        tracing::warn!(
-            "debug routes are enabled (APP_ENABLE_DEBUG_ROUTES); never do this in production"
-        );
+        tracing::warn!("debug routes are enabled (APP_ENABLE_DEBUG_ROUTES); never do this in production");
     }
     let app = router(AppState::new(pool.clone()).with_debug_routes(config.enable_debug_routes));
 
     let addr = config.socket_addr();
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("could not listen on {addr}"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("could not listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -117,8 +110,7 @@ struct Signals {
 impl Signals {
     fn install() -> anyhow::Result<Self> {
         Ok(Self {
-            term: signal(SignalKind::terminate())
-                .context("could not install the SIGTERM handler")?,
+            term: signal(SignalKind::terminate()).context("could not install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("could not install the SIGINT handler")?,
         })
     }

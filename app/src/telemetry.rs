@@ -47,10 +47,7 @@ pub fn init(filter: &str, target: LogTarget) {
         }
     };
     let result = if is_terminal {
-        builder
-            .with_writer(make_writer)
-            .with_target(false)
-            .try_init()
+        builder.with_writer(make_writer).with_target(false).try_init()
     } else {
         builder
             .with_writer(make_writer)

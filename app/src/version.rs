@@ -37,11 +37,7 @@ impl VersionInfo {
 
 impl std::fmt::Display for VersionInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} (git {}, built {})",
-            self.name, self.version, self.git_sha, self.build_time
-        )
+        write!(f, "{} {} (git {}, built {})", self.name, self.version, self.git_sha, self.build_time)
     }
 }
 
@@ -69,17 +65,7 @@ mod tests {
             build_time: "2024-01-02T03:04:05Z",
         };
         assert_eq!(v.short_sha(), "0123456789ab");
-        assert_eq!(
-            v.to_string(),
-            "app 1.2.3 (git 0123456789abcdef0123, built 2024-01-02T03:04:05Z)"
-        );
-        assert_eq!(
-            VersionInfo {
-                git_sha: "unknown",
-                ..v
-            }
-            .short_sha(),
-            "unknown"
-        );
+        assert_eq!(v.to_string(), "app 1.2.3 (git 0123456789abcdef0123, built 2024-01-02T03:04:05Z)");
+        assert_eq!(VersionInfo { git_sha: "unknown", ..v }.short_sha(), "unknown");
     }
 }

@@ -60,12 +60,7 @@ mod tests {
 
     #[test]
     fn loopback_urls_are_recognised() {
-        for url in [
-            "http://127.0.0.1:5000",
-            "http://127.0.0.9:1/",
-            "http://localhost:4566",
-            "https://[::1]:443/x",
-        ] {
+        for url in ["http://127.0.0.1:5000", "http://127.0.0.9:1/", "http://localhost:4566", "https://[::1]:443/x"] {
             assert!(is_loopback_url(url), "{url}");
         }
         for url in [

@@ -14,7 +14,8 @@ use std::{
 
 use crate::process::{ServiceDir, free_port, log_tail, spawn_logged, terminate, try_which, wait_until};
 
-const INSTALL_HINT: &str = "install PostgreSQL server binaries (Debian: `apt-get install postgresql`), or set DATABASE_URL";
+const INSTALL_HINT: &str =
+    "install PostgreSQL server binaries (Debian: `apt-get install postgresql`), or set DATABASE_URL";
 
 /// How to start the server. `Default` gives a fresh cluster in a temp dir on
 /// a free loopback port.
@@ -78,10 +79,13 @@ impl Postgres {
 
         if !data_dir.join("PG_VERSION").exists() {
             let mut command = Command::new(&initdb);
-            command
-                .arg("--pgdata")
-                .arg(&data_dir)
-                .args(["--username=postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions"]);
+            command.arg("--pgdata").arg(&data_dir).args([
+                "--username=postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ]);
             as_user(&mut command, run_as);
             let output = command.output().unwrap_or_else(|err| panic!("running {}: {err}", initdb.display()));
             assert!(
@@ -155,11 +159,7 @@ impl Postgres {
             .arg(sql)
             .output()
             .unwrap_or_else(|err| panic!("running psql: {err}"));
-        assert!(
-            output.status.success(),
-            "psql {sql:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 

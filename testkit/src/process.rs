@@ -23,11 +23,7 @@ impl ServiceDir {
     pub fn new(prefix: &str) -> ServiceDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        let name = format!(
-            "{prefix}-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{prefix}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(name);
         fs::create_dir_all(&path).unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
         ServiceDir { path, keep: false }
@@ -86,11 +82,7 @@ fn is_executable(path: &Path) -> bool {
 
 pub(crate) fn running_as_root() -> bool {
     // `id -u` avoids a libc dependency; it is in coreutils everywhere we run.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0").unwrap_or(false)
 }
 
 /// Spawns `command` with stdout and stderr appended to `log_path`, in its own
@@ -123,14 +115,14 @@ pub(crate) fn wait_until(
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited with {status} before it was ready; log {}:\n{}", log_path.display(), log_tail(log_path));
-        }
-        if Instant::now() > deadline {
             panic!(
-                "{what} was not ready after {timeout:?}; log {}:\n{}",
+                "{what} exited with {status} before it was ready; log {}:\n{}",
                 log_path.display(),
                 log_tail(log_path)
             );
+        }
+        if Instant::now() > deadline {
+            panic!("{what} was not ready after {timeout:?}; log {}:\n{}", log_path.display(), log_tail(log_path));
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -172,8 +164,5 @@ pub(crate) fn terminate(child: &mut Child, grace: Duration) {
 
 /// Sends a signal with `kill(1)`; a process that is already gone is fine.
 pub(crate) fn send_signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).stderr(Stdio::null()).status();
 }

@@ -37,7 +37,8 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
         }
         "describe_image" => {
             let repository = string_param(params, "repository")?;
-            let output = client.describe_images().repository_name(repository).image_ids(image_id(params)?).send().await?;
+            let output =
+                client.describe_images().repository_name(repository).image_ids(image_id(params)?).send().await?;
             let image = output
                 .image_details()
                 .first()
@@ -52,15 +53,20 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
         }
         "start_image_scan" => {
             let repository = string_param(params, "repository")?;
-            let output = client.start_image_scan().repository_name(repository).image_id(image_id(params)?).send().await?;
+            let output =
+                client.start_image_scan().repository_name(repository).image_id(image_id(params)?).send().await?;
             Ok(json!({
                 "status": output.image_scan_status().and_then(|s| s.status()).map(|s| s.as_str().to_owned()),
             }))
         }
         "describe_image_scan_findings" => {
             let repository = string_param(params, "repository")?;
-            let output =
-                client.describe_image_scan_findings().repository_name(repository).image_id(image_id(params)?).send().await?;
+            let output = client
+                .describe_image_scan_findings()
+                .repository_name(repository)
+                .image_id(image_id(params)?)
+                .send()
+                .await?;
             let status = output.image_scan_status();
             let mut counts = Map::new();
             if let Some(findings) = output.image_scan_findings() {
@@ -77,7 +83,8 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
         }
         "batch_get_image" => {
             let repository = string_param(params, "repository")?;
-            let output = client.batch_get_image().repository_name(repository).image_ids(image_id(params)?).send().await?;
+            let output =
+                client.batch_get_image().repository_name(repository).image_ids(image_id(params)?).send().await?;
             if let Some(failure) = output.failures().first() {
                 return Err(ApiError::new(
                     failure.failure_code().map(|code| code.as_str()).unwrap_or("ImageNotFound"),
@@ -96,8 +103,7 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
             let repository = string_param(params, "repository")?;
             let manifest = string_param(params, "manifest")?;
             let tag = string_param(params, "tag")?;
-            let mut request =
-                client.put_image().repository_name(repository).image_manifest(manifest).image_tag(tag);
+            let mut request = client.put_image().repository_name(repository).image_manifest(manifest).image_tag(tag);
             if let Some(media_type) = optional_string(params, "media_type") {
                 request = request.image_manifest_media_type(media_type);
             }

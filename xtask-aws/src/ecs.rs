@@ -10,7 +10,8 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
         "describe_service" => {
             let cluster = string_param(params, "cluster")?;
             let service = string_param(params, "service")?;
-            let output = client.describe_services().cluster(cluster).services(service).send().await.map_err(ecs_error)?;
+            let output =
+                client.describe_services().cluster(cluster).services(service).send().await.map_err(ecs_error)?;
             let service = output
                 .services()
                 .first()
@@ -61,6 +62,9 @@ where
     use aws_sdk_ecs::error::ProvideErrorMetadata;
     ApiError {
         code: err.code().unwrap_or("TransportError").to_owned(),
-        message: err.message().map(str::to_owned).unwrap_or_else(|| format!("{}", aws_sdk_ecs::error::DisplayErrorContext(&err))),
+        message: err
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{}", aws_sdk_ecs::error::DisplayErrorContext(&err))),
     }
 }

@@ -75,9 +75,8 @@ fn main() -> Result<()> {
 }
 
 async fn serve() -> Result<()> {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http_client =
+        aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client).load().await;
     let clients = Clients { ecr: aws_sdk_ecr::Client::new(&config), ecs: aws_sdk_ecs::Client::new(&config) };
 
@@ -103,7 +102,9 @@ async fn serve() -> Result<()> {
                     }),
                 }
             }
-            Err(err) => json!({ "id": 0, "error": { "code": "BadRequest", "message": err.to_string(), "throttling": false } }),
+            Err(err) => {
+                json!({ "id": 0, "error": { "code": "BadRequest", "message": err.to_string(), "throttling": false } })
+            }
         };
         serde_json::to_writer(&mut stdout, &response).context("writing a response")?;
         stdout.write_all(b"\n").context("writing a response")?;
@@ -123,7 +124,11 @@ async fn dispatch(clients: &Clients, op: &str, params: &Value) -> Result<Value, 
 fn is_throttling(code: &str) -> bool {
     matches!(
         code,
-        "Throttling" | "ThrottlingException" | "ThrottledException" | "RequestLimitExceeded" | "TooManyRequestsException"
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException"
     )
 }
 

@@ -63,7 +63,10 @@ pub fn print_table(figures: &[Figure]) {
             Some(false) => "FAIL",
             None => "-",
         };
-        println!("{:<name_width$}  {:>value_width$}  {:<goal_width$}  {result}", figure.name, figure.value, figure.goal);
+        println!(
+            "{:<name_width$}  {:>value_width$}  {:<goal_width$}  {result}",
+            figure.name, figure.value, figure.goal
+        );
     }
 }
 
@@ -74,7 +77,11 @@ fn startup(ctx: &Ctx) -> Result<Vec<Figure>> {
     let cold_target = ctx.root.join("target/bench-cold");
     let _ = std::fs::remove_dir_all(&cold_target);
     ui::step("cold build of the everyday task runner (cargo build -p xtask, empty target dir)");
-    let cold = time_command(ctx, "cold build", cargo(sh).args(["build", "-p", "xtask"]).env("CARGO_TARGET_DIR", &cold_target))?;
+    let cold = time_command(
+        ctx,
+        "cold build",
+        cargo(sh).args(["build", "-p", "xtask"]).env("CARGO_TARGET_DIR", &cold_target),
+    )?;
     let _ = std::fs::remove_dir_all(&cold_target);
 
     ui::step("cold build of the AWS path (cargo build -p xtask-aws, empty target dir)");
@@ -91,7 +98,11 @@ fn startup(ctx: &Ctx) -> Result<Vec<Figure>> {
     let _ = cargo(sh).args(["build", "-q", "-p", "xtask"]).quiet().run();
     let mut samples = Vec::new();
     for _ in 0..11 {
-        samples.push(time_command(ctx, "cargo xtask --help", cargo(sh).args(["xtask", "--help"]).ignore_stdout().quiet())?);
+        samples.push(time_command(
+            ctx,
+            "cargo xtask --help",
+            cargo(sh).args(["xtask", "--help"]).ignore_stdout().quiet(),
+        )?);
     }
     samples.sort();
     let warm = samples[samples.len() / 2];

@@ -68,7 +68,9 @@ pub fn install_interrupt_handler() {
         std::process::exit(130);
     });
     if let Err(err) = result {
-        crate::ui::warn(&format!("could not install the Ctrl-C handler ({err}); an interrupt may leave things running"));
+        crate::ui::warn(&format!(
+            "could not install the Ctrl-C handler ({err}); an interrupt may leave things running"
+        ));
     }
 }
 

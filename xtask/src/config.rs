@@ -96,9 +96,8 @@ impl Config {
     /// Reads `deploy.toml` from the project root.
     pub fn load(root: &Path) -> Result<Config> {
         let path = root.join(CONFIG_FILE_NAME);
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!("reading {}: every task takes its environments from this file", path.display())
-        })?;
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("reading {}: every task takes its environments from this file", path.display()))?;
         Ok(Config::parse(&path, &text)?)
     }
 
@@ -107,14 +106,16 @@ impl Config {
             let (line, column) = line_and_column(text, span.start);
             ConfigError { path: path.to_path_buf(), line, column, message }
         };
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|err| at(err.span().unwrap_or(0..0), err.message().trim().to_owned()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|err| at(err.span().unwrap_or(0..0), err.message().trim().to_owned()))?;
 
         let name = raw.app.name.get_ref();
         if !is_resource_name(name) {
             return Err(at(
                 raw.app.name.span(),
-                format!("app.name {name:?} must be 2-32 characters of a-z, 0-9 and '-', starting with a letter (it names AWS resources)"),
+                format!(
+                    "app.name {name:?} must be 2-32 characters of a-z, 0-9 and '-', starting with a letter (it names AWS resources)"
+                ),
             ));
         }
         for (env_name, environment) in &raw.environments {
@@ -122,7 +123,10 @@ impl Config {
             let environment = environment.get_ref();
             let field = |field: &str| format!("environments.{env_name}.{field}");
             if !is_resource_name(env_name) {
-                return Err(at(span, format!("environment name {env_name:?} must be 2-32 characters of a-z, 0-9 and '-'")));
+                return Err(at(
+                    span,
+                    format!("environment name {env_name:?} must be 2-32 characters of a-z, 0-9 and '-'"),
+                ));
             }
             if environment.kind == EnvironmentKind::Aws {
                 for (key, value) in [("region", &environment.region), ("state_bucket", &environment.state_bucket)] {
@@ -153,7 +157,10 @@ impl Config {
                     ));
                 }
                 if source.get_ref() == env_name {
-                    return Err(at(source.span(), format!("{} cannot name the environment itself", field("promote_from"))));
+                    return Err(at(
+                        source.span(),
+                        format!("{} cannot name the environment itself", field("promote_from")),
+                    ));
                 }
             }
         }

@@ -53,11 +53,23 @@ impl Doctor {
             tool("git", &["--version"], "apt-get install git"),
             tool("docker", &["--version"], "install Docker Engine: apt-get install docker.io"),
             docker_daemon(),
-            tool("terraform", &["version"], "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install"),
+            tool(
+                "terraform",
+                &["version"],
+                "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install",
+            ),
             tool("openssl", &["version"], "apt-get install openssl"),
             postgres_binaries(),
-            tool("moto_server", &["--version"], "pip install 'moto[server]' (the AWS emulator used by tests and the sandbox)"),
-            tool("docker-registry", &["--version"], "apt-get install docker-registry (the registry used by tests and the sandbox)"),
+            tool(
+                "moto_server",
+                &["--version"],
+                "pip install 'moto[server]' (the AWS emulator used by tests and the sandbox)",
+            ),
+            tool(
+                "docker-registry",
+                &["--version"],
+                "apt-get install docker-registry (the registry used by tests and the sandbox)",
+            ),
             tool("htpasswd", &["-h"], "apt-get install apache2-utils (registry credentials in tests and the sandbox)"),
         ];
         if environment_kind == Some(EnvironmentKind::Aws) {
@@ -117,9 +129,8 @@ fn docker_daemon() -> Check {
 }
 
 fn postgres_binaries() -> Check {
-    let mut search: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect())
-        .unwrap_or_default();
+    let mut search: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
         search.extend(entries.flatten().map(|entry| entry.path().join("bin")));
     }
@@ -139,20 +150,31 @@ fn postgres_binaries() -> Check {
 fn aws_region() -> Check {
     let result = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
-        .find_map(|key| std::env::var(key).ok().filter(|value| !value.is_empty()).map(|value| format!("{value} (from {key})")))
-        .ok_or_else(|| "no AWS_REGION set: export AWS_REGION=<region> (deploy.toml names each environment's region)".to_owned());
+        .find_map(|key| {
+            std::env::var(key).ok().filter(|value| !value.is_empty()).map(|value| format!("{value} (from {key})"))
+        })
+        .ok_or_else(|| {
+            "no AWS_REGION set: export AWS_REGION=<region> (deploy.toml names each environment's region)".to_owned()
+        });
     Check { name: "aws region", result }
 }
 
 fn aws_credentials() -> Check {
-    let from_env = std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some();
+    let from_env =
+        std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some();
     let profile = std::env::var_os("AWS_PROFILE").is_some();
     let shared_files = std::env::var_os("HOME")
         .map(PathBuf::from)
         .is_some_and(|home| home.join(".aws/credentials").is_file() || home.join(".aws/config").is_file());
     let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
     let result = if from_env || profile || shared_files {
-        let source = if from_env { "environment" } else if profile { "AWS_PROFILE" } else { "~/.aws" };
+        let source = if from_env {
+            "environment"
+        } else if profile {
+            "AWS_PROFILE"
+        } else {
+            "~/.aws"
+        };
         Ok(match endpoint {
             Some(endpoint) => format!("from {source}, endpoint {endpoint}"),
             None => format!("from {source}"),

@@ -141,10 +141,8 @@ pub struct Terraform<'a> {
 
 impl<'a> Terraform<'a> {
     pub fn new(ctx: &'a Ctx, config: &'a Config, environment: &'a Environment) -> Result<Terraform<'a>> {
-        let binary = require_tool(
-            "terraform",
-            "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install",
-        )?;
+        let binary =
+            require_tool("terraform", "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install")?;
         Ok(Terraform {
             ctx,
             initialised: std::cell::RefCell::new(Vec::new()),
@@ -199,7 +197,11 @@ impl<'a> Terraform<'a> {
         ui::detail(&format!("$ {cmd}"));
         let output = cmd.quiet().ignore_status().output().context("running terraform init")?;
         if !output.status.success() {
-            bail!("terraform init of {} failed:\n{}", stage.directory(), String::from_utf8_lossy(&output.stderr).trim());
+            bail!(
+                "terraform init of {} failed:\n{}",
+                stage.directory(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
         self.initialised.borrow_mut().push(stage);
         Ok(())
@@ -235,7 +237,10 @@ impl<'a> Terraform<'a> {
         let repository_url = self.output(Stage::Repositories, "repository_url")?.with_context(|| {
             format!("no image given and the repositories stage has no output yet: apply it first (cargo xtask infra apply --env {} --stage repositories)", self.environment_name)
         })?;
-        let sha = cmd!(self.ctx.sh, "git rev-parse HEAD").quiet().read().context("reading the commit (git rev-parse HEAD)")?;
+        let sha = cmd!(self.ctx.sh, "git rev-parse HEAD")
+            .quiet()
+            .read()
+            .context("reading the commit (git rev-parse HEAD)")?;
         Ok(format!("{repository_url}:git-{}", &sha[..12.min(sha.len())]))
     }
 
@@ -260,7 +265,8 @@ impl<'a> Terraform<'a> {
 
     fn secret_env(&self, stage: Stage) -> Result<Vec<(String, String)>> {
         if stage == Stage::Environment {
-            secrets::terraform_env(self.ctx).context("decrypting secrets.tfvars.enc for Terraform (set SECRETS_PASSWORD)")
+            secrets::terraform_env(self.ctx)
+                .context("decrypting secrets.tfvars.enc for Terraform (set SECRETS_PASSWORD)")
         } else {
             Ok(Vec::new())
         }
@@ -373,7 +379,9 @@ fn confirm_environment_name(ctx: &Ctx) -> Result<()> {
         bail!("XTASK_CONFIRM_ENV={confirmed:?} does not match the environment {name:?}");
     }
     if !std::io::stdin().is_terminal() {
-        bail!("destroying {name:?} needs its name typed back: run on a terminal, or pass --yes with XTASK_CONFIRM_ENV={name}");
+        bail!(
+            "destroying {name:?} needs its name typed back: run on a terminal, or pass --yes with XTASK_CONFIRM_ENV={name}"
+        );
     }
     eprint!("This destroys every resource of {name:?}. Type the environment name to confirm: ");
     let mut answer = String::new();

@@ -2,11 +2,7 @@
 //! may capture). In CI or without a terminal the output is plain lines; on
 //! GitHub Actions errors become `::error::` annotations.
 
-use std::{
-    io::IsTerminal,
-    sync::OnceLock,
-    time::Duration,
-};
+use std::{io::IsTerminal, sync::OnceLock, time::Duration};
 
 use crate::flags::GlobalArgs;
 
@@ -98,7 +94,11 @@ pub fn success(message: &str) {
 
 pub fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs_f64();
-    if secs < 60.0 { format!("{secs:.1}s") } else { format!("{}m{:02}s", duration.as_secs() / 60, duration.as_secs() % 60) }
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", duration.as_secs() / 60, duration.as_secs() % 60)
+    }
 }
 
 /// One row of an end-of-task summary.

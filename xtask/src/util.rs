@@ -35,9 +35,10 @@ impl Ctx {
 
     /// A setting from the process environment, else from `.env`.
     pub fn env_var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|value| !value.is_empty()).or_else(|| {
-            self.dotenv.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
-        })
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.is_empty())
+            .or_else(|| self.dotenv.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()))
     }
 
     pub fn dry_run(&self) -> bool {
@@ -76,9 +77,7 @@ pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
         return Ok(Vec::new());
     }
     let entries = dotenvy::from_path_iter(path).with_context(|| format!("reading {}", path.display()))?;
-    entries
-        .map(|entry| entry.with_context(|| format!("parsing {}", path.display())))
-        .collect()
+    entries.map(|entry| entry.with_context(|| format!("parsing {}", path.display()))).collect()
 }
 
 /// Spawns `command` in its own process group and waits for it; the group is

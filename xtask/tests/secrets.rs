@@ -69,8 +69,7 @@ impl Scratch {
         let plain = self.work("input.tfvars");
         fs::write(&plain, plaintext(marker)).unwrap();
         let out = self.work(name);
-        let (output, _, stderr) =
-            checked(self.secrets(&["secrets", "encrypt", "--in", s(&plain), "--out", s(&out)]));
+        let (output, _, stderr) = checked(self.secrets(&["secrets", "encrypt", "--in", s(&plain), "--out", s(&out)]));
         assert!(output.status.success(), "{stderr}");
         fs::remove_file(plain).unwrap();
         out
@@ -87,24 +86,15 @@ impl Scratch {
                 if path.is_dir() {
                     pending.push(path);
                 } else if !allowed.contains(&path.as_path())
-                    && fs::read(&path)
-                        .unwrap()
-                        .windows(marker.len())
-                        .any(|window| window == marker.as_bytes())
+                    && fs::read(&path).unwrap().windows(marker.len()).any(|window| window == marker.as_bytes())
                 {
                     found.push(path);
                 }
             }
         }
         assert!(found.is_empty(), "plaintext left behind in {found:?}");
-        let leftovers: Vec<_> = fs::read_dir(self.tmp())
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        assert!(
-            leftovers.is_empty(),
-            "temp files left behind: {leftovers:?}"
-        );
+        let leftovers: Vec<_> = fs::read_dir(self.tmp()).unwrap().map(|entry| entry.unwrap().path()).collect();
+        assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
     }
 
     /// An executable sh script in `bin/`.
@@ -134,25 +124,15 @@ fn plaintext(marker: &str) -> String {
 fn checked(mut command: Command) -> (Output, String, String) {
     let (output, stdout, stderr) = run(&mut command);
     for password in [PASSWORD, "new password for the rekey test"] {
-        assert!(
-            !stdout.contains(password) && !stderr.contains(password),
-            "password printed:\n{stdout}\n{stderr}"
-        );
+        assert!(!stdout.contains(password) && !stderr.contains(password), "password printed:\n{stdout}\n{stderr}");
     }
     (output, stdout, stderr)
 }
 
 fn assert_fails_with(command: Command, message: &str) -> String {
     let (output, stdout, stderr) = checked(command);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit code 1:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stderr.contains(message),
-        "expected {message:?} in:\n{stderr}"
-    );
+    assert_eq!(output.status.code(), Some(1), "expected exit code 1:\n{stdout}\n{stderr}");
+    assert!(stderr.contains(message), "expected {message:?} in:\n{stderr}");
     stderr
 }
 
@@ -192,46 +172,23 @@ fn encrypted_files_round_trip_through_openssl_and_decrypt_writes_mode_0600() {
     assert!(fs::read(&enc).unwrap().starts_with(b"Salted__"));
 
     let output = openssl(
-        &[
-            "enc",
-            "-d",
-            "-aes-256-cbc",
-            "-pbkdf2",
-            "-md",
-            "sha256",
-            "-iter",
-            "600000",
-            "-in",
-            s(&enc),
-        ],
+        &["enc", "-d", "-aes-256-cbc", "-pbkdf2", "-md", "sha256", "-iter", "600000", "-in", s(&enc)],
         PASSWORD,
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let shown = String::from_utf8(output.stdout).unwrap();
     let content = plaintext(marker);
-    assert!(
-        shown.starts_with(&format!("{content}\n# xtask-secrets-mac: v1 ")),
-        "{shown}"
-    );
+    assert!(shown.starts_with(&format!("{content}\n# xtask-secrets-mac: v1 ")), "{shown}");
 
     let out = scratch.work("decrypted.tfvars");
-    let (output, _, stderr) =
-        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]));
+    let (output, _, stderr) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]));
     assert!(output.status.success(), "{stderr}");
     assert_eq!(fs::read_to_string(&out).unwrap(), content);
     assert_eq!(mode(&out), 0o600);
 
-    let (output, stdout, stderr) =
-        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]));
+    let (output, stdout, stderr) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]));
     assert!(output.status.success(), "{stderr}");
-    assert_eq!(
-        stdout, content,
-        "--stdout shows the content without the integrity line"
-    );
+    assert_eq!(stdout, content, "--stdout shows the content without the integrity line");
 }
 
 #[test]
@@ -240,11 +197,9 @@ fn the_ci_aliases_encrypt_and_decrypt() {
     let plain = scratch.work("secrets.tfvars");
     fs::write(&plain, plaintext("MARKER-alias")).unwrap();
     let enc = scratch.work("secrets.tfvars.enc");
-    let (output, _, stderr) =
-        checked(scratch.secrets(&["encrypt-secrets", "--in", s(&plain), "--out", s(&enc)]));
+    let (output, _, stderr) = checked(scratch.secrets(&["encrypt-secrets", "--in", s(&plain), "--out", s(&enc)]));
     assert!(output.status.success(), "{stderr}");
-    let (output, stdout, stderr) =
-        checked(scratch.secrets(&["decrypt-secrets", "--in", s(&enc), "--stdout"]));
+    let (output, stdout, stderr) = checked(scratch.secrets(&["decrypt-secrets", "--in", s(&enc), "--stdout"]));
     assert!(output.status.success(), "{stderr}");
     assert_eq!(stdout, plaintext("MARKER-alias"));
 }
@@ -280,20 +235,11 @@ fn a_file_from_plain_openssl_needs_allow_unauthenticated() {
     );
     scratch.assert_no_plaintext(marker, &[]);
 
-    let (output, stdout, stderr) = checked(scratch.secrets(&[
-        "secrets",
-        "decrypt",
-        "--in",
-        s(&enc),
-        "--stdout",
-        "--allow-unauthenticated",
-    ]));
+    let (output, stdout, stderr) =
+        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout", "--allow-unauthenticated"]));
     assert!(output.status.success(), "{stderr}");
     assert_eq!(stdout, plaintext(marker));
-    assert!(
-        stderr.contains("warning:") && stderr.contains("no integrity line"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("warning:") && stderr.contains("no integrity line"), "{stderr}");
 }
 
 #[test]
@@ -315,10 +261,8 @@ fn a_file_that_is_not_encrypted_is_named() {
     let scratch = Scratch::new("not-openssl");
     let plain = scratch.work("secrets.tfvars");
     fs::write(&plain, plaintext("MARKER-not-openssl")).unwrap();
-    let stderr = assert_fails_with(
-        scratch.secrets(&["secrets", "check", "--in", s(&plain)]),
-        "not an openssl-encrypted file",
-    );
+    let stderr =
+        assert_fails_with(scratch.secrets(&["secrets", "check", "--in", s(&plain)]), "not an openssl-encrypted file");
     assert!(stderr.contains("is it the decrypted file?"), "{stderr}");
 }
 
@@ -334,11 +278,7 @@ fn tampered_truncated_and_extended_files_are_rejected() {
     let mut extended = original.clone();
     extended.extend([0x42; 16]);
     let out = scratch.work("out.tfvars");
-    for (what, bytes) in [
-        ("flipped", flipped),
-        ("truncated", truncated),
-        ("extended", extended),
-    ] {
+    for (what, bytes) in [("flipped", flipped), ("truncated", truncated), ("extended", extended)] {
         let damaged = scratch.work(&format!("{what}.enc"));
         fs::write(&damaged, bytes).unwrap();
         let stderr = assert_fails_with(
@@ -358,39 +298,22 @@ fn passwords_come_from_a_file_or_the_environment_never_argv_and_never_empty() {
 
     let mut command = scratch.secrets(&["secrets", "check", "--in", s(&enc)]);
     command.env("SECRETS_PASSWORD", "");
-    assert_fails_with(
-        command,
-        "SECRETS_PASSWORD is set but empty: an empty password is refused",
-    );
+    assert_fails_with(command, "SECRETS_PASSWORD is set but empty: an empty password is refused");
 
     let mut command = scratch.secrets(&["secrets", "check", "--in", s(&enc)]);
     command.env_remove("SECRETS_PASSWORD");
-    assert_fails_with(
-        command,
-        "no password: set SECRETS_PASSWORD, pass --password-file PATH",
-    );
+    assert_fails_with(command, "no password: set SECRETS_PASSWORD, pass --password-file PATH");
 
     let password_file = scratch.work("password");
     fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-    let mut command = scratch.secrets(&[
-        "secrets",
-        "check",
-        "--in",
-        s(&enc),
-        "--password-file",
-        s(&password_file),
-    ]);
+    let mut command = scratch.secrets(&["secrets", "check", "--in", s(&enc), "--password-file", s(&password_file)]);
     command.env("SECRETS_PASSWORD", "the file wins over this");
     let (output, _, stderr) = checked(command);
     assert!(output.status.success(), "{stderr}");
 
-    let (output, _, stderr) =
-        checked(scratch.secrets(&["secrets", "check", "--in", s(&enc), "--password", PASSWORD]));
+    let (output, _, stderr) = checked(scratch.secrets(&["secrets", "check", "--in", s(&enc), "--password", PASSWORD]));
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("unexpected argument '--password'"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unexpected argument '--password'"), "{stderr}");
 }
 
 #[test]
@@ -408,16 +331,12 @@ fn decrypt_refuses_a_path_that_git_would_commit() {
         scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&tracked)]),
         "git does not ignore it",
     );
-    assert!(
-        !stderr.contains("Password"),
-        "refused before asking for a password: {stderr}"
-    );
+    assert!(!stderr.contains("Password"), "refused before asking for a password: {stderr}");
     assert!(!tracked.exists());
     scratch.assert_no_plaintext(marker, &[]);
 
     let ignored = repo.join("secrets.tfvars");
-    let (output, _, stderr) =
-        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&ignored)]));
+    let (output, _, stderr) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&ignored)]));
     assert!(output.status.success(), "{stderr}");
     assert_eq!(fs::read_to_string(&ignored).unwrap(), plaintext(marker));
 }
@@ -429,20 +348,10 @@ fn decrypt_asks_before_overwriting_a_different_plaintext() {
     let enc = scratch.encrypted("secrets.tfvars.enc", marker);
     let out = scratch.work("secrets.tfvars");
     fs::write(&out, "local = \"edit\"\n").unwrap();
-    assert_fails_with(
-        scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]),
-        "pass --yes",
-    );
+    assert_fails_with(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]), "pass --yes");
     assert_eq!(fs::read_to_string(&out).unwrap(), "local = \"edit\"\n");
-    let (output, _, stderr) = checked(scratch.secrets(&[
-        "--yes",
-        "secrets",
-        "decrypt",
-        "--in",
-        s(&enc),
-        "--out",
-        s(&out),
-    ]));
+    let (output, _, stderr) =
+        checked(scratch.secrets(&["--yes", "secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]));
     assert!(output.status.success(), "{stderr}");
     assert_eq!(fs::read_to_string(&out).unwrap(), plaintext(marker));
 }
@@ -490,8 +399,7 @@ fn check_verifies_and_names_the_variables_without_writing_or_printing_values() {
     let (output, stdout, stderr) = checked(scratch.secrets(&["secrets", "check", "--in", s(&enc)]));
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("is intact")
-            && stderr.contains("TF_VAR_db_password (string), TF_VAR_port (number)"),
+        stderr.contains("is intact") && stderr.contains("TF_VAR_db_password (string), TF_VAR_port (number)"),
         "{stderr}"
     );
     assert!(!stdout.contains(marker) && !stderr.contains(marker));
@@ -509,10 +417,7 @@ fn rekey_changes_the_password() {
     let (output, _, stderr) = checked(command);
     assert!(output.status.success(), "{stderr}");
 
-    assert_fails_with(
-        scratch.secrets(&["secrets", "check", "--in", s(&enc)]),
-        "wrong password",
-    );
+    assert_fails_with(scratch.secrets(&["secrets", "check", "--in", s(&enc)]), "wrong password");
     let mut command = scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]);
     command.env("SECRETS_PASSWORD", new_password);
     let (output, stdout, stderr) = checked(command);
@@ -529,54 +434,22 @@ fn rekey_upgrades_legacy_files() {
         let plain = scratch.work("legacy.tfvars");
         fs::write(&plain, plaintext(&marker)).unwrap();
         let enc = scratch.work(&format!("legacy-{md}.enc"));
-        let args = [
-            "enc",
-            "-aes-256-cbc",
-            "-salt",
-            "-md",
-            md,
-            "-in",
-            s(&plain),
-            "-out",
-            s(&enc),
-        ];
+        let args = ["enc", "-aes-256-cbc", "-salt", "-md", md, "-in", s(&plain), "-out", s(&enc)];
         let output = openssl(&args, PASSWORD);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         fs::remove_file(&plain).unwrap();
 
-        assert_fails_with(
-            scratch.secrets(&["secrets", "check", "--in", s(&enc)]),
-            &format!("--legacy-kdf {md}"),
-        );
+        assert_fails_with(scratch.secrets(&["secrets", "check", "--in", s(&enc)]), &format!("--legacy-kdf {md}"));
         let upgraded = scratch.work(&format!("upgraded-{md}.enc"));
-        let mut command = scratch.secrets(&[
-            "secrets",
-            "rekey",
-            "--in",
-            s(&enc),
-            "--out",
-            s(&upgraded),
-            "--legacy-kdf",
-            md,
-        ]);
+        let mut command =
+            scratch.secrets(&["secrets", "rekey", "--in", s(&enc), "--out", s(&upgraded), "--legacy-kdf", md]);
         command.env("SECRETS_NEW_PASSWORD", PASSWORD);
         let (output, _, stderr) = checked(command);
         assert!(output.status.success(), "{stderr}");
-        assert!(
-            stderr.contains("no integrity line"),
-            "legacy files are read with a warning: {stderr}"
-        );
+        assert!(stderr.contains("no integrity line"), "legacy files are read with a warning: {stderr}");
 
-        let (output, _, stderr) =
-            checked(scratch.secrets(&["secrets", "check", "--in", s(&upgraded)]));
-        assert!(
-            output.status.success() && stderr.contains("is intact"),
-            "{stderr}"
-        );
+        let (output, _, stderr) = checked(scratch.secrets(&["secrets", "check", "--in", s(&upgraded)]));
+        assert!(output.status.success() && stderr.contains("is intact"), "{stderr}");
         scratch.assert_no_plaintext(&marker, &[]);
     }
 }
@@ -612,14 +485,7 @@ fn dry_run_changes_nothing() {
     let before = snapshot();
     let tasks: [&[&str]; 6] = [
         &["secrets", "encrypt", "--in", s(&plain), "--out", s(&out)],
-        &[
-            "secrets",
-            "decrypt",
-            "--in",
-            s(&enc),
-            "--out",
-            s(&decrypted),
-        ],
+        &["secrets", "decrypt", "--in", s(&enc), "--out", s(&decrypted)],
         &["secrets", "edit", "--in", s(&enc)],
         &["secrets", "rekey", "--in", s(&enc)],
         &["secrets", "check", "--in", s(&enc)],
@@ -665,20 +531,11 @@ fn edit_without_changes_rewrites_nothing() {
     let scratch = Scratch::new("edit-unchanged");
     let marker = "MARKER-edit-unchanged";
     let enc = scratch.encrypted("secrets.tfvars.enc", marker);
-    let before = (
-        fs::read(&enc).unwrap(),
-        fs::metadata(&enc).unwrap().modified().unwrap(),
-    );
+    let before = (fs::read(&enc).unwrap(), fs::metadata(&enc).unwrap().modified().unwrap());
     let (output, _, stderr) = edit(&scratch, &enc, &editor(&scratch, "exit 0"));
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("no changes"), "{stderr}");
-    assert_eq!(
-        (
-            fs::read(&enc).unwrap(),
-            fs::metadata(&enc).unwrap().modified().unwrap()
-        ),
-        before
-    );
+    assert_eq!((fs::read(&enc).unwrap(), fs::metadata(&enc).unwrap().modified().unwrap()), before);
     assert_editor_saw_a_private_temp_file(&scratch);
     scratch.assert_no_plaintext(marker, &[]);
 }
@@ -688,21 +545,13 @@ fn edit_with_changes_re_encrypts() {
     let scratch = Scratch::new("edit-changed");
     let marker = "MARKER-edit-changed";
     let enc = scratch.encrypted("secrets.tfvars.enc", marker);
-    let (output, _, stderr) = edit(
-        &scratch,
-        &enc,
-        &editor(&scratch, "printf 'api_key = \"added\"\\n' >> \"$1\""),
-    );
+    let (output, _, stderr) = edit(&scratch, &enc, &editor(&scratch, "printf 'api_key = \"added\"\\n' >> \"$1\""));
     assert!(output.status.success(), "{stderr}");
     assert_editor_saw_a_private_temp_file(&scratch);
     scratch.assert_no_plaintext(marker, &[]);
-    let (output, stdout, stderr) =
-        checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]));
+    let (output, stdout, stderr) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--stdout"]));
     assert!(output.status.success(), "{stderr}");
-    assert_eq!(
-        stdout,
-        format!("{}api_key = \"added\"\n", plaintext(marker))
-    );
+    assert_eq!(stdout, format!("{}api_key = \"added\"\n", plaintext(marker)));
 }
 
 #[test]
@@ -746,39 +595,16 @@ fn the_pre_commit_hook_refuses_plaintext_and_broken_encrypted_files() {
     let hook = repo.join(".git/hooks/pre-commit");
     assert_eq!(mode(&hook), 0o755);
     let (output, _, stderr) = checked(scratch.secrets(&["install-hooks", "--repo", s(&repo)]));
-    assert!(
-        output.status.success() && stderr.contains("already installed"),
-        "{stderr}"
-    );
+    assert!(output.status.success() && stderr.contains("already installed"), "{stderr}");
 
     let good = scratch.encrypted("good.enc", "MARKER-hook");
     fs::create_dir(repo.join("env")).unwrap();
     let refused: [(&str, Vec<u8>, &str); 5] = [
-        (
-            "secrets.tfvars",
-            b"db_password = \"x\"\n".to_vec(),
-            "holds decrypted secrets",
-        ),
-        (
-            "env/secrets.tfvars",
-            b"db_password = \"x\"\n".to_vec(),
-            "holds decrypted secrets",
-        ),
-        (
-            "env/app.tfvars.plain",
-            b"db_password = \"x\"\n".to_vec(),
-            "holds decrypted secrets",
-        ),
-        (
-            "secrets.tfvars.enc",
-            b"db_password = \"x\"\n".to_vec(),
-            "not an encrypted file",
-        ),
-        (
-            "short.enc",
-            [b"Salted__".as_slice(), &[0; 8], &[1; 24]].concat(),
-            "not an encrypted file",
-        ),
+        ("secrets.tfvars", b"db_password = \"x\"\n".to_vec(), "holds decrypted secrets"),
+        ("env/secrets.tfvars", b"db_password = \"x\"\n".to_vec(), "holds decrypted secrets"),
+        ("env/app.tfvars.plain", b"db_password = \"x\"\n".to_vec(), "holds decrypted secrets"),
+        ("secrets.tfvars.enc", b"db_password = \"x\"\n".to_vec(), "not an encrypted file"),
+        ("short.enc", [b"Salted__".as_slice(), &[0; 8], &[1; 24]].concat(), "not an encrypted file"),
     ];
     for (path, content, message) in refused {
         fs::write(repo.join(path), content).unwrap();
@@ -786,26 +612,15 @@ fn the_pre_commit_hook_refuses_plaintext_and_broken_encrypted_files() {
         let output = git(&repo, &["commit", "-q", "-m", "test"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{path} was committed");
-        assert!(
-            stderr.contains(&format!("refusing to commit {path}")) && stderr.contains(message),
-            "{path}: {stderr}"
-        );
+        assert!(stderr.contains(&format!("refusing to commit {path}")) && stderr.contains(message), "{path}: {stderr}");
         assert!(git(&repo, &["rm", "-q", "--cached", path]).status.success());
     }
 
     fs::copy(&good, repo.join("secrets.tfvars.enc")).unwrap();
     fs::write(repo.join("main.tf"), "# not a secret\n").unwrap();
-    assert!(
-        git(&repo, &["add", "secrets.tfvars.enc", "main.tf"])
-            .status
-            .success()
-    );
+    assert!(git(&repo, &["add", "secrets.tfvars.enc", "main.tf"]).status.success());
     let output = git(&repo, &["commit", "-q", "-m", "encrypted secrets"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
@@ -817,40 +632,22 @@ fn install_hooks_keeps_a_hook_it_did_not_write_unless_forced() {
     let hook = repo.join(".git/hooks/pre-commit");
     fs::create_dir_all(hook.parent().unwrap()).unwrap();
     fs::write(&hook, "#!/bin/sh\necho theirs\n").unwrap();
-    assert_fails_with(
-        scratch.secrets(&["install-hooks", "--repo", s(&repo)]),
-        "not written by xtask",
-    );
-    assert_eq!(
-        fs::read_to_string(&hook).unwrap(),
-        "#!/bin/sh\necho theirs\n"
-    );
-    let (output, _, stderr) =
-        checked(scratch.secrets(&["install-hooks", "--repo", s(&repo), "--force"]));
+    assert_fails_with(scratch.secrets(&["install-hooks", "--repo", s(&repo)]), "not written by xtask");
+    assert_eq!(fs::read_to_string(&hook).unwrap(), "#!/bin/sh\necho theirs\n");
+    let (output, _, stderr) = checked(scratch.secrets(&["install-hooks", "--repo", s(&repo), "--force"]));
     assert!(output.status.success(), "{stderr}");
-    assert!(
-        fs::read_to_string(&hook)
-            .unwrap()
-            .contains("xtask-secrets-hook")
-    );
+    assert!(fs::read_to_string(&hook).unwrap().contains("xtask-secrets-hook"));
     assert_eq!(mode(&hook), 0o755);
 }
 
 #[test]
 fn the_shipped_file_checks_with_the_demo_password_and_git_ignores_its_plaintext() {
     let root = project_root();
-    assert!(
-        git(&root, &["check-ignore", "-q", "secrets.tfvars"])
-            .status
-            .success()
-    );
+    assert!(git(&root, &["check-ignore", "-q", "secrets.tfvars"]).status.success());
     let scratch = Scratch::new("shipped");
     let mut command = scratch.secrets(&["secrets", "check"]);
     command.env("SECRETS_PASSWORD", DEMO_PASSWORD);
     let (output, _, stderr) = checked(command);
     assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("is intact") && stderr.contains("TF_VAR_db_password"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("is intact") && stderr.contains("TF_VAR_db_password"), "{stderr}");
 }

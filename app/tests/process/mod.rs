@@ -28,18 +28,9 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 #[test]
 fn a_bad_port_stops_the_start_with_one_line_naming_it() {
-    let output = run(
-        &["serve"],
-        &[
-            ("DATABASE_URL", "postgres://u:p@127.0.0.1/db"),
-            ("PORT", "abc"),
-        ],
-    );
+    let output = run(&["serve"], &[("DATABASE_URL", "postgres://u:p@127.0.0.1/db"), ("PORT", "abc")]);
     assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr(&output));
-    assert_eq!(
-        stderr(&output),
-        "error: PORT=\"abc\" is not a port number (expected 1-65535)\n"
-    );
+    assert_eq!(stderr(&output), "error: PORT=\"abc\" is not a port number (expected 1-65535)\n");
 }
 
 #[test]
@@ -51,42 +42,23 @@ fn missing_database_settings_stop_the_start() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: DATABASE_URL is not set"), "{err}");
 
-    let output = run(
-        &["serve"],
-        &[("DB_HOST", "db.internal"), ("DB_USER", "app")],
-    );
+    let output = run(&["serve"], &[("DB_HOST", "db.internal"), ("DB_USER", "app")]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).starts_with("error: DB_NAME is not set"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).starts_with("error: DB_NAME is not set"), "{}", stderr(&output));
 }
 
 #[test]
 fn dotenv_is_read_but_the_environment_wins() {
     let dir = testkit::ServiceDir::new("app-dotenv-test");
-    std::fs::write(
-        dir.path().join(".env"),
-        "DATABASE_URL=postgres://u:p@127.0.0.1/db\nPORT=from-dotenv\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join(".env"), "DATABASE_URL=postgres://u:p@127.0.0.1/db\nPORT=from-dotenv\n").unwrap();
 
     let output = app_process::run(dir.path(), &["serve"], &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("PORT=\"from-dotenv\""),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("PORT=\"from-dotenv\""), "{}", stderr(&output));
 
     let output = app_process::run(dir.path(), &["serve"], &[("PORT", "from-env")]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("PORT=\"from-env\""),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("PORT=\"from-env\""), "{}", stderr(&output));
 }
 
 #[test]
@@ -102,10 +74,7 @@ fn version_needs_no_configuration() {
         let output = run(&[flag], &[]);
         assert!(output.status.success());
         let out = stdout(&output);
-        assert!(
-            out.starts_with(&format!("app {} (git ", env!("CARGO_PKG_VERSION"))),
-            "{out}"
-        );
+        assert!(out.starts_with(&format!("app {} (git ", env!("CARGO_PKG_VERSION"))), "{out}");
         assert!(out.contains(app::VERSION.git_sha));
         assert!(out.contains(app::VERSION.build_time));
     }
@@ -121,17 +90,11 @@ fn migrate_applies_once_and_is_idempotent() {
 
     let first = run(&["migrate"], &env);
     assert!(first.status.success(), "stderr: {}", stderr(&first));
-    assert_eq!(
-        stdout(&first),
-        "applied migration 1 (create entries)\ndatabase schema is at version 1\n"
-    );
+    assert_eq!(stdout(&first), "applied migration 1 (create entries)\ndatabase schema is at version 1\n");
 
     let second = run(&["migrate"], &env);
     assert!(second.status.success(), "stderr: {}", stderr(&second));
-    assert_eq!(
-        stdout(&second),
-        "no pending migrations\ndatabase schema is at version 1\n"
-    );
+    assert_eq!(stdout(&second), "no pending migrations\ndatabase schema is at version 1\n");
 }
 
 #[test]
@@ -141,10 +104,7 @@ fn migrate_against_an_unreachable_database_fails_with_one_line() {
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("error: could not connect to the database"),
-        "{err}"
-    );
+    assert!(err.starts_with("error: could not connect to the database"), "{err}");
 }
 
 // ---------------------------------------------------------------------------
@@ -154,29 +114,17 @@ fn migrate_against_an_unreachable_database_fails_with_one_line() {
 fn serves_over_tcp_and_logs_json_lines() {
     let db = TestDb::create();
     // Opt-in migrations on start, so this test also covers that path.
-    let mut app = AppProcess::serve(&[
-        ("DATABASE_URL", db.url.as_str()),
-        ("RUN_MIGRATIONS_ON_START", "true"),
-    ]);
+    let mut app = AppProcess::serve(&[("DATABASE_URL", db.url.as_str()), ("RUN_MIGRATIONS_ON_START", "true")]);
 
     assert_eq!(http::get(app.port, "/readyz").unwrap().status, 200);
-    let created = http::request(
-        app.port,
-        "POST",
-        "/api/entries",
-        Some(r#"{"name":"Tess","message":"over <tcp>"}"#),
-    )
-    .unwrap();
+    let created =
+        http::request(app.port, "POST", "/api/entries", Some(r#"{"name":"Tess","message":"over <tcp>"}"#)).unwrap();
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.json()["name"], "Tess");
 
     let page = http::get(app.port, "/").unwrap();
     assert_eq!(page.status, 200);
-    assert!(
-        page.header("content-type")
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
     assert!(page.body.contains("over &lt;tcp&gt;"));
     assert!(page.body.contains(app::VERSION.git_sha));
 
@@ -192,22 +140,16 @@ fn serves_over_tcp_and_logs_json_lines() {
     let log = app.stdout();
     let lines: Vec<serde_json::Value> = log
         .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
         .collect();
-    let post_line = lines
-        .iter()
-        .find(|l| l["method"] == "POST" && l["path"] == "/api/entries")
-        .expect("a log line for the POST");
+    let post_line =
+        lines.iter().find(|l| l["method"] == "POST" && l["path"] == "/api/entries").expect("a log line for the POST");
     assert_eq!(post_line["status"], 201);
     assert!(post_line["latency_ms"].is_number());
     assert!(lines.iter().any(|l| l["message"] == "applied migration"));
 
     app.signal("TERM");
-    let status = app
-        .wait(Duration::from_secs(10))
-        .expect("exit after SIGTERM");
+    let status = app.wait(Duration::from_secs(10)).expect("exit after SIGTERM");
     assert!(status.success(), "{status}");
 }
 
@@ -220,11 +162,7 @@ fn readyz_is_503_while_the_database_is_down() {
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["error"], "database is unreachable");
     app.signal("INT");
-    assert!(
-        app.wait(Duration::from_secs(10))
-            .expect("exit after SIGINT")
-            .success()
-    );
+    assert!(app.wait(Duration::from_secs(10)).expect("exit after SIGINT").success());
 }
 
 #[test]
@@ -248,17 +186,12 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() {
     thread::sleep(Duration::from_millis(100));
     assert_no_response(port);
 
-    let reply = slow
-        .join()
-        .expect("slow request thread")
-        .expect("slow request completes");
+    let reply = slow.join().expect("slow request thread").expect("slow request completes");
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["slept_ms"], 1500);
     assert!(started.elapsed() >= Duration::from_millis(1500));
 
-    let status = app
-        .wait(Duration::from_secs(10))
-        .expect("exit within the drain time");
+    let status = app.wait(Duration::from_secs(10)).expect("exit within the drain time");
     assert_eq!(status.code(), Some(0), "stderr: {}", app.stderr());
     assert!(signalled.elapsed() < Duration::from_secs(10));
     app.wait_for_output("shutdown complete", Duration::from_secs(1));
@@ -281,21 +214,11 @@ fn shutdown_gives_up_after_the_drain_timeout() {
 
     let signalled = Instant::now();
     app.signal("TERM");
-    let status = app
-        .wait(Duration::from_secs(10))
-        .expect("exit after the drain timeout");
+    let status = app.wait(Duration::from_secs(10)).expect("exit after the drain timeout");
     let took = signalled.elapsed();
     assert_eq!(status.code(), Some(1));
-    assert!(
-        (Duration::from_millis(900)..Duration::from_secs(5)).contains(&took),
-        "exited after {took:?}"
-    );
-    assert!(
-        app.stderr()
-            .contains("error: shutdown drain timed out after 1s"),
-        "{}",
-        app.stderr()
-    );
+    assert!((Duration::from_millis(900)..Duration::from_secs(5)).contains(&took), "exited after {took:?}");
+    assert!(app.stderr().contains("error: shutdown drain timed out after 1s"), "{}", app.stderr());
     // The abandoned request gets no response.
     assert!(stuck.join().unwrap().is_err());
 }
@@ -316,17 +239,10 @@ fn a_second_signal_stops_draining_at_once() {
     app.wait_for_output("shutdown requested", Duration::from_secs(5));
     let signalled = Instant::now();
     app.signal("INT");
-    let status = app
-        .wait(Duration::from_secs(5))
-        .expect("exit after the second signal");
+    let status = app.wait(Duration::from_secs(5)).expect("exit after the second signal");
     assert_eq!(status.code(), Some(1));
     assert!(signalled.elapsed() < Duration::from_secs(3));
-    assert!(
-        app.stderr()
-            .contains("error: received SIGINT again while draining"),
-        "{}",
-        app.stderr()
-    );
+    assert!(app.stderr().contains("error: received SIGINT again while draining"), "{}", app.stderr());
     assert!(stuck.join().unwrap().is_err());
 }
 

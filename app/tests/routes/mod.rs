@@ -29,46 +29,23 @@ impl Reply {
             self.content_type,
             self.body
         );
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", self.body))
     }
 
     /// The `error` of a JSON error body (which every error must have).
     fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no \"error\" string in {}", self.body))
-            .to_owned()
+        self.json()["error"].as_str().unwrap_or_else(|| panic!("no \"error\" string in {}", self.body)).to_owned()
     }
 }
 
 async fn send(router: &Router, request: Request<Body>) -> Reply {
-    let response = router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("router is infallible");
+    let response = router.clone().oneshot(request).await.expect("router is infallible");
     let status = response.status();
-    let header_text = |name| {
-        response
-            .headers()
-            .get(name)
-            .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
-    };
+    let header_text = |name| response.headers().get(name).map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned());
     let content_type = header_text(header::CONTENT_TYPE).unwrap_or_default();
     let location = header_text(header::LOCATION);
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        content_type,
-        location,
-        body: String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
-    }
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    Reply { status, content_type, location, body: String::from_utf8(bytes.to_vec()).expect("UTF-8 body") }
 }
 
 async fn get(router: &Router, uri: &str) -> Reply {
@@ -84,13 +61,7 @@ async fn post_raw(router: &Router, uri: &str, content_type: Option<&str>, body: 
 }
 
 async fn post_json(router: &Router, body: Value) -> Reply {
-    post_raw(
-        router,
-        "/api/entries",
-        Some("application/json"),
-        &body.to_string(),
-    )
-    .await
+    post_raw(router, "/api/entries", Some("application/json"), &body.to_string()).await
 }
 
 fn router_with(pool: PgPool) -> Router {
@@ -166,10 +137,7 @@ async fn created_entries_are_listed_latest_first() {
     assert_eq!(first["message"], "hello");
     assert!(first["id"].is_i64());
     let created_at = first["created_at"].as_str().expect("created_at string");
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(created_at).is_ok(),
-        "{created_at}"
-    );
+    assert!(chrono::DateTime::parse_from_rfc3339(created_at).is_ok(), "{created_at}");
 
     let second = post_json(&router, json!({ "name": "Grace", "message": "hi" })).await;
     assert_eq!(second.status, StatusCode::CREATED);
@@ -213,58 +181,22 @@ async fn each_invalid_field_is_named() {
     let long_message = "x".repeat(501);
     let cases = [
         (json!({ "message": "m" }), "name", "name is required"),
-        (
-            json!({ "name": null, "message": "m" }),
-            "name",
-            "name is required",
-        ),
-        (
-            json!({ "name": "", "message": "m" }),
-            "name",
-            "name must not be empty",
-        ),
-        (
-            json!({ "name": " \t\n", "message": "m" }),
-            "name",
-            "name must not be empty",
-        ),
-        (
-            json!({ "name": long_name, "message": "m" }),
-            "name",
-            "name must be at most 64 characters",
-        ),
+        (json!({ "name": null, "message": "m" }), "name", "name is required"),
+        (json!({ "name": "", "message": "m" }), "name", "name must not be empty"),
+        (json!({ "name": " \t\n", "message": "m" }), "name", "name must not be empty"),
+        (json!({ "name": long_name, "message": "m" }), "name", "name must be at most 64 characters"),
         (json!({ "name": "n" }), "message", "message is required"),
-        (
-            json!({ "name": "n", "message": "" }),
-            "message",
-            "message must not be empty",
-        ),
-        (
-            json!({ "name": "n", "message": "   " }),
-            "message",
-            "message must not be empty",
-        ),
-        (
-            json!({ "name": "n", "message": long_message }),
-            "message",
-            "message must be at most 500 characters",
-        ),
+        (json!({ "name": "n", "message": "" }), "message", "message must not be empty"),
+        (json!({ "name": "n", "message": "   " }), "message", "message must not be empty"),
+        (json!({ "name": "n", "message": long_message }), "message", "message must be at most 500 characters"),
     ];
     for (body, field, message) in cases {
         let reply = post_json(&router, body.clone()).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        assert_eq!(
-            reply.json(),
-            json!({ "error": message, "field": field }),
-            "{body}"
-        );
+        assert_eq!(reply.json(), json!({ "error": message, "field": field }), "{body}");
     }
     // The limits are inclusive, and count characters rather than bytes.
-    let at_limit = post_json(
-        &router,
-        json!({ "name": "ü".repeat(64), "message": "ü".repeat(500) }),
-    )
-    .await;
+    let at_limit = post_json(&router, json!({ "name": "ü".repeat(64), "message": "ü".repeat(500) })).await;
     assert_eq!(at_limit.status, StatusCode::CREATED, "{}", at_limit.body);
 
     // Nothing invalid was stored.
@@ -276,39 +208,21 @@ async fn each_invalid_field_is_named() {
 async fn malformed_bodies_get_json_errors() {
     let (_db, router) = app_with_db().await;
 
-    let syntax = post_raw(
-        &router,
-        "/api/entries",
-        Some("application/json"),
-        "{\"name\": ",
-    )
-    .await;
+    let syntax = post_raw(&router, "/api/entries", Some("application/json"), "{\"name\": ").await;
     assert_eq!(syntax.status, StatusCode::BAD_REQUEST);
-    assert!(
-        syntax.error().starts_with("malformed JSON body"),
-        "{}",
-        syntax.body
-    );
+    assert!(syntax.error().starts_with("malformed JSON body"), "{}", syntax.body);
 
-    for (body, field) in [
-        (json!({ "name": 5, "message": "m" }), "name"),
-        (json!({ "name": "n", "message": ["m"] }), "message"),
-    ] {
+    for (body, field) in
+        [(json!({ "name": 5, "message": "m" }), "name"), (json!({ "name": "n", "message": ["m"] }), "message")]
+    {
         let wrong_type = post_json(&router, body).await;
         assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(
-            wrong_type.json(),
-            json!({ "error": format!("{field} must be a string"), "field": field })
-        );
+        assert_eq!(wrong_type.json(), json!({ "error": format!("{field} must be a string"), "field": field }));
     }
 
     let not_an_object = post_json(&router, json!(["a"])).await;
     assert_eq!(not_an_object.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        not_an_object.error().starts_with("invalid JSON body"),
-        "{}",
-        not_an_object.body
-    );
+    assert!(not_an_object.error().starts_with("invalid JSON body"), "{}", not_an_object.body);
 
     let no_content_type = post_raw(&router, "/api/entries", None, "{}").await;
     assert_eq!(no_content_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -335,40 +249,23 @@ async fn home_page_shows_the_version_and_escaped_entries() {
 
     let empty = get(&router, "/").await;
     assert_eq!(empty.status, StatusCode::OK);
-    assert!(
-        empty.content_type.starts_with("text/html"),
-        "{}",
-        empty.content_type
-    );
+    assert!(empty.content_type.starts_with("text/html"), "{}", empty.content_type);
     assert!(empty.body.contains("No entries yet"));
-    assert!(
-        empty.body.contains(app::VERSION.git_sha),
-        "sha missing from page"
-    );
+    assert!(empty.body.contains(app::VERSION.git_sha), "sha missing from page");
 
-    let attack =
-        json!({ "name": "<b>Mallory</b>", "message": "<script>alert(\"x\")</script> & 'co'" });
+    let attack = json!({ "name": "<b>Mallory</b>", "message": "<script>alert(\"x\")</script> & 'co'" });
     assert_eq!(post_json(&router, attack).await.status, StatusCode::CREATED);
 
     let page = get(&router, "/").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(app::VERSION.git_sha));
+    assert!(page.body.contains("&lt;b&gt;Mallory&lt;/b&gt;"), "{}", page.body);
     assert!(
-        page.body.contains("&lt;b&gt;Mallory&lt;/b&gt;"),
+        page.body.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;co&#39;"),
         "{}",
         page.body
     );
-    assert!(
-        page.body
-            .contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;co&#39;"),
-        "{}",
-        page.body
-    );
-    assert!(
-        !page.body.contains("<script>"),
-        "unescaped user content:\n{}",
-        page.body
-    );
+    assert!(!page.body.contains("<script>"), "unescaped user content:\n{}", page.body);
     assert!(!page.body.contains("<b>Mallory"), "unescaped user content");
 }
 
@@ -376,19 +273,12 @@ async fn home_page_shows_the_version_and_escaped_entries() {
 async fn home_page_shows_the_latest_20_entries() {
     let (_db, router) = app_with_db().await;
     for i in 0..22 {
-        post_json(
-            &router,
-            json!({ "name": format!("name-{i}"), "message": "m" }),
-        )
-        .await;
+        post_json(&router, json!({ "name": format!("name-{i}"), "message": "m" })).await;
     }
     let page = get(&router, "/").await;
     assert_eq!(page.body.matches("<li>").count(), 20);
     assert!(page.body.contains("name-21"));
-    assert!(
-        !page.body.contains("name-1<"),
-        "oldest entries should be cut off"
-    );
+    assert!(!page.body.contains("name-1<"), "oldest entries should be cut off");
 }
 
 #[tokio::test]
@@ -406,13 +296,7 @@ async fn the_html_form_creates_entries_and_redirects() {
     let (_db, router) = app_with_db().await;
     let form = "application/x-www-form-urlencoded";
 
-    let created = post_raw(
-        &router,
-        "/entries",
-        Some(form),
-        "name=Ada&message=hello+there",
-    )
-    .await;
+    let created = post_raw(&router, "/entries", Some(form), "name=Ada&message=hello+there").await;
     assert_eq!(created.status, StatusCode::SEE_OTHER);
     assert_eq!(created.location.as_deref(), Some("/"));
     let page = get(&router, "/").await;
@@ -424,11 +308,7 @@ async fn the_html_form_creates_entries_and_redirects() {
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(invalid.content_type.starts_with("text/html"));
     assert!(invalid.body.contains("message must not be empty"));
-    assert!(
-        invalid.body.contains("value=\"&lt;i&gt;\""),
-        "{}",
-        invalid.body
-    );
+    assert!(invalid.body.contains("value=\"&lt;i&gt;\""), "{}", invalid.body);
 
     let unreadable = post_raw(&router, "/entries", Some("application/json"), "{}").await;
     assert_eq!(unreadable.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -446,25 +326,15 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.error(), "no route for GET /nope");
 
-    let wrong_method = send(
-        &router,
-        Request::delete("/api/entries").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let wrong_method = send(&router, Request::delete("/api/entries").body(Body::empty()).unwrap()).await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(
-        wrong_method.error(),
-        "method DELETE is not allowed for /api/entries"
-    );
+    assert_eq!(wrong_method.error(), "method DELETE is not allowed for /api/entries");
 }
 
 #[tokio::test]
 async fn debug_routes_exist_only_when_enabled() {
     let disabled = router_with(unreachable_pool());
-    assert_eq!(
-        get(&disabled, "/debug/slow?ms=1").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(get(&disabled, "/debug/slow?ms=1").await.status, StatusCode::NOT_FOUND);
 
     let enabled = app::router(app::AppState::new(unreachable_pool()).with_debug_routes(true));
     let started = std::time::Instant::now();
@@ -475,8 +345,5 @@ async fn debug_routes_exist_only_when_enabled() {
 
     let bad = get(&enabled, "/debug/slow?ms=soon").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        bad.error(),
-        "invalid query string: ms: invalid digit found in string"
-    );
+    assert_eq!(bad.error(), "invalid query string: ms: invalid digit found in string");
 }

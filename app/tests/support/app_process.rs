@@ -72,13 +72,7 @@ impl AppProcess {
         let stderr = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().expect("piped"), stdout.clone());
         collect(child.stderr.take().expect("piped"), stderr.clone());
-        let mut app = AppProcess {
-            child,
-            port,
-            stdout,
-            stderr,
-            _dir: dir,
-        };
+        let mut app = AppProcess { child, port, stdout, stderr, _dir: dir };
         app.wait_until_healthy();
         app
     }
@@ -96,11 +90,7 @@ impl AppProcess {
                     self.stderr()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "app was not healthy after 20s\nstdout:\n{}",
-                self.stdout()
-            );
+            assert!(Instant::now() < deadline, "app was not healthy after 20s\nstdout:\n{}", self.stdout());
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -124,11 +114,7 @@ impl AppProcess {
     pub fn wait_for_output(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.stdout().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "app never logged {needle:?}; stdout:\n{}",
-                self.stdout()
-            );
+            assert!(Instant::now() < deadline, "app never logged {needle:?}; stdout:\n{}", self.stdout());
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -150,30 +136,20 @@ impl Drop for AppProcess {
             let _ = self.child.wait();
         }
         if thread::panicking() {
-            eprintln!(
-                "app stdout:\n{}\napp stderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            );
+            eprintln!("app stdout:\n{}\napp stderr:\n{}", self.stdout(), self.stderr());
         }
     }
 }
 
 /// Reads a pipe to EOF on a thread, appending to `sink`, so the child never
 /// blocks on a full pipe.
-fn collect(
-    mut pipe: impl std::io::Read + Send + 'static,
-    sink: Arc<Mutex<String>>,
-) -> JoinHandle<String> {
+fn collect(mut pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) -> JoinHandle<String> {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => sink
-                    .lock()
-                    .expect("sink lock")
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => sink.lock().expect("sink lock").push_str(&String::from_utf8_lossy(&buf[..n])),
             }
         }
         sink.lock().expect("sink lock").clone()

@@ -32,10 +32,7 @@ static SERVER: OnceLock<Server> = OnceLock::new();
 
 fn server() -> &'static Server {
     SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => Server {
-            admin_url: url,
-            _local: None,
-        },
+        Ok(url) if !url.trim().is_empty() => Server { admin_url: url, _local: None },
         _ => start_local(),
     })
 }
@@ -50,11 +47,7 @@ fn server() -> &'static Server {
 /// removes its directory.
 fn start_local() -> Server {
     let postgres = testkit::Postgres::start();
-    let dir = postgres
-        .data_dir()
-        .parent()
-        .expect("the data dir lives in a temp dir")
-        .to_path_buf();
+    let dir = postgres.data_dir().parent().expect("the data dir lives in a temp dir").to_path_buf();
     let script = r#"cat >/dev/null
 kill -INT "$1" 2>/dev/null
 i=0
@@ -95,22 +88,12 @@ impl TestDb {
     /// Creates `t_<unique>` on the shared server.
     pub fn create() -> TestDb {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        let name = format!(
-            "t_{}_{}_{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let name = format!("t_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let admin_url = &server().admin_url;
         admin_sql(admin_url, format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
-        TestDb {
-            url: with_database(admin_url, &name),
-            name,
-        }
+        TestDb { url: with_database(admin_url, &name), name }
     }
 
     /// A pool on this database.
@@ -126,10 +109,7 @@ impl TestDb {
     /// A pool on this database with the app's migrations applied.
     pub async fn migrated_pool(&self) -> PgPool {
         let pool = self.pool().await;
-        app::db::migrator()
-            .run(&pool)
-            .await
-            .expect("running migrations");
+        app::db::migrator().run(&pool).await.expect("running migrations");
         pool
     }
 }
@@ -138,10 +118,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         // Matters with an external DATABASE_URL, which would otherwise fill
         // up with test databases. FORCE disconnects pools still open.
-        let _ = admin_sql(
-            &server().admin_url,
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
+        let _ = admin_sql(&server().admin_url, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
     }
 }
 
@@ -155,10 +132,7 @@ pub fn unreachable_pool() -> PgPool {
 
 /// A database URL that refuses connections.
 pub fn unreachable_url() -> String {
-    format!(
-        "postgres://postgres@127.0.0.1:{}/nowhere",
-        testkit::free_port()
-    )
+    format!("postgres://postgres@127.0.0.1:{}/nowhere", testkit::free_port())
 }
 
 /// Runs one statement over a fresh connection, on its own thread and
@@ -166,19 +140,11 @@ pub fn unreachable_url() -> String {
 fn admin_sql(admin_url: &str, sql: String) -> Result<(), String> {
     let url = admin_url.to_owned();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
-            let mut conn = PgConnection::connect(&url)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut conn = PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
             // Simple protocol: CREATE/DROP DATABASE refuse transaction blocks.
-            sqlx::raw_sql(&sql)
-                .execute(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(&sql).execute(&mut conn).await.map_err(|e| e.to_string())?;
             let _ = conn.close().await;
             Ok(())
         })
@@ -194,9 +160,7 @@ fn with_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{database}", &base[..path_start]);
     if let Some(query) = query {
         out.push('?');
@@ -207,12 +171,6 @@ fn with_database(url: &str, database: &str) -> String {
 
 #[test]
 fn with_database_replaces_only_the_path() {
-    assert_eq!(
-        with_database("postgres://u:p@h:5432/postgres", "t_1"),
-        "postgres://u:p@h:5432/t_1"
-    );
-    assert_eq!(
-        with_database("postgres://u@h?sslmode=disable", "t_1"),
-        "postgres://u@h/t_1?sslmode=disable"
-    );
+    assert_eq!(with_database("postgres://u:p@h:5432/postgres", "t_1"), "postgres://u:p@h:5432/t_1");
+    assert_eq!(with_database("postgres://u@h?sslmode=disable", "t_1"), "postgres://u@h/t_1?sslmode=disable");
 }

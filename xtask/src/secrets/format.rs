@@ -91,10 +91,7 @@ impl fmt::Display for DecryptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecryptError::NotOpenssl { hint } => {
-                write!(
-                    f,
-                    "not an openssl-encrypted file: it does not start with `Salted__`"
-                )?;
+                write!(f, "not an openssl-encrypted file: it does not start with `Salted__`")?;
                 if !hint.is_empty() {
                     write!(f, " ({hint})")?;
                 }
@@ -103,10 +100,9 @@ impl fmt::Display for DecryptError {
             DecryptError::Corrupted { reason } => {
                 write!(f, "the file is corrupted or was tampered with: {reason}")
             }
-            DecryptError::WrongPassword { kdf } => write!(
-                f,
-                "wrong password, or the file was written with a different -iter/-md (tried `{kdf}`)"
-            ),
+            DecryptError::WrongPassword { kdf } => {
+                write!(f, "wrong password, or the file was written with a different -iter/-md (tried `{kdf}`)")
+            }
             DecryptError::LegacyKdf { digest } => {
                 let md = digest.name();
                 write!(
@@ -185,11 +181,7 @@ pub fn encrypt(content: &[u8], password: &[u8], iterations: u32) -> Result<Vec<u
 
 /// Decrypts a file, verifying its integrity line; see `DecryptError` for
 /// what can go wrong. Never panics, whatever the bytes.
-pub fn decrypt(
-    file: &[u8],
-    password: &[u8],
-    options: &DecryptOptions,
-) -> Result<Decrypted, DecryptError> {
+pub fn decrypt(file: &[u8], password: &[u8], options: &DecryptOptions) -> Result<Decrypted, DecryptError> {
     let (salt, ciphertext) = split_header(file)?;
     let keys = derive_keys(password, salt, options.kdf)?;
     let raw = Wiped(aes_256_cbc(Mode::Decrypt, &keys, ciphertext, false)?);
@@ -204,10 +196,7 @@ pub fn decrypt(
         let expected = mac(mac_key, salt, content)?;
         let expected_hex = hex(&expected);
         if openssl::memcmp::eq(expected_hex.as_bytes(), mac_hex) {
-            return Ok(Decrypted {
-                content: content.to_vec(),
-                authenticated: true,
-            });
+            return Ok(Decrypted { content: content.to_vec(), authenticated: true });
         }
         return Err(DecryptError::Corrupted {
             reason: "the integrity line does not match the content, which was changed without xtask \
@@ -220,15 +209,10 @@ pub fn decrypt(
         return Err(diagnose(file, password, options.kdf, &raw.0));
     }
     if contains(plaintext, MAC_MARKER) {
-        return Err(DecryptError::Corrupted {
-            reason: "the integrity line is damaged".to_owned(),
-        });
+        return Err(DecryptError::Corrupted { reason: "the integrity line is damaged".to_owned() });
     }
     if options.allow_unauthenticated || matches!(options.kdf, Kdf::Legacy(_)) {
-        return Ok(Decrypted {
-            content: plaintext.to_vec(),
-            authenticated: false,
-        });
+        return Ok(Decrypted { content: plaintext.to_vec(), authenticated: false });
     }
     Err(DecryptError::Unauthenticated)
 }
@@ -254,10 +238,7 @@ pub(super) fn encrypt_with_salt(
     salt: &[u8; SALT_LEN],
 ) -> Result<Vec<u8>, DecryptError> {
     let keys = derive_keys(password, salt, Kdf::Pbkdf2 { iterations })?;
-    let mac_key = keys
-        .mac_key
-        .as_ref()
-        .expect("PBKDF2 keys include a MAC key");
+    let mac_key = keys.mac_key.as_ref().expect("PBKDF2 keys include a MAC key");
     let plaintext = Wiped(sealed_plaintext(content, salt, mac_key)?);
     let ciphertext = aes_256_cbc(Mode::Encrypt, &keys, &plaintext.0, true)?;
     let mut file = Vec::with_capacity(HEADER_LEN + ciphertext.len());
@@ -268,11 +249,7 @@ pub(super) fn encrypt_with_salt(
 }
 
 /// The user's content followed by its integrity line.
-fn sealed_plaintext(
-    content: &[u8],
-    salt: &[u8],
-    mac_key: &[u8; 32],
-) -> Result<Vec<u8>, ErrorStack> {
+fn sealed_plaintext(content: &[u8], salt: &[u8], mac_key: &[u8; 32]) -> Result<Vec<u8>, ErrorStack> {
     let mut plaintext = Vec::with_capacity(content.len() + MAC_LINE_LEN);
     plaintext.extend_from_slice(content);
     plaintext.extend_from_slice(MAC_PREFIX);
@@ -309,30 +286,14 @@ fn derive_keys(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<Keys, ErrorStac
                     let mut mac_salt = MAC_LABEL.to_vec();
                     mac_salt.extend_from_slice(salt);
                     let mut mac_key = [0u8; 32];
-                    pkcs5::pbkdf2_hmac(
-                        password,
-                        &mac_salt,
-                        iterations,
-                        MessageDigest::sha256(),
-                        &mut mac_key,
-                    )?;
+                    pkcs5::pbkdf2_hmac(password, &mac_salt, iterations, MessageDigest::sha256(), &mut mac_key)?;
                     Ok(mac_key)
                 });
                 let mut key_iv = [0u8; 48];
-                let key_iv_result = pkcs5::pbkdf2_hmac(
-                    password,
-                    salt,
-                    iterations,
-                    MessageDigest::sha256(),
-                    &mut key_iv,
-                )
-                .map(|()| key_iv);
-                (
-                    key_iv_result,
-                    mac_key
-                        .join()
-                        .expect("the MAC key derivation does not panic"),
-                )
+                let key_iv_result =
+                    pkcs5::pbkdf2_hmac(password, salt, iterations, MessageDigest::sha256(), &mut key_iv)
+                        .map(|()| key_iv);
+                (key_iv_result, mac_key.join().expect("the MAC key derivation does not panic"))
             });
             let mut key_iv = key_iv?;
             let keys = Keys {
@@ -344,20 +305,11 @@ fn derive_keys(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<Keys, ErrorStac
             Ok(keys)
         }
         Kdf::Legacy(digest) => {
-            let mut pair = pkcs5::bytes_to_key(
-                Cipher::aes_256_cbc(),
-                digest.message_digest(),
-                password,
-                Some(salt),
-                1,
-            )?;
+            let mut pair =
+                pkcs5::bytes_to_key(Cipher::aes_256_cbc(), digest.message_digest(), password, Some(salt), 1)?;
             let mut iv = pair.iv.take().unwrap_or_default();
             let keys = Keys {
-                cipher_key: pair
-                    .key
-                    .as_slice()
-                    .try_into()
-                    .expect("AES-256 has a 32-byte key"),
+                cipher_key: pair.key.as_slice().try_into().expect("AES-256 has a 32-byte key"),
                 iv: iv.as_slice().try_into().expect("AES-CBC has a 16-byte IV"),
                 mac_key: None,
             };
@@ -410,9 +362,7 @@ fn split_header(file: &[u8]) -> Result<(&[u8], &[u8]), DecryptError> {
         return Ok((&file[MAGIC.len()..HEADER_LEN], &file[HEADER_LEN..]));
     }
     if !file.is_empty() && MAGIC.starts_with(file) {
-        return Err(DecryptError::Corrupted {
-            reason: format!("it is only {} bytes: it was truncated", file.len()),
-        });
+        return Err(DecryptError::Corrupted { reason: format!("it is only {} bytes: it was truncated", file.len()) });
     }
     let hint = if file.is_empty() {
         "the file is empty"
@@ -423,9 +373,7 @@ fn split_header(file: &[u8]) -> Result<(&[u8], &[u8]), DecryptError> {
     } else {
         ""
     };
-    Err(DecryptError::NotOpenssl {
-        hint: hint.to_owned(),
-    })
+    Err(DecryptError::NotOpenssl { hint: hint.to_owned() })
 }
 
 /// The plaintext length after removing PKCS#7 padding, if the padding is valid.
@@ -435,10 +383,7 @@ fn unpadded_len(raw: &[u8]) -> Option<usize> {
     if padding == 0 || padding > BLOCK_LEN || padding > raw.len() {
         return None;
     }
-    raw[raw.len() - padding..]
-        .iter()
-        .all(|&byte| byte == last)
-        .then(|| raw.len() - padding)
+    raw[raw.len() - padding..].iter().all(|&byte| byte == last).then(|| raw.len() - padding)
 }
 
 /// Splits a well-formed integrity line off the end of the plaintext.
@@ -446,10 +391,7 @@ fn split_mac_line(plaintext: &[u8]) -> Option<(&[u8], &[u8])> {
     let start = plaintext.len().checked_sub(MAC_LINE_LEN)?;
     let (content, line) = plaintext.split_at(start);
     let digits = line.strip_prefix(MAC_PREFIX)?.strip_suffix(b"\n")?;
-    digits
-        .iter()
-        .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
-        .then_some((content, digits))
+    digits.iter().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')).then_some((content, digits))
 }
 
 /// Tells a wrong key from a damaged file when the plaintext is garbage.
@@ -461,10 +403,7 @@ fn split_mac_line(plaintext: &[u8]) -> Option<(&[u8], &[u8])> {
 /// (98/256)^16, roughly 2e-7.
 fn diagnose(file: &[u8], password: &[u8], tried: Kdf, raw: &[u8]) -> DecryptError {
     let blocks = raw.chunks(BLOCK_LEN).count();
-    let ascii_blocks = raw
-        .chunks(BLOCK_LEN)
-        .filter(|block| block.iter().all(|&byte| is_ascii_text(byte)))
-        .count();
+    let ascii_blocks = raw.chunks(BLOCK_LEN).filter(|block| block.iter().all(|&byte| is_ascii_text(byte))).count();
     if blocks > 0 && ascii_blocks >= blocks.min(2) {
         return DecryptError::Corrupted {
             reason: "part of it does not decrypt: it was truncated, extended or altered".to_owned(),
@@ -496,10 +435,8 @@ fn decrypts_as_text(file: &[u8], password: &[u8], kdf: Kdf) -> bool {
 
 /// UTF-8 without control characters other than tab, CR and LF.
 fn is_text(bytes: &[u8]) -> bool {
-    std::str::from_utf8(bytes).is_ok_and(|text| {
-        text.chars()
-            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
-    })
+    std::str::from_utf8(bytes)
+        .is_ok_and(|text| text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')))
 }
 
 fn is_ascii_text(byte: u8) -> bool {
@@ -507,9 +444,7 @@ fn is_ascii_text(byte: u8) -> bool {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -541,12 +476,7 @@ pub(super) mod test_support {
 
     /// Exactly what `openssl enc` writes with these options, without an
     /// integrity line.
-    pub fn encrypt_unauthenticated(
-        plaintext: &[u8],
-        password: &[u8],
-        salt: &[u8; 8],
-        kdf: Kdf,
-    ) -> Vec<u8> {
+    pub fn encrypt_unauthenticated(plaintext: &[u8], password: &[u8], salt: &[u8; 8], kdf: Kdf) -> Vec<u8> {
         let keys = derive_keys(password, salt, kdf).unwrap();
         let mut file = MAGIC.to_vec();
         file.extend_from_slice(salt);
@@ -590,22 +520,17 @@ pub(super) mod test_support {
         /// Text with ASCII, accented letters, CJK and emoji, `chars` long.
         pub fn text(&mut self, chars: usize) -> String {
             const ALPHABET: &[char] = &[
-                'a', 'b', 'z', 'A', 'Q', '0', '7', ' ', '=', '"', '\\', '#', '\n', '\t', 'é', 'ß',
-                'Ω', 'ж', '日', '本', '🔑', '€',
+                'a', 'b', 'z', 'A', 'Q', '0', '7', ' ', '=', '"', '\\', '#', '\n', '\t', 'é', 'ß', 'Ω', 'ж', '日',
+                '本', '🔑', '€',
             ];
-            (0..chars)
-                .map(|_| ALPHABET[self.below(ALPHABET.len())])
-                .collect()
+            (0..chars).map(|_| ALPHABET[self.below(ALPHABET.len())]).collect()
         }
 
         /// A printable password of 1 to 40 characters, some non-ASCII.
         pub fn password(&mut self) -> String {
-            const ALPHABET: &[char] =
-                &['a', 'k', 'Z', '3', '-', '_', ' ', '!', '$', '\'', 'é', '密'];
+            const ALPHABET: &[char] = &['a', 'k', 'Z', '3', '-', '_', ' ', '!', '$', '\'', 'é', '密'];
             let len = 1 + self.below(40);
-            (0..len)
-                .map(|_| ALPHABET[self.below(ALPHABET.len())])
-                .collect()
+            (0..len).map(|_| ALPHABET[self.below(ALPHABET.len())]).collect()
         }
     }
 }
@@ -630,10 +555,7 @@ mod tests {
     const FAST: u32 = 1000;
 
     fn pbkdf2(iterations: u32) -> DecryptOptions {
-        DecryptOptions {
-            kdf: Kdf::Pbkdf2 { iterations },
-            allow_unauthenticated: false,
-        }
+        DecryptOptions { kdf: Kdf::Pbkdf2 { iterations }, allow_unauthenticated: false }
     }
 
     fn sample() -> Vec<u8> {
@@ -657,24 +579,14 @@ mod tests {
         let writer = std::thread::spawn(move || stdin.write_all(&input));
         let output = child.wait_with_output().unwrap();
         writer.join().unwrap().unwrap();
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         output.stdout
     }
 
     fn openssl_kdf_args(kdf: Kdf) -> Vec<String> {
         match kdf {
             Kdf::Pbkdf2 { iterations } => {
-                vec![
-                    "-pbkdf2".into(),
-                    "-md".into(),
-                    "sha256".into(),
-                    "-iter".into(),
-                    iterations.to_string(),
-                ]
+                vec!["-pbkdf2".into(), "-md".into(), "sha256".into(), "-iter".into(), iterations.to_string()]
             }
             Kdf::Legacy(digest) => vec!["-md".into(), digest.name().into()],
         }
@@ -687,12 +599,7 @@ mod tests {
         openssl(&args, password, file)
     }
 
-    fn openssl_encrypt(
-        plaintext: &[u8],
-        password: &str,
-        kdf: Kdf,
-        salt: Option<[u8; 8]>,
-    ) -> Vec<u8> {
+    fn openssl_encrypt(plaintext: &[u8], password: &str, kdf: Kdf, salt: Option<[u8; 8]>) -> Vec<u8> {
         let mut args = vec!["enc", "-aes-256-cbc", "-salt"];
         let kdf_args = openssl_kdf_args(kdf);
         args.extend(kdf_args.iter().map(String::as_str));
@@ -734,11 +641,7 @@ mod tests {
         }
         let mut large = String::new();
         while large.len() < 100_000 {
-            large.push_str(&format!(
-                "key_{} = \"{}\"\n",
-                large.len(),
-                rng.text(20).replace(['"', '\\', '\n'], "_")
-            ));
+            large.push_str(&format!("key_{} = \"{}\"\n", large.len(), rng.text(20).replace(['"', '\\', '\n'], "_")));
         }
         cases.push(large.into_bytes());
         cases
@@ -766,10 +669,7 @@ mod tests {
             assert_eq!(plaintext.len(), content.len() + MAC_LINE_LEN);
             assert_eq!(&plaintext[..content.len()], &content[..]);
             let line = std::str::from_utf8(&plaintext[content.len()..]).unwrap();
-            assert!(
-                line.starts_with("\n# xtask-secrets-mac: v1 ") && line.ends_with('\n'),
-                "{line:?}"
-            );
+            assert!(line.starts_with("\n# xtask-secrets-mac: v1 ") && line.ends_with('\n'), "{line:?}");
         }
     }
 
@@ -782,40 +682,21 @@ mod tests {
             let password = rng.password();
             let salt = rng.salt();
             let plaintext = sealed(&content, password.as_bytes(), &salt, FAST);
-            let file = openssl_encrypt(
-                &plaintext,
-                &password,
-                Kdf::Pbkdf2 { iterations: FAST },
-                Some(salt),
-            );
-            assert_eq!(
-                file,
-                encrypt_with_salt(&content, password.as_bytes(), FAST, &salt).unwrap()
-            );
-            assert_eq!(
-                decrypt(&file, password.as_bytes(), &pbkdf2(FAST))
-                    .unwrap()
-                    .content,
-                content
-            );
+            let file = openssl_encrypt(&plaintext, &password, Kdf::Pbkdf2 { iterations: FAST }, Some(salt));
+            assert_eq!(file, encrypt_with_salt(&content, password.as_bytes(), FAST, &salt).unwrap());
+            assert_eq!(decrypt(&file, password.as_bytes(), &pbkdf2(FAST)).unwrap().content, content);
         }
     }
 
     #[test]
     fn plain_openssl_files_need_allow_unauthenticated_for_every_kdf() {
         let mut rng = Rng::new(4);
-        for kdf in [
-            Kdf::Pbkdf2 { iterations: FAST },
-            Kdf::Legacy(LegacyDigest::Md5),
-            Kdf::Legacy(LegacyDigest::Sha256),
-        ] {
+        for kdf in [Kdf::Pbkdf2 { iterations: FAST }, Kdf::Legacy(LegacyDigest::Md5), Kdf::Legacy(LegacyDigest::Sha256)]
+        {
             for content in text_plaintexts(&mut rng) {
                 let password = rng.password();
                 let file = openssl_encrypt(&content, &password, kdf, None);
-                let allowed = DecryptOptions {
-                    kdf,
-                    allow_unauthenticated: true,
-                };
+                let allowed = DecryptOptions { kdf, allow_unauthenticated: true };
                 let decrypted = decrypt(&file, password.as_bytes(), &allowed).unwrap();
                 assert_eq!(decrypted.content, content, "{kdf}");
                 assert!(!decrypted.authenticated);
@@ -833,11 +714,8 @@ mod tests {
         // encryption underneath must still be openssl's for every KDF, or
         // reading legacy files would be wrong too.
         let mut rng = Rng::new(5);
-        for kdf in [
-            Kdf::Pbkdf2 { iterations: FAST },
-            Kdf::Legacy(LegacyDigest::Md5),
-            Kdf::Legacy(LegacyDigest::Sha256),
-        ] {
+        for kdf in [Kdf::Pbkdf2 { iterations: FAST }, Kdf::Legacy(LegacyDigest::Md5), Kdf::Legacy(LegacyDigest::Sha256)]
+        {
             for content in plaintexts(&mut rng) {
                 let password = rng.password();
                 let file = encrypt_unauthenticated(&content, password.as_bytes(), &rng.salt(), kdf);
@@ -853,29 +731,13 @@ mod tests {
             let file = openssl_encrypt(&sample(), "legacy-password", Kdf::Legacy(digest), None);
             let err = decrypt(&file, b"legacy-password", &pbkdf2(FAST)).unwrap_err();
             assert_eq!(err, DecryptError::LegacyKdf { digest });
-            assert!(
-                err.to_string()
-                    .contains(&format!("--legacy-kdf {}", digest.name())),
-                "{err}"
-            );
+            assert!(err.to_string().contains(&format!("--legacy-kdf {}", digest.name())), "{err}");
             let wrong = decrypt(&file, rng.password().as_bytes(), &pbkdf2(FAST)).unwrap_err();
-            assert!(
-                matches!(wrong, DecryptError::WrongPassword { .. }),
-                "{wrong:?}"
-            );
-            let legacy = DecryptOptions {
-                kdf: Kdf::Legacy(digest),
-                allow_unauthenticated: false,
-            };
-            assert_eq!(
-                decrypt(&file, b"legacy-password", &legacy).unwrap().content,
-                sample()
-            );
+            assert!(matches!(wrong, DecryptError::WrongPassword { .. }), "{wrong:?}");
+            let legacy = DecryptOptions { kdf: Kdf::Legacy(digest), allow_unauthenticated: false };
+            assert_eq!(decrypt(&file, b"legacy-password", &legacy).unwrap().content, sample());
             let wrong = decrypt(&file, b"not-the-password", &legacy).unwrap_err();
-            assert!(
-                matches!(wrong, DecryptError::WrongPassword { .. }),
-                "{wrong:?}"
-            );
+            assert!(matches!(wrong, DecryptError::WrongPassword { .. }), "{wrong:?}");
         }
     }
 
@@ -883,36 +745,18 @@ mod tests {
     fn real_iteration_count_round_trips_through_the_openssl_cli() {
         let content = sample();
         let password = "a real-length password, ünïcödé";
-        let kdf = Kdf::Pbkdf2 {
-            iterations: ITERATIONS,
-        };
+        let kdf = Kdf::Pbkdf2 { iterations: ITERATIONS };
         let ours = encrypt(&content, password.as_bytes(), ITERATIONS).unwrap();
         assert!(openssl_decrypt(&ours, password, kdf).starts_with(&content));
 
         let salt = [7u8; 8];
-        let theirs = openssl_encrypt(
-            &sealed(&content, password.as_bytes(), &salt, ITERATIONS),
-            password,
-            kdf,
-            Some(salt),
-        );
-        let options = DecryptOptions {
-            kdf,
-            allow_unauthenticated: false,
-        };
-        assert_eq!(
-            decrypt(&theirs, password.as_bytes(), &options)
-                .unwrap()
-                .content,
-            content
-        );
+        let theirs =
+            openssl_encrypt(&sealed(&content, password.as_bytes(), &salt, ITERATIONS), password, kdf, Some(salt));
+        let options = DecryptOptions { kdf, allow_unauthenticated: false };
+        assert_eq!(decrypt(&theirs, password.as_bytes(), &options).unwrap().content, content);
 
         let mismatch = decrypt(&theirs, password.as_bytes(), &pbkdf2(10_000)).unwrap_err();
-        assert!(
-            mismatch
-                .to_string()
-                .starts_with("wrong password, or the file was written with a different -iter/-md")
-        );
+        assert!(mismatch.to_string().starts_with("wrong password, or the file was written with a different -iter/-md"));
     }
 
     #[test]
@@ -924,29 +768,14 @@ mod tests {
                 let mut tampered = file.clone();
                 tampered[position] ^= flip;
                 let err = decrypt(&tampered, password, &pbkdf2(FAST)).unwrap_err();
-                let allowed = DecryptOptions {
-                    kdf: Kdf::Pbkdf2 { iterations: FAST },
-                    allow_unauthenticated: true,
-                };
-                assert!(
-                    decrypt(&tampered, password, &allowed).is_err(),
-                    "byte {position} ^ {flip:#x} accepted"
-                );
+                let allowed = DecryptOptions { kdf: Kdf::Pbkdf2 { iterations: FAST }, allow_unauthenticated: true };
+                assert!(decrypt(&tampered, password, &allowed).is_err(), "byte {position} ^ {flip:#x} accepted");
                 match position {
                     // The header: no longer an openssl file.
-                    0..8 => assert!(
-                        matches!(err, DecryptError::NotOpenssl { .. }),
-                        "{position}: {err:?}"
-                    ),
+                    0..8 => assert!(matches!(err, DecryptError::NotOpenssl { .. }), "{position}: {err:?}"),
                     // The salt: a different key, indistinguishable from a wrong password.
-                    8..16 => assert!(
-                        matches!(err, DecryptError::WrongPassword { .. }),
-                        "{position}: {err:?}"
-                    ),
-                    _ => assert!(
-                        matches!(err, DecryptError::Corrupted { .. }),
-                        "{position}: {err:?}"
-                    ),
+                    8..16 => assert!(matches!(err, DecryptError::WrongPassword { .. }), "{position}: {err:?}"),
+                    _ => assert!(matches!(err, DecryptError::Corrupted { .. }), "{position}: {err:?}"),
                 }
             }
         }
@@ -960,20 +789,14 @@ mod tests {
         for len in 0..file.len() {
             let err = decrypt(&file[..len], password, &pbkdf2(FAST)).unwrap_err();
             if len >= 8 {
-                assert!(
-                    matches!(err, DecryptError::Corrupted { .. }),
-                    "truncated to {len}: {err:?}"
-                );
+                assert!(matches!(err, DecryptError::Corrupted { .. }), "truncated to {len}: {err:?}");
             }
         }
         for extra in 1..=64 {
             let mut extended = file.clone();
             extended.extend(rng.bytes(extra));
             let err = decrypt(&extended, password, &pbkdf2(FAST)).unwrap_err();
-            assert!(
-                matches!(err, DecryptError::Corrupted { .. }),
-                "{extra} bytes appended: {err:?}"
-            );
+            assert!(matches!(err, DecryptError::Corrupted { .. }), "{extra} bytes appended: {err:?}");
         }
     }
 
@@ -986,10 +809,7 @@ mod tests {
             let guess = format!("{}{attempt}", rng.password());
             match decrypt(&file, guess.as_bytes(), &pbkdf2(FAST)) {
                 Ok(_) => accepted += 1,
-                Err(err) => assert!(
-                    matches!(err, DecryptError::WrongPassword { .. }),
-                    "{guess:?}: {err:?}"
-                ),
+                Err(err) => assert!(matches!(err, DecryptError::WrongPassword { .. }), "{guess:?}: {err:?}"),
             }
         }
         assert_eq!(accepted, 0);
@@ -998,33 +818,18 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic_and_never_decrypt() {
         let mut rng = Rng::new(9);
-        let kdfs = [
-            Kdf::Pbkdf2 { iterations: 1 },
-            Kdf::Legacy(LegacyDigest::Md5),
-            Kdf::Legacy(LegacyDigest::Sha256),
-        ];
+        let kdfs = [Kdf::Pbkdf2 { iterations: 1 }, Kdf::Legacy(LegacyDigest::Md5), Kdf::Legacy(LegacyDigest::Sha256)];
         for case in 0..4000 {
-            let len = if case % 4 == 0 {
-                rng.below(200)
-            } else {
-                rng.below(65)
-            };
+            let len = if case % 4 == 0 { rng.below(200) } else { rng.below(65) };
             let mut bytes = rng.bytes(len);
             if case % 2 == 0 {
                 let mut prefixed = MAGIC.to_vec();
                 prefixed.append(&mut bytes);
                 bytes = prefixed;
             }
-            let options = DecryptOptions {
-                kdf: kdfs[case % 3],
-                allow_unauthenticated: case % 5 == 0,
-            };
+            let options = DecryptOptions { kdf: kdfs[case % 3], allow_unauthenticated: case % 5 == 0 };
             let result = decrypt(&bytes, b"pw", &options);
-            assert!(
-                result.is_err(),
-                "case {case}: {} random bytes decrypted",
-                bytes.len()
-            );
+            assert!(result.is_err(), "case {case}: {} random bytes decrypted", bytes.len());
         }
     }
 
@@ -1038,10 +843,7 @@ mod tests {
         let edited = openssl_encrypt(&plaintext, password, kdf, None);
         let err = decrypt(&edited, password.as_bytes(), &pbkdf2(FAST)).unwrap_err();
         assert!(matches!(err, DecryptError::Corrupted { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("does not match the content"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("does not match the content"), "{err}");
     }
 
     #[test]
@@ -1050,10 +852,7 @@ mod tests {
             (b"", "empty"),
             (b"db_password = \"x\"\n", "plain text"),
             (b"U2FsdGVkX1+abcdefghijklmnop==\n", "base64"),
-            (
-                &[0, 159, 146, 150, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
-                "",
-            ),
+            (&[0, 159, 146, 150, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], ""),
         ];
         for (bytes, hint) in cases {
             let err = decrypt(bytes, b"pw", &pbkdf2(FAST)).unwrap_err();
@@ -1064,19 +863,13 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_plaintext() {
-        let decrypted = Decrypted {
-            content: b"db_password = \"hunter2\"".to_vec(),
-            authenticated: true,
-        };
+        let decrypted = Decrypted { content: b"db_password = \"hunter2\"".to_vec(), authenticated: true };
         assert!(!format!("{decrypted:?}").contains("hunter2"));
     }
 
     #[test]
     fn padding_is_checked_exactly() {
-        assert_eq!(
-            unpadded_len(&[b'a'; 15].iter().copied().chain([1]).collect::<Vec<_>>()),
-            Some(15)
-        );
+        assert_eq!(unpadded_len(&[b'a'; 15].iter().copied().chain([1]).collect::<Vec<_>>()), Some(15));
         assert_eq!(unpadded_len(&[16; 16]), Some(0));
         assert_eq!(unpadded_len(&[0; 16]), None);
         assert_eq!(unpadded_len(&[17; 16]), None);

@@ -48,10 +48,7 @@ impl InstallHooks {
         };
         match &existing {
             Some(text) if text == PRE_COMMIT_HOOK => {
-                ui::success(&format!(
-                    "{} is already installed and up to date",
-                    hook_path.display()
-                ));
+                ui::success(&format!("{} is already installed and up to date", hook_path.display()));
                 return Ok(());
             }
             Some(text) if !text.contains(HOOK_MARKER) && !self.force => bail!(
@@ -64,8 +61,7 @@ impl InstallHooks {
             println!("would write {} (mode 0755)", hook_path.display());
             return Ok(());
         }
-        fs::create_dir_all(&hooks_dir)
-            .with_context(|| format!("creating {}", hooks_dir.display()))?;
+        fs::create_dir_all(&hooks_dir).with_context(|| format!("creating {}", hooks_dir.display()))?;
         util::write_atomic(&hook_path, PRE_COMMIT_HOOK.as_bytes(), 0o755)?;
         // The umask may have taken bits away, and git skips a hook that is not executable.
         use std::os::unix::fs::PermissionsExt;
@@ -89,15 +85,9 @@ fn hooks_dir(repo: &Path) -> Result<PathBuf> {
         .output()
         .context("running git (apt-get install git)")?;
     if !output.status.success() {
-        bail!(
-            "{} is not a git repository: {}",
-            repo.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("{} is not a git repository: {}", repo.display(), String::from_utf8_lossy(&output.stderr).trim());
     }
-    Ok(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout).trim(),
-    ))
+    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
 
 #[cfg(test)]
@@ -108,10 +98,7 @@ mod tests {
     fn the_hook_is_a_posix_sh_script_that_parses() {
         assert!(PRE_COMMIT_HOOK.starts_with("#!/bin/sh\n"));
         assert!(PRE_COMMIT_HOOK.contains(HOOK_MARKER));
-        let status = Command::new("sh")
-            .args(["-n", "-c", PRE_COMMIT_HOOK])
-            .status()
-            .unwrap();
+        let status = Command::new("sh").args(["-n", "-c", PRE_COMMIT_HOOK]).status().unwrap();
         assert!(status.success());
     }
 }

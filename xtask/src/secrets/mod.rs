@@ -116,22 +116,13 @@ pub fn terraform_env_with(path: &Path, password: &SecretValue) -> Result<Vec<(St
 pub fn bench(ctx: &Ctx) -> Result<Vec<Figure>> {
     let mut content = String::new();
     while content.len() < 10 * 1024 {
-        content.push_str(&format!(
-            "secret_{} = \"{}\"\n",
-            content.len(),
-            "x".repeat(40)
-        ));
+        content.push_str(&format!("secret_{} = \"{}\"\n", content.len(), "x".repeat(40)));
     }
     if ctx.dry_run() {
-        println!(
-            "would time encrypting and decrypting a {} byte file at {ITERATIONS} iterations",
-            content.len()
-        );
+        println!("would time encrypting and decrypting a {} byte file at {ITERATIONS} iterations", content.len());
         return Ok(Vec::new());
     }
-    ui::step(&format!(
-        "secrets: encrypt and decrypt a 10 KB file at {ITERATIONS} PBKDF2 iterations (median of 3)"
-    ));
+    ui::step(&format!("secrets: encrypt and decrypt a 10 KB file at {ITERATIONS} PBKDF2 iterations (median of 3)"));
     let password = b"bench-password";
     let median = |mut samples: Vec<Duration>| {
         samples.sort();
@@ -150,36 +141,21 @@ pub fn bench(ctx: &Ctx) -> Result<Vec<Figure>> {
         let started = Instant::now();
         let decrypted = format::decrypt(&encrypted, password, &options)?;
         decrypt_times.push(started.elapsed());
-        anyhow::ensure!(
-            decrypted.content == content.as_bytes(),
-            "the benchmark's round trip changed the content"
-        );
+        anyhow::ensure!(decrypted.content == content.as_bytes(), "the benchmark's round trip changed the content");
     }
     let openssl_time = time_openssl_decrypt(&encrypted, password)?;
     let goal = Duration::from_secs(1);
     let figure = |name: &str, duration: Duration, pass: Option<bool>| Figure {
         name: name.to_owned(),
         value: format!("{:.3}s", duration.as_secs_f64()),
-        goal: if pass.is_some() {
-            "<= 1s".to_owned()
-        } else {
-            "reference".to_owned()
-        },
+        goal: if pass.is_some() { "<= 1s".to_owned() } else { "reference".to_owned() },
         pass,
     };
     let encrypt_time = median(encrypt_times);
     let decrypt_time = median(decrypt_times);
     Ok(vec![
-        figure(
-            "secrets encrypt, 10 KB, 600k iterations",
-            encrypt_time,
-            Some(encrypt_time <= goal),
-        ),
-        figure(
-            "secrets decrypt, 10 KB, 600k iterations",
-            decrypt_time,
-            Some(decrypt_time <= goal),
-        ),
+        figure("secrets encrypt, 10 KB, 600k iterations", encrypt_time, Some(encrypt_time <= goal)),
+        figure("secrets decrypt, 10 KB, 600k iterations", decrypt_time, Some(decrypt_time <= goal)),
         figure("openssl enc -d (CLI), same file", openssl_time, None),
     ])
 }
@@ -321,13 +297,9 @@ impl Encrypt {
             );
             return Ok(());
         }
-        let content =
-            Plaintext(fs::read(&input).with_context(|| format!("reading {}", input.display()))?);
+        let content = Plaintext(fs::read(&input).with_context(|| format!("reading {}", input.display()))?);
         let assignments = parse_tfvars(&input, &content.0)?;
-        let password = password::read(
-            &current_password(&self.password, &output, true),
-            &ctx.dotenv,
-        )?;
+        let password = password::read(&current_password(&self.password, &output, true), &ctx.dotenv)?;
         if output.exists() && !replace_existing(ctx, &output, &content.0, &password)? {
             return Ok(());
         }
@@ -348,38 +320,18 @@ impl Encrypt {
 /// when it already holds this content (a new salt would make a needless git
 /// diff), and only after confirmation when it was encrypted with another
 /// password or cannot be read.
-fn replace_existing(
-    ctx: &Ctx,
-    output: &Path,
-    content: &[u8],
-    password: &SecretValue,
-) -> Result<bool> {
+fn replace_existing(ctx: &Ctx, output: &Path, content: &[u8], password: &SecretValue) -> Result<bool> {
     let existing = fs::read(output).with_context(|| format!("reading {}", output.display()))?;
-    match format::decrypt(
-        &existing,
-        password.expose().as_bytes(),
-        &ReadArgs::default().options(),
-    ) {
+    match format::decrypt(&existing, password.expose().as_bytes(), &ReadArgs::default().options()) {
         Ok(decrypted) if decrypted.content == content => {
-            ui::success(&format!(
-                "{} already holds this content: left unchanged",
-                output.display()
-            ));
+            ui::success(&format!("{} already holds this content: left unchanged", output.display()));
             Ok(false)
         }
         Ok(_) => Ok(true),
         Err(err) => {
-            ui::warn(&format!(
-                "{} does not decrypt with this password: {err}",
-                output.display()
-            ));
-            if util::confirm(
-                ctx,
-                &format!(
-                    "replace {} (use `secrets rekey` to change a password)?",
-                    output.display()
-                ),
-            )? {
+            ui::warn(&format!("{} does not decrypt with this password: {err}", output.display()));
+            if util::confirm(ctx, &format!("replace {} (use `secrets rekey` to change a password)?", output.display()))?
+            {
                 Ok(true)
             } else {
                 bail!("left {} unchanged", output.display());
@@ -398,27 +350,18 @@ impl Decrypt {
             } else {
                 format!("write {} (mode 0600)", output.display())
             };
-            println!(
-                "would read {}, decrypt it and {destination}",
-                input.display()
-            );
+            println!("would read {}, decrypt it and {destination}", input.display());
             return Ok(());
         }
         // Before asking for a password: a refusal should not cost one.
         if !self.stdout {
             ensure_ignored_by_git(&ctx.root, &output)?;
         }
-        let password = password::read(
-            &current_password(&self.password, &input, false),
-            &ctx.dotenv,
-        )?;
+        let password = password::read(&current_password(&self.password, &input, false), &ctx.dotenv)?;
         let decrypted = open(&input, &password, &self.read.options())?;
         if self.stdout {
             let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&decrypted.content)
-                .and_then(|()| stdout.flush())
-                .context("writing to stdout")?;
+            stdout.write_all(&decrypted.content).and_then(|()| stdout.flush()).context("writing to stdout")?;
             return Ok(());
         }
         match fs::read(&output).map(Plaintext) {
@@ -439,11 +382,7 @@ impl Decrypt {
             Err(_) => {}
         }
         util::write_atomic(&output, &decrypted.content, 0o600)?;
-        ui::success(&format!(
-            "decrypted {} into {} (mode 0600)",
-            input.display(),
-            output.display()
-        ));
+        ui::success(&format!("decrypted {} into {} (mode 0600)", input.display(), output.display()));
         Ok(())
     }
 }
@@ -461,8 +400,7 @@ impl Edit {
             );
             return Ok(());
         }
-        let password =
-            password::read(&current_password(&self.password, &path, false), &ctx.dotenv)?;
+        let password = password::read(&current_password(&self.password, &path, false), &ctx.dotenv)?;
         let decrypted = open(&path, &password, &self.read.options())?;
         // The temp file and its directory are removed when `temp` goes out of
         // scope, on every path out of this block.
@@ -472,11 +410,7 @@ impl Edit {
             // foreground: a Ctrl-C typed in the editor (vim users do) then
             // reaches the editor only, not xtask, whose interrupt handler
             // would delete the file being edited.
-            let job_control = if std::io::stdin().is_terminal() {
-                "set -m; "
-            } else {
-                ""
-            };
+            let job_control = if std::io::stdin().is_terminal() { "set -m; " } else { "" };
             // `sh -c` so that `EDITOR="code --wait"` works, as in git.
             let status = Command::new("sh")
                 .arg("-c")
@@ -488,25 +422,16 @@ impl Edit {
                 .status()
                 .with_context(|| format!("starting the editor `{editor}`"))?;
             if !status.success() {
-                bail!(
-                    "the editor `{editor}` failed ({status}): {} left unchanged",
-                    path.display()
-                );
+                bail!("the editor `{editor}` failed ({status}): {} left unchanged", path.display());
             }
-            Plaintext(
-                fs::read(&temp.path).with_context(|| format!("reading {}", temp.path.display()))?,
-            )
+            Plaintext(fs::read(&temp.path).with_context(|| format!("reading {}", temp.path.display()))?)
         };
         if edited.0 == decrypted.content {
             ui::success(&format!("no changes: {} left unchanged", path.display()));
             return Ok(());
         }
-        parse_tfvars(Path::new(PLAINTEXT_FILE), &edited.0).with_context(|| {
-            format!(
-                "your edit is discarded and {} left unchanged",
-                path.display()
-            )
-        })?;
+        parse_tfvars(Path::new(PLAINTEXT_FILE), &edited.0)
+            .with_context(|| format!("your edit is discarded and {} left unchanged", path.display()))?;
         let encrypted = format::encrypt(&edited.0, password.expose().as_bytes(), ITERATIONS)
             .with_context(|| format!("encrypting {}", path.display()))?;
         util::write_atomic(&path, &encrypted, 0o644)?;
@@ -527,16 +452,10 @@ impl Rekey {
             );
             return Ok(());
         }
-        let password = password::read(
-            &current_password(&self.password, &input, false),
-            &ctx.dotenv,
-        )?;
+        let password = password::read(&current_password(&self.password, &input, false), &ctx.dotenv)?;
         let decrypted = open(&input, &password, &self.read.options())?;
         if let Err(err) = tfvars::parse(&decrypted.content) {
-            ui::warn(&format!(
-                "{} does not parse as tfvars ({err}); re-encrypting it as it is",
-                input.display()
-            ));
+            ui::warn(&format!("{} does not parse as tfvars ({err}); re-encrypting it as it is", input.display()));
         }
         let new_password = password::read(
             &PasswordSource {
@@ -548,21 +467,13 @@ impl Rekey {
             },
             &ctx.dotenv,
         )?;
-        let encrypted = format::encrypt(
-            &decrypted.content,
-            new_password.expose().as_bytes(),
-            ITERATIONS,
-        )
-        .with_context(|| format!("encrypting {}", output.display()))?;
+        let encrypted = format::encrypt(&decrypted.content, new_password.expose().as_bytes(), ITERATIONS)
+            .with_context(|| format!("encrypting {}", output.display()))?;
         util::write_atomic(&output, &encrypted, 0o644)?;
         ui::success(&format!(
             "re-encrypted {} with the new password (-pbkdf2 -md sha256 -iter {ITERATIONS}, integrity line){}",
             output.display(),
-            if output == input {
-                String::new()
-            } else {
-                format!(" from {}", input.display())
-            }
+            if output == input { String::new() } else { format!(" from {}", input.display()) }
         ));
         Ok(())
     }
@@ -578,10 +489,7 @@ impl Check {
             );
             return Ok(());
         }
-        let password = password::read(
-            &current_password(&self.password, &input, false),
-            &ctx.dotenv,
-        )?;
+        let password = password::read(&current_password(&self.password, &input, false), &ctx.dotenv)?;
         let decrypted = open(&input, &password, &self.read.options())?;
         let assignments = parse_tfvars(&input, &decrypted.content)?;
         // Names and kinds only: `check` runs in CI logs.
@@ -592,11 +500,7 @@ impl Check {
         ui::success(&format!(
             "{} decrypts{}, parses, and sets {} variable(s): {}",
             input.display(),
-            if decrypted.authenticated {
-                ", is intact"
-            } else {
-                " (no integrity line to verify)"
-            },
+            if decrypted.authenticated { ", is intact" } else { " (no integrity line to verify)" },
             names.len(),
             names.join(", ")
         ));
@@ -609,9 +513,7 @@ impl ReadArgs {
         DecryptOptions {
             kdf: match self.legacy_kdf {
                 Some(digest) => Kdf::Legacy(digest),
-                None => Kdf::Pbkdf2 {
-                    iterations: ITERATIONS,
-                },
+                None => Kdf::Pbkdf2 { iterations: ITERATIONS },
             },
             allow_unauthenticated: self.allow_unauthenticated,
         }
@@ -632,11 +534,8 @@ fn current_password<'a>(args: &'a PasswordArgs, file: &Path, confirm: bool) -> P
 /// that match on it.
 fn open(path: &Path, password: &SecretValue, options: &DecryptOptions) -> Result<Decrypted> {
     let file = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let decrypted = format::decrypt(&file, password.expose().as_bytes(), options).map_err(
-        |err: DecryptError| {
-            anyhow::Error::new(err).context(format!("decrypting {}", path.display()))
-        },
-    )?;
+    let decrypted = format::decrypt(&file, password.expose().as_bytes(), options)
+        .map_err(|err: DecryptError| anyhow::Error::new(err).context(format!("decrypting {}", path.display())))?;
     if !decrypted.authenticated {
         ui::warn(&format!(
             "{} has no integrity line, so a change to it would go unnoticed; run `cargo xtask secrets rekey` to add one",
@@ -647,8 +546,7 @@ fn open(path: &Path, password: &SecretValue, options: &DecryptOptions) -> Result
 }
 
 fn parse_tfvars(path: &Path, content: &[u8]) -> Result<Vec<tfvars::Assignment>> {
-    tfvars::parse(content)
-        .map_err(|err| anyhow::anyhow!("{}:{}: {}", path.display(), err.line, err.message))
+    tfvars::parse(content).map_err(|err| anyhow::anyhow!("{}:{}: {}", path.display(), err.line, err.message))
 }
 
 /// Refuses a plaintext destination that git could commit: inside a work
@@ -659,17 +557,9 @@ fn ensure_ignored_by_git(root: &Path, path: &Path) -> Result<()> {
         Some(dir) => dir.to_path_buf(),
         None => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
+    let file_name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
     let git = |args: &[&OsStr]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .output()
+        Command::new("git").arg("-C").arg(&dir).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).output()
     };
     let inside_work_tree = match git(&["rev-parse".as_ref(), "--is-inside-work-tree".as_ref()]) {
         Ok(output) => output.status.success() && output.stdout.starts_with(b"true"),
@@ -687,13 +577,8 @@ fn ensure_ignored_by_git(root: &Path, path: &Path) -> Result<()> {
     if !inside_work_tree {
         return Ok(());
     }
-    let output = git(&[
-        "check-ignore".as_ref(),
-        "-q".as_ref(),
-        "--".as_ref(),
-        file_name,
-    ])
-    .context("running git check-ignore")?;
+    let output =
+        git(&["check-ignore".as_ref(), "-q".as_ref(), "--".as_ref(), file_name]).context("running git check-ignore")?;
     match output.status.code() {
         Some(0) => Ok(()),
         Some(1) => bail!(
@@ -701,11 +586,7 @@ fn ensure_ignored_by_git(root: &Path, path: &Path) -> Result<()> {
              (add it to .gitignore, use --stdout, or choose a path outside the repository)",
             path.display()
         ),
-        _ => bail!(
-            "git check-ignore failed for {} ({})",
-            path.display(),
-            output.status
-        ),
+        _ => bail!("git check-ignore failed for {} ({})", path.display(), output.status),
     }
 }
 
@@ -719,10 +600,7 @@ fn editor() -> String {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |name| name.to_string_lossy().into_owned(),
-    )
+    path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
 }
 
 /// Plaintext read from or written to disk, wiped from memory when dropped.
@@ -747,25 +625,18 @@ impl PrivateTempFile {
     fn create(root: &Path, content: &[u8]) -> Result<PrivateTempFile> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let base = std::env::temp_dir();
-        let canonical_base =
-            fs::canonicalize(&base).with_context(|| format!("resolving {}", base.display()))?;
-        if canonical_base.starts_with(fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()))
-        {
+        let canonical_base = fs::canonicalize(&base).with_context(|| format!("resolving {}", base.display()))?;
+        if canonical_base.starts_with(fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())) {
             bail!(
                 "the temp directory {} is inside the repository; point TMPDIR elsewhere so the plaintext stays out of it",
                 base.display()
             );
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         let dir = base.join(format!("xtask-secrets-edit-{}-{nanos}", std::process::id()));
         // `create`, not `create_all`: an existing directory (someone else's) is an error.
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cleanup_dir = dir.clone();
         let guard = cleanup::register(format!("remove {}", dir.display()), move || {
             let _ = fs::remove_dir_all(&cleanup_dir);
@@ -777,12 +648,8 @@ impl PrivateTempFile {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(content)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(PrivateTempFile {
-            path,
-            _cleanup: guard,
-        })
+        file.write_all(content).with_context(|| format!("writing {}", path.display()))?;
+        Ok(PrivateTempFile { path, _cleanup: guard })
     }
 }
 
@@ -792,31 +659,14 @@ fn time_openssl_decrypt(encrypted: &[u8], password: &[u8]) -> Result<Duration> {
     let openssl = util::require_tool("openssl", "apt-get install openssl")?;
     let started = Instant::now();
     let mut child = Command::new(openssl)
-        .args([
-            "enc",
-            "-d",
-            "-aes-256-cbc",
-            "-pbkdf2",
-            "-md",
-            "sha256",
-            "-iter",
-            &ITERATIONS.to_string(),
-        ])
+        .args(["enc", "-d", "-aes-256-cbc", "-pbkdf2", "-md", "sha256", "-iter", &ITERATIONS.to_string()])
         .args(["-pass", "env:XTASK_BENCH_PASSWORD"])
-        .env(
-            "XTASK_BENCH_PASSWORD",
-            OsStr::new(std::str::from_utf8(password)?),
-        )
+        .env("XTASK_BENCH_PASSWORD", OsStr::new(std::str::from_utf8(password)?))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .context("starting openssl")?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(encrypted)
-        .context("writing to openssl")?;
+    child.stdin.take().expect("stdin is piped").write_all(encrypted).context("writing to openssl")?;
     let status = child.wait().context("waiting for openssl")?;
     if !status.success() {
         bail!("openssl enc -d failed ({status})");
@@ -838,11 +688,7 @@ mod tests {
         assert_eq!(names, ["TF_VAR_db_password"]);
         // The validation of `variable "db_password"` in infra/environments.
         let db_password = &env[0].1;
-        assert!(
-            (16..=128).contains(&db_password.len()),
-            "length {}",
-            db_password.len()
-        );
+        assert!((16..=128).contains(&db_password.len()), "length {}", db_password.len());
         assert!(!db_password.contains(['/', '@', '"', ' ']));
     }
 
@@ -850,23 +696,14 @@ mod tests {
     fn the_shipped_secrets_file_refuses_a_wrong_password() {
         let path = util::project_root().join(ENCRYPTED_FILE);
         let err = terraform_env_with(&path, &SecretValue::new("change-me".to_owned())).unwrap_err();
-        assert!(
-            matches!(
-                err.downcast_ref::<DecryptError>(),
-                Some(DecryptError::WrongPassword { .. })
-            ),
-            "{err:#}"
-        );
+        assert!(matches!(err.downcast_ref::<DecryptError>(), Some(DecryptError::WrongPassword { .. })), "{err:#}");
     }
 
     #[test]
     fn secret_values_never_show_in_debug_output() {
         let value = SecretValue::new("hunter2".to_owned());
         assert_eq!(format!("{value:?}"), "SecretValue(<redacted>)");
-        assert_eq!(
-            format!("{:?}", Some(&value)),
-            "Some(SecretValue(<redacted>))"
-        );
+        assert_eq!(format!("{:?}", Some(&value)), "Some(SecretValue(<redacted>))");
     }
 
     #[test]

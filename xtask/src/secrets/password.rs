@@ -34,12 +34,8 @@ pub struct PasswordSource<'a> {
 /// environment, then in the project's `.env` (`dotenv`, ignored by git).
 pub fn read(source: &PasswordSource<'_>, dotenv: &[(String, String)]) -> Result<SecretValue> {
     let env = |name: &str| {
-        std::env::var_os(name).or_else(|| {
-            dotenv
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| OsString::from(value))
-        })
+        std::env::var_os(name)
+            .or_else(|| dotenv.iter().find(|(key, _)| key == name).map(|(_, value)| OsString::from(value)))
     };
     let terminal = std::io::stdin().is_terminal().then_some(prompt_hidden);
     read_with(source, env, terminal)
@@ -53,8 +49,8 @@ fn read_with(
     terminal: Option<impl FnMut(&str) -> Result<SecretValue>>,
 ) -> Result<SecretValue> {
     if let Some(path) = source.file {
-        let mut text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the password file {}", path.display()))?;
+        let mut text =
+            std::fs::read_to_string(path).with_context(|| format!("reading the password file {}", path.display()))?;
         if text.ends_with('\n') {
             text.pop();
             if text.ends_with('\r') {
@@ -63,10 +59,7 @@ fn read_with(
         }
         let password = SecretValue::new(text);
         if password.expose().is_empty() {
-            bail!(
-                "the password file {} is empty: an empty password is refused",
-                path.display()
-            );
+            bail!("the password file {} is empty: an empty password is refused", path.display());
         }
         return Ok(password);
     }
@@ -76,19 +69,12 @@ fn read_with(
         };
         let password = SecretValue::new(value);
         if password.expose().is_empty() {
-            bail!(
-                "{} is set but empty: an empty password is refused",
-                source.env_var
-            );
+            bail!("{} is set but empty: an empty password is refused", source.env_var);
         }
         return Ok(password);
     }
     let Some(mut ask) = terminal else {
-        bail!(
-            "no password: set {}, {}, or run in a terminal to be asked",
-            source.env_var,
-            source.file_hint
-        );
+        bail!("no password: set {}, {}, or run in a terminal to be asked", source.env_var, source.file_hint);
     };
     let password = ask(&source.prompt)?;
     if password.expose().is_empty() {
@@ -177,19 +163,12 @@ mod tests {
     }
 
     fn answers(list: &[&str]) -> Option<impl FnMut(&str) -> Result<SecretValue>> {
-        let queue = RefCell::new(
-            list.iter()
-                .map(|answer| answer.to_string())
-                .collect::<Vec<_>>(),
-        );
+        let queue = RefCell::new(list.iter().map(|answer| answer.to_string()).collect::<Vec<_>>());
         Some(move |_: &str| Ok(SecretValue::new(queue.borrow_mut().remove(0))))
     }
 
     fn temp_file(name: &str, content: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!(
-            "xtask-secrets-password-{}-{name}",
-            std::process::id()
-        ));
+        let path = std::env::temp_dir().join(format!("xtask-secrets-password-{}-{name}", std::process::id()));
         std::fs::write(&path, content).unwrap();
         path
     }
@@ -197,20 +176,14 @@ mod tests {
     #[test]
     fn a_password_file_wins_and_loses_one_trailing_newline() {
         let path = temp_file("file", "from file  \r\n");
-        let password = read_with(
-            &source(Some(&path), true),
-            env_with("from env"),
-            Some(never_asked),
-        )
-        .unwrap();
+        let password = read_with(&source(Some(&path), true), env_with("from env"), Some(never_asked)).unwrap();
         assert_eq!(password.expose(), "from file  ");
         std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn the_environment_comes_before_the_terminal() {
-        let password =
-            read_with(&source(None, true), env_with("from env"), Some(never_asked)).unwrap();
+        let password = read_with(&source(None, true), env_with("from env"), Some(never_asked)).unwrap();
         assert_eq!(password.expose(), "from env");
     }
 
@@ -218,31 +191,17 @@ mod tests {
     fn empty_passwords_are_refused_from_every_source() {
         let path = temp_file("empty", "\n");
         let err = read_with(&source(Some(&path), false), no_env, Some(never_asked)).unwrap_err();
-        assert!(
-            err.to_string().contains("empty password is refused"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("empty password is refused"), "{err}");
         std::fs::remove_file(path).unwrap();
         let err = read_with(&source(None, false), env_with(""), Some(never_asked)).unwrap_err();
-        assert!(
-            err.to_string().contains("TEST_PASSWORD is set but empty"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("TEST_PASSWORD is set but empty"), "{err}");
         let err = read_with(&source(None, false), no_env, answers(&[""])).unwrap_err();
-        assert!(
-            err.to_string().contains("empty password is refused"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("empty password is refused"), "{err}");
     }
 
     #[test]
     fn without_a_terminal_the_error_names_every_source() {
-        let err = read_with(
-            &source(None, false),
-            no_env,
-            None::<fn(&str) -> Result<SecretValue>>,
-        )
-        .unwrap_err();
+        let err = read_with(&source(None, false), no_env, None::<fn(&str) -> Result<SecretValue>>).unwrap_err();
         assert_eq!(
             err.to_string(),
             "no password: set TEST_PASSWORD, pass --password-file PATH, or run in a terminal to be asked"

@@ -58,18 +58,10 @@ impl std::error::Error for TfvarsError {}
 /// Parses a tfvars file. Error messages never quote a value.
 pub fn parse(content: &[u8]) -> Result<Vec<Assignment>, TfvarsError> {
     let text = std::str::from_utf8(content).map_err(|err| TfvarsError {
-        line: content[..err.valid_up_to()]
-            .iter()
-            .filter(|&&byte| byte == b'\n')
-            .count()
-            + 1,
+        line: content[..err.valid_up_to()].iter().filter(|&&byte| byte == b'\n').count() + 1,
         message: "not valid UTF-8".to_owned(),
     })?;
-    let mut parser = Parser {
-        text,
-        pos: 0,
-        line: 1,
-    };
+    let mut parser = Parser { text, pos: 0, line: 1 };
     if parser.peek() == Some('\u{feff}') {
         parser.bump();
     }
@@ -94,11 +86,7 @@ pub fn parse(content: &[u8]) -> Result<Vec<Assignment>, TfvarsError> {
         let (kind, value) = parser.value(&name)?;
         parser.end_of_line(&name)?;
         first_line_of.insert(name.clone(), line);
-        assignments.push(Assignment {
-            name,
-            kind,
-            value: SecretValue::new(value),
-        });
+        assignments.push(Assignment { name, kind, value: SecretValue::new(value) });
     }
 }
 
@@ -106,12 +94,7 @@ pub fn parse(content: &[u8]) -> Result<Vec<Assignment>, TfvarsError> {
 pub fn terraform_env_pairs(assignments: &[Assignment]) -> Vec<(String, String)> {
     assignments
         .iter()
-        .map(|assignment| {
-            (
-                format!("TF_VAR_{}", assignment.name),
-                assignment.value.expose().to_owned(),
-            )
-        })
+        .map(|assignment| (format!("TF_VAR_{}", assignment.name), assignment.value.expose().to_owned()))
         .collect()
 }
 
@@ -140,15 +123,11 @@ impl Parser<'_> {
     }
 
     fn error(&self, message: String) -> TfvarsError {
-        TfvarsError {
-            line: self.line,
-            message,
-        }
+        TfvarsError { line: self.line, message }
     }
 
     fn skip_spaces(&mut self) {
-        while matches!(self.peek(), Some(' ' | '\t'))
-            || (self.peek() == Some('\r') && self.peek_second() == Some('\n'))
+        while matches!(self.peek(), Some(' ' | '\t')) || (self.peek() == Some('\r') && self.peek_second() == Some('\n'))
         {
             self.bump();
         }
@@ -203,17 +182,11 @@ impl Parser<'_> {
         match self.peek() {
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
             Some(c) => {
-                return Err(self.error(format!(
-                    "expected a variable name, found `{}`",
-                    c.escape_debug()
-                )));
+                return Err(self.error(format!("expected a variable name, found `{}`", c.escape_debug())));
             }
             None => return Err(self.error("expected a variable name".to_owned())),
         }
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             self.bump();
         }
         Ok(self.text[start..self.pos].to_owned())
@@ -237,7 +210,9 @@ impl Parser<'_> {
                     word @ ("true" | "false") => Ok((ValueKind::Bool, word.to_owned())),
                     _ => Err(TfvarsError {
                         line: self.line,
-                        message: format!("the value of {name} must be a \"quoted string\", a number, true, false, [list] or {{map}}"),
+                        message: format!(
+                            "the value of {name} must be a \"quoted string\", a number, true, false, [list] or {{map}}"
+                        ),
                     }),
                 }
             }
@@ -256,8 +231,7 @@ impl Parser<'_> {
         loop {
             let unterminated = || TfvarsError {
                 line: start_line,
-                message: "unterminated string: a quoted string ends on the line it starts"
-                    .to_owned(),
+                message: "unterminated string: a quoted string ends on the line it starts".to_owned(),
             };
             match self.bump() {
                 None | Some('\n') => return Err(unterminated()),
@@ -271,25 +245,20 @@ impl Parser<'_> {
                     Some(kind @ ('u' | 'U')) => {
                         let digits = if kind == 'u' { 4 } else { 8 };
                         let hex: String = (0..digits).filter_map(|_| self.bump()).collect();
-                        let c = u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .filter(|_| hex.len() == digits)
-                            .and_then(char::from_u32);
+                        let c =
+                            u32::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == digits).and_then(char::from_u32);
                         match c {
                             Some(c) => value.push(c),
                             None => {
-                                return Err(self.error(format!(
-                                    "`\\{kind}` needs {digits} hex digits of a valid character"
-                                )));
+                                return Err(
+                                    self.error(format!("`\\{kind}` needs {digits} hex digits of a valid character"))
+                                );
                             }
                         }
                     }
                     None | Some('\n') => return Err(unterminated()),
                     Some(other) => {
-                        return Err(self.error(format!(
-                            "unknown escape `\\{}` in a string",
-                            other.escape_debug()
-                        )));
+                        return Err(self.error(format!("unknown escape `\\{}` in a string", other.escape_debug())));
                     }
                 },
                 // `${` and `%{` start templates; `$${` and `%%{` are their literal forms.
@@ -336,14 +305,8 @@ impl Parser<'_> {
             }
             valid &= digits(self);
         }
-        if !valid
-            || self
-                .peek()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
-        {
-            return Err(self.error(format!(
-                "the value of {name} is not a number (quote it if it is a string)"
-            )));
+        if !valid || self.peek().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+            return Err(self.error(format!("the value of {name} is not a number (quote it if it is a string)")));
         }
         Ok(self.text[start..self.pos].to_owned())
     }
@@ -360,10 +323,7 @@ impl Parser<'_> {
             match self.peek() {
                 None => {
                     let (bracket, line) = open.last().copied().unwrap_or(('[', self.line));
-                    return Err(TfvarsError {
-                        line,
-                        message: format!("`{bracket}` opened here is never closed"),
-                    });
+                    return Err(TfvarsError { line, message: format!("`{bracket}` opened here is never closed") });
                 }
                 Some('"') => {
                     self.string()?;
@@ -380,25 +340,18 @@ impl Parser<'_> {
                         None => unreachable!("the collection starts with a bracket"),
                     };
                     if c != expected {
-                        return Err(self.error(format!(
-                            "`{c}` where `{expected}` was expected in the value of {name}"
-                        )));
+                        return Err(self.error(format!("`{c}` where `{expected}` was expected in the value of {name}")));
                     }
                     self.bump();
                     if open.is_empty() {
                         return Ok(self.text[start..self.pos].to_owned());
                     }
                 }
-                Some(c)
-                    if c.is_whitespace() || c.is_ascii_alphanumeric() || "_-.+,=:".contains(c) =>
-                {
+                Some(c) if c.is_whitespace() || c.is_ascii_alphanumeric() || "_-.+,=:".contains(c) => {
                     self.bump();
                 }
                 Some(c) => {
-                    return Err(self.error(format!(
-                        "unexpected `{}` in the value of {name}",
-                        c.escape_debug()
-                    )));
+                    return Err(self.error(format!("unexpected `{}` in the value of {name}", c.escape_debug())));
                 }
             }
         }
@@ -431,13 +384,7 @@ mod tests {
         parse(text.as_bytes())
             .unwrap_or_else(|err| panic!("{err}\n{text}"))
             .into_iter()
-            .map(|assignment| {
-                (
-                    assignment.name,
-                    assignment.kind,
-                    assignment.value.expose().to_owned(),
-                )
-            })
+            .map(|assignment| (assignment.name, assignment.kind, assignment.value.expose().to_owned()))
             .collect()
     }
 
@@ -457,11 +404,7 @@ mod tests {
         assert_eq!(
             values(text),
             vec![
-                (
-                    "db_password".to_owned(),
-                    ValueKind::String,
-                    "p\"a\\s\tsé${x}%{y}$5".to_owned()
-                ),
+                ("db_password".to_owned(), ValueKind::String, "p\"a\\s\tsé${x}%{y}$5".to_owned()),
                 ("port".to_owned(), ValueKind::Number, "5432".to_owned()),
                 ("ratio".to_owned(), ValueKind::Number, "-1.5e3".to_owned()),
                 ("enabled".to_owned(), ValueKind::Bool, "true".to_owned()),
@@ -488,11 +431,7 @@ mod tests {
         let cases = [
             ("a = \"x\"\nb \"y\"\n", 2, "expected `=` after b"),
             ("a = \"x\nb = 1\n", 1, "unterminated string"),
-            (
-                "a = 1\nb = [\n  \"x\",\n",
-                2,
-                "`[` opened here is never closed",
-            ),
+            ("a = 1\nb = [\n  \"x\",\n", 2, "`[` opened here is never closed"),
             ("a = { b = [1, 2 }\n", 1, "`}` where `]` was expected"),
             ("a = 1\n\na = 2\n", 3, "a is already set on line 1"),
             ("a = \"x\" \"y\"\n", 1, "one assignment per line"),
@@ -517,12 +456,7 @@ mod tests {
 
     #[test]
     fn errors_never_quote_a_value() {
-        for text in [
-            "a = \"hunter2",
-            "a = hunter2",
-            "a = \"hunter2\" hunter2",
-            "a = [ \"hunter2\" ; ]",
-        ] {
+        for text in ["a = \"hunter2", "a = hunter2", "a = \"hunter2\" hunter2", "a = [ \"hunter2\" ; ]"] {
             let err = error(text);
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
@@ -530,8 +464,7 @@ mod tests {
 
     #[test]
     fn terraform_env_has_one_variable_per_assignment() {
-        let assignments =
-            parse(b"db_password = \"s3cr\\\"et\"\nport = 5432\nids = [1, 2]\n").unwrap();
+        let assignments = parse(b"db_password = \"s3cr\\\"et\"\nport = 5432\nids = [1, 2]\n").unwrap();
         assert_eq!(
             terraform_env_pairs(&assignments),
             vec![
