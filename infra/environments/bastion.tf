@@ -61,13 +61,12 @@ resource "aws_vpc_security_group_egress_rule" "bastion_all" {
 resource "aws_instance" "bastion" {
   count = var.enable_bastion ? 1 : 0
 
-  ami                         = coalesce(var.bastion_ami_id, try(nonsensitive(data.aws_ssm_parameter.bastion_ami[0].value), null))
-  instance_type               = var.bastion_instance_type
-  subnet_id                   = aws_subnet.public[0].id
-  associate_public_ip_address = true
-  vpc_security_group_ids      = [aws_security_group.bastion[0].id]
-  iam_instance_profile        = aws_iam_instance_profile.bastion[0].name
-  key_name                    = var.bastion_key_name
+  ami                    = coalesce(var.bastion_ami_id, try(nonsensitive(data.aws_ssm_parameter.bastion_ami[0].value), null))
+  instance_type          = var.bastion_instance_type
+  subnet_id              = aws_subnet.public[0].id
+  vpc_security_group_ids = [aws_security_group.bastion[0].id]
+  iam_instance_profile   = aws_iam_instance_profile.bastion[0].name
+  key_name               = var.bastion_key_name
 
   metadata_options {
     http_endpoint = "enabled"
@@ -75,7 +74,9 @@ resource "aws_instance" "bastion" {
   }
 
   root_block_device {
-    encrypted = true
+    encrypted   = true
+    volume_type = "gp3"
+    volume_size = var.bastion_root_volume_size
   }
 
   tags = { Name = "${local.name}-bastion" }
@@ -84,4 +85,17 @@ resource "aws_instance" "bastion" {
   lifecycle {
     ignore_changes = [ami]
   }
+}
+
+# A fixed public address (the public subnets do not hand out public IPs):
+# the bastion needs one to reach SSM, and SSH allow-lists elsewhere can name it.
+resource "aws_eip" "bastion" {
+  count = var.enable_bastion ? 1 : 0
+
+  domain   = "vpc"
+  instance = aws_instance.bastion[0].id
+
+  tags = { Name = "${local.name}-bastion" }
+
+  depends_on = [aws_internet_gateway.main]
 }

@@ -73,6 +73,11 @@ output "db_endpoint" {
   value       = "${aws_db_instance.main.address}:${aws_db_instance.main.port}"
 }
 
+output "bastion_public_ip" {
+  description = "Public address of the bastion, or null when disabled."
+  value       = var.enable_bastion ? aws_eip.bastion[0].public_ip : null
+}
+
 output "bastion_instance_id" {
   description = "Bastion instance for `aws ssm start-session`, or null when disabled."
   value       = var.enable_bastion ? aws_instance.bastion[0].id : null

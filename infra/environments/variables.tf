@@ -413,6 +413,12 @@ variable "bastion_ami_id" {
   default     = null
 }
 
+variable "bastion_root_volume_size" {
+  description = "Root volume of the bastion in GiB; at least the AMI's snapshot (8 GiB for Amazon Linux 2023)."
+  type        = number
+  default     = 10
+}
+
 variable "bastion_key_name" {
   description = "EC2 key pair for SSH to the bastion; null means SSM Session Manager only."
   type        = string

@@ -49,6 +49,35 @@ resource "aws_ecr_lifecycle_policy" "app" {
   })
 }
 
+# Environments in other accounts (e.g. preprod and prod) pull the very
+# images that were tested, by digest, from this one repository.
+data "aws_iam_policy_document" "cross_account_pull" {
+  count = length(var.pull_account_ids) > 0 ? 1 : 0
+
+  statement {
+    sid = "CrossAccountPull"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:GetDownloadUrlForLayer",
+    ]
+
+    principals {
+      type        = "AWS"
+      identifiers = [for id in var.pull_account_ids : "arn:${data.aws_partition.current.partition}:iam::${id}:root"]
+    }
+  }
+}
+
+data "aws_partition" "current" {}
+
+resource "aws_ecr_repository_policy" "cross_account_pull" {
+  count = length(var.pull_account_ids) > 0 ? 1 : 0
+
+  repository = aws_ecr_repository.app.name
+  policy     = data.aws_iam_policy_document.cross_account_pull[0].json
+}
+
 # Release ledger: one item per deploy attempt, in every environment. The
 # range key is an RFC 3339 UTC timestamp, so a Query on one environment
 # returns its history in order (ScanIndexForward=false for the newest).

@@ -54,3 +54,14 @@ variable "deploy_lock_ttl_attribute" {
   type        = string
   default     = "expires_at"
 }
+
+variable "pull_account_ids" {
+  description = "Other AWS accounts whose environments pull images from this repository (adds a repository policy); empty for a single-account setup."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.pull_account_ids : can(regex("^[0-9]{12}$", id))])
+    error_message = "Each pull_account_ids entry must be a 12-digit AWS account id."
+  }
+}

@@ -16,6 +16,10 @@ use toml::Spanned;
 
 pub const CONFIG_FILE_NAME: &str = "deploy.toml";
 
+/// Names another configuration file to read instead of the project's
+/// `deploy.toml` (tests use a copy with other ports).
+pub const CONFIG_ENV_VAR: &str = "XTASK_CONFIG";
+
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
@@ -61,6 +65,7 @@ pub struct Environment {
     #[serde(default)]
     pub protected: bool,
     /// Port published on the host (docker environments).
+    #[allow(dead_code)] // Read by the local Docker deploy, which is not built yet.
     pub host_port: Option<u16>,
 }
 
@@ -93,11 +98,26 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads `deploy.toml` from the project root.
+    /// Reads `deploy.toml` from the project root, or the file named by
+    /// `XTASK_CONFIG` when that is set.
     pub fn load(root: &Path) -> Result<Config> {
-        let path = root.join(CONFIG_FILE_NAME);
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("reading {}: every task takes its environments from this file", path.display()))?;
+        let (path, origin) = match std::env::var_os(CONFIG_ENV_VAR).filter(|value| !value.is_empty()) {
+            // Made absolute so that child processes (which run elsewhere)
+            // and messages name the same file.
+            Some(value) => {
+                let path = PathBuf::from(value);
+                let path = if path.is_absolute() {
+                    path
+                } else {
+                    std::env::current_dir().context("reading the current directory")?.join(path)
+                };
+                (path, format!(" (from {CONFIG_ENV_VAR})"))
+            }
+            None => (root.join(CONFIG_FILE_NAME), String::new()),
+        };
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!("reading {}{origin}: every task takes its environments from this file", path.display())
+        })?;
         Ok(Config::parse(&path, &text)?)
     }
 

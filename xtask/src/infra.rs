@@ -16,7 +16,7 @@ use xshell::{Cmd, cmd};
 use crate::{
     config::{Config, Environment, EnvironmentKind},
     secrets, ui,
-    util::{Ctx, confirm, require_tool},
+    util::{Ctx, SpawnOptions, StopOnInterrupt, confirm, require_tool, spawn_and_wait_with},
 };
 
 /// Plan, apply or destroy an environment's infrastructure with Terraform
@@ -135,6 +135,7 @@ pub struct Terraform<'a> {
     initialised: std::cell::RefCell<Vec<Stage>>,
     binary: PathBuf,
     app_name: String,
+    container_port: u16,
     environment_name: String,
     environment: &'a Environment,
 }
@@ -148,6 +149,7 @@ impl<'a> Terraform<'a> {
             initialised: std::cell::RefCell::new(Vec::new()),
             binary,
             app_name: config.app_name().to_owned(),
+            container_port: config.app.port,
             environment_name: ctx.global.environment.clone(),
             environment,
         })
@@ -157,13 +159,15 @@ impl<'a> Terraform<'a> {
         self.ctx.root.join(stage.directory())
     }
 
-    /// The state key: one state per environment and stage.
+    /// The state key. The repositories stage (the ECR repository, the
+    /// release ledger) exists once per account and is shared by the
+    /// environments that use that account's state bucket; each environment
+    /// has a state of its own.
     pub fn state_key(&self, stage: Stage) -> String {
-        let name = match stage {
-            Stage::Repositories => "repositories",
-            Stage::Environment => "environment",
-        };
-        format!("{}/{}/{name}.tfstate", self.app_name, self.environment_name)
+        match stage {
+            Stage::Repositories => format!("{}/repositories.tfstate", self.app_name),
+            Stage::Environment => format!("{}/{}/environment.tfstate", self.app_name, self.environment_name),
+        }
     }
 
     fn terraform(&self, stage: Stage) -> Cmd<'a> {
@@ -215,6 +219,7 @@ impl<'a> Terraform<'a> {
         ];
         if stage == Stage::Environment {
             args.push(format!("-var=environment={}", self.environment_name));
+            args.push(format!("-var=container_port={}", self.container_port));
             let var_file = Path::new("env").join(format!("{}.tfvars", self.environment_name));
             if self.directory(stage).join(&var_file).exists() {
                 args.insert(0, format!("-var-file={}", var_file.display()));
@@ -297,7 +302,7 @@ impl<'a> Terraform<'a> {
         ui::step(&format!("terraform plan {}", stage.directory()));
         // A plan changes nothing, so dry-run shows the real one.
         ui::detail(&format!("$ {cmd}"));
-        let status = crate::util::spawn_and_wait("terraform plan", &mut std::process::Command::from(cmd))?;
+        let status = run_terraform("terraform plan", cmd)?;
         match status.code() {
             Some(0) => Ok(PlanResult::NoChanges),
             Some(2) => Ok(PlanResult::Changes),
@@ -325,7 +330,7 @@ impl<'a> Terraform<'a> {
             bail!("apply of {} cancelled", stage.directory());
         }
         ui::step(&format!("terraform apply {}", stage.directory()));
-        let status = crate::util::spawn_and_wait("terraform apply", &mut std::process::Command::from(cmd))?;
+        let status = run_terraform("terraform apply", cmd)?;
         let _ = std::fs::remove_file(&plan_file);
         if !status.success() {
             bail!(
@@ -354,12 +359,20 @@ impl<'a> Terraform<'a> {
             return Ok(());
         }
         ui::step(&format!("terraform destroy {}", stage.directory()));
-        let status = crate::util::spawn_and_wait("terraform destroy", &mut std::process::Command::from(cmd))?;
+        let status = run_terraform("terraform destroy", cmd)?;
         if !status.success() {
             bail!("terraform destroy of {} failed ({status}); see its output above", stage.directory());
         }
         Ok(())
     }
+}
+
+/// Runs a Terraform command that may hold the state lock. On Ctrl-C it
+/// gets SIGINT, as on a terminal, and time to write its state and release
+/// the lock: a SIGTERM-and-exit would leave the lock to `force-unlock`.
+fn run_terraform(description: &str, cmd: Cmd<'_>) -> Result<std::process::ExitStatus> {
+    let options = SpawnOptions { on_interrupt: StopOnInterrupt::InterruptAndWait(std::time::Duration::from_secs(60)) };
+    spawn_and_wait_with(description, &mut std::process::Command::from(cmd), options)
 }
 
 /// Destroy asks for the environment name typed back, even with --yes:

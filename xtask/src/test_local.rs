@@ -108,6 +108,10 @@ impl TestLocal {
                 let terraform = require_tool("terraform", TERRAFORM_HINT)?;
                 for root in roots {
                     let _dir = sh.push_dir(&root);
+                    // A data dir of its own: validation must not disturb (or
+                    // be disturbed by) the backend an `infra` task set up.
+                    let name = root.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    let _data_dir = sh.push_env("TF_DATA_DIR", ctx.root.join("target/terraform-validate").join(name));
                     // No backend: validation needs providers, not state.
                     checked(ctx, "terraform init", cmd!(sh, "{terraform} init -backend=false -input=false -no-color"))?;
                     checked(ctx, "terraform validate", cmd!(sh, "{terraform} validate -no-color"))?;

@@ -1,5 +1,7 @@
+# app_name, aws_region and environment come from deploy.toml: `cargo xtask
+# infra` passes them as -var (environment is repeated here so the file also
+# works with plain `terraform plan -var-file=...`).
 environment = "dev"
-aws_region  = "us-east-1"
 vpc_cidr    = "10.10.0.0/16"
 
 desired_count            = 1

@@ -1,7 +1,9 @@
 # Pre-production mirrors prod's shape (so a rollout there predicts one in
 # prod) at a smaller size.
+# app_name, aws_region and environment come from deploy.toml: `cargo xtask
+# infra` passes them as -var (environment is repeated here so the file also
+# works with plain `terraform plan -var-file=...`).
 environment = "preprod"
-aws_region  = "us-east-1"
 vpc_cidr    = "10.30.0.0/16"
 
 desired_count            = 2

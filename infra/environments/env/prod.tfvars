@@ -1,5 +1,7 @@
+# app_name, aws_region and environment come from deploy.toml: `cargo xtask
+# infra` passes them as -var (environment is repeated here so the file also
+# works with plain `terraform plan -var-file=...`).
 environment = "prod"
-aws_region  = "us-east-1"
 vpc_cidr    = "10.40.0.0/16"
 
 # A zone outage must not take the egress of the other zone with it.

@@ -1,7 +1,10 @@
 # Sandbox: the throwaway environment, also the one the moto-backed tests
 # apply. Cheapest settings and nothing that blocks `terraform destroy`.
+
+# app_name, aws_region and environment come from deploy.toml: `cargo xtask
+# infra` passes them as -var (environment is repeated here so the file also
+# works with plain `terraform plan -var-file=...`).
 environment = "sandbox"
-aws_region  = "us-east-1"
 
 desired_count = 1
 
