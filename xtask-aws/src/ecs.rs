@@ -50,6 +50,54 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 "events": events,
             }))
         }
+        "list_stopped_tasks" => {
+            // Why tasks stopped is the most useful thing a failing rollout
+            // can show; ECS keeps stopped tasks for about an hour.
+            let cluster = string_param(params, "cluster")?;
+            let service = string_param(params, "service")?;
+            let listed = client
+                .list_tasks()
+                .cluster(cluster)
+                .service_name(service)
+                .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+                .max_results(20)
+                .send()
+                .await
+                .map_err(ecs_error)?;
+            if listed.task_arns().is_empty() {
+                return Ok(json!({ "tasks": [] }));
+            }
+            let described = client
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(listed.task_arns().to_vec()))
+                .send()
+                .await
+                .map_err(ecs_error)?;
+            let tasks: Vec<Value> = described
+                .tasks()
+                .iter()
+                .map(|task| {
+                    let containers: Vec<Value> = task
+                        .containers()
+                        .iter()
+                        .map(|container| {
+                            json!({ "name": container.name(), "exit_code": container.exit_code(), "reason": container.reason() })
+                        })
+                        .collect();
+                    json!({
+                        "task_arn": task.task_arn(),
+                        "task_definition": task.task_definition_arn(),
+                        "last_status": task.last_status(),
+                        "stopped_reason": task.stopped_reason(),
+                        "stop_code": task.stop_code().map(|code| code.as_str().to_owned()),
+                        "stopped_at": epoch_seconds(task.stopped_at()),
+                        "containers": containers,
+                    })
+                })
+                .collect();
+            Ok(json!({ "tasks": tasks }))
+        }
         _ => Err(ApiError::new("UnknownOperation", format!("xtask-aws does not know ecs.{name}"))),
     }
 }
