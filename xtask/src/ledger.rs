@@ -1,0 +1,290 @@
+//! The release ledger: every deploy attempt of every environment, with its
+//! outcome, so `status` can show what runs and `rollback` can return to the
+//! last *successful* release instead of revision N-1.
+//!
+//! The decisions (what is live, what a rollback returns to) are plain
+//! functions over the history, shared by every environment kind; where the
+//! records live is a `LedgerStore`: a JSON-lines file for the local Docker
+//! environment, DynamoDB (the table `infra/repositories` creates) for AWS.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// One deploy attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub environment: String,
+    /// When the attempt started, RFC 3339 UTC with milliseconds; unique per
+    /// environment and sortable as text.
+    pub started_at: String,
+    /// The image, pinned: `repo@sha256:...` (or a local image ID).
+    pub image: String,
+    pub git_sha: String,
+    /// The ECS task definition ARN, or the container name locally.
+    #[serde(default)]
+    pub runs_as: Option<String>,
+    /// The schema version after migrations, when known.
+    #[serde(default)]
+    pub migration_version: Option<String>,
+    pub who: String,
+    pub kind: ReleaseKind,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseKind {
+    Deploy,
+    Rollback,
+    Promotion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum Outcome {
+    InProgress,
+    Succeeded,
+    Failed(String),
+}
+
+/// Where releases are kept.
+pub trait LedgerStore {
+    /// Inserts or replaces the record with the same environment and
+    /// `started_at`.
+    fn put(&mut self, release: &Release) -> Result<()>;
+    /// The environment's releases, newest first.
+    fn history(&mut self, environment: &str, limit: usize) -> Result<Vec<Release>>;
+}
+
+/// The release serving now: the newest that succeeded.
+pub fn live_release(history: &[Release]) -> Option<&Release> {
+    history.iter().find(|release| release.outcome == Outcome::Succeeded)
+}
+
+/// What `rollback` returns to: the newest successful release older than the
+/// live one that ran a different image. Failed attempts in between are
+/// skipped: rolling back to N-1 when N-1 never worked is the bug this
+/// ledger exists to prevent.
+pub fn rollback_target(history: &[Release]) -> Option<&Release> {
+    let live = live_release(history)?;
+    history
+        .iter()
+        .skip_while(|release| !std::ptr::eq(*release, live))
+        .skip(1)
+        .find(|release| release.outcome == Outcome::Succeeded && release.image != live.image)
+}
+
+/// Whether `image` ever succeeded in the environment (promotion gate).
+pub fn succeeded_with(history: &[Release], image_digest: &str) -> bool {
+    history.iter().any(|release| release.outcome == Outcome::Succeeded && release.image.ends_with(image_digest))
+}
+
+/// Who is deploying: git's user.email, else $USER@hostname.
+pub fn who() -> String {
+    let from_git = std::process::Command::new("git")
+        .args(["config", "user.email"])
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|email| !email.is_empty());
+    from_git.unwrap_or_else(|| {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+        let host = fs::read_to_string("/etc/hostname").map(|host| host.trim().to_owned()).unwrap_or_default();
+        if host.is_empty() { user } else { format!("{user}@{host}") }
+    })
+}
+
+/// Now as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(since_epoch.as_secs() as i64, since_epoch.subsec_millis())
+}
+
+fn rfc3339(seconds: i64, millis: u32) -> String {
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+/// A JSON-lines file, one record per line, rewritten atomically on every
+/// change. For the local environment, which has no shared store.
+pub struct FileLedger {
+    path: PathBuf,
+}
+
+impl FileLedger {
+    pub fn new(path: impl Into<PathBuf>) -> FileLedger {
+        FileLedger { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_all(&self) -> Result<Vec<Release>> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", self.path.display())),
+        };
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(index, line)| {
+                serde_json::from_str(line)
+                    .with_context(|| format!("{}:{}: not a release record", self.path.display(), index + 1))
+            })
+            .collect()
+    }
+}
+
+impl LedgerStore for FileLedger {
+    fn put(&mut self, release: &Release) -> Result<()> {
+        let mut all = self.read_all()?;
+        all.retain(|existing| {
+            !(existing.environment == release.environment && existing.started_at == release.started_at)
+        });
+        all.push(release.clone());
+        all.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        let mut text = Vec::new();
+        for record in &all {
+            serde_json::to_writer(&mut text, record).context("encoding a release record")?;
+            text.write_all(b"\n").context("encoding a release record")?;
+        }
+        if let Some(parent) = self.path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        crate::util::write_atomic(&self.path, &text, 0o644)
+    }
+
+    fn history(&mut self, environment: &str, limit: usize) -> Result<Vec<Release>> {
+        let mut releases: Vec<Release> =
+            self.read_all()?.into_iter().filter(|release| release.environment == environment).collect();
+        releases.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        releases.truncate(limit);
+        Ok(releases)
+    }
+}
+
+/// The lines `status` prints for a history.
+pub fn format_history(history: &[Release]) -> Vec<String> {
+    let live = live_release(history).map(|release| release.started_at.clone());
+    history
+        .iter()
+        .map(|release| {
+            let marker = if Some(&release.started_at) == live.as_ref() { "live" } else { "    " };
+            let outcome = match &release.outcome {
+                Outcome::Succeeded => "succeeded".to_owned(),
+                Outcome::InProgress => "in progress".to_owned(),
+                Outcome::Failed(reason) => format!("FAILED: {reason}"),
+            };
+            let kind = match release.kind {
+                ReleaseKind::Deploy => "deploy",
+                ReleaseKind::Rollback => "rollback",
+                ReleaseKind::Promotion => "promotion",
+            };
+            let sha = &release.git_sha[..release.git_sha.len().min(12)];
+            format!(
+                "{marker}  {}  {kind:<9}  {sha:<12}  {}  {}  {outcome}",
+                release.started_at, release.image, release.who
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(started_at: &str, image: &str, outcome: Outcome) -> Release {
+        Release {
+            environment: "dev".to_owned(),
+            started_at: started_at.to_owned(),
+            image: image.to_owned(),
+            git_sha: "0123456789abcdef".to_owned(),
+            runs_as: None,
+            migration_version: None,
+            who: "dev@example.com".to_owned(),
+            kind: ReleaseKind::Deploy,
+            outcome,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn rollback_skips_failed_attempts_and_the_live_image() {
+        // Newest first: a failed deploy of D4, live D3, a failed D2, D3
+        // again earlier (same image as live), then D1.
+        let history = vec![
+            release("2026-11-23T10:05:00.000Z", "repo@sha256:d4", Outcome::Failed("circuit breaker".to_owned())),
+            release("2026-11-23T10:04:00.000Z", "repo@sha256:d3", Outcome::Succeeded),
+            release("2026-11-23T10:03:00.000Z", "repo@sha256:d2", Outcome::Failed("smoke check".to_owned())),
+            release("2026-11-23T10:02:00.000Z", "repo@sha256:d3", Outcome::Succeeded),
+            release("2026-11-23T10:01:00.000Z", "repo@sha256:d1", Outcome::Succeeded),
+        ];
+        assert_eq!(live_release(&history).unwrap().image, "repo@sha256:d3");
+        assert_eq!(rollback_target(&history).unwrap().image, "repo@sha256:d1");
+        assert!(succeeded_with(&history, "sha256:d1"));
+        assert!(!succeeded_with(&history, "sha256:d2"));
+    }
+
+    #[test]
+    fn no_rollback_target_without_an_earlier_success() {
+        let history = vec![
+            release("2026-11-23T10:02:00.000Z", "repo@sha256:d2", Outcome::Succeeded),
+            release("2026-11-23T10:01:00.000Z", "repo@sha256:d1", Outcome::Failed("x".to_owned())),
+        ];
+        assert!(rollback_target(&history).is_none());
+        assert!(rollback_target(&[]).is_none());
+    }
+
+    #[test]
+    fn file_ledger_updates_in_place_and_lists_newest_first() {
+        let dir = std::env::temp_dir().join(format!("xtask-ledger-{}", std::process::id()));
+        let mut ledger = FileLedger::new(dir.join("releases.jsonl"));
+        let mut first = release("2026-11-23T10:01:00.000Z", "img@sha256:a", Outcome::InProgress);
+        ledger.put(&first).unwrap();
+        ledger.put(&release("2026-11-23T10:02:00.000Z", "img@sha256:b", Outcome::Failed("boom".to_owned()))).unwrap();
+        first.outcome = Outcome::Succeeded;
+        ledger.put(&first).unwrap();
+        let history = ledger.history("dev", 10).unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[0].image, "img@sha256:b");
+        assert_eq!(history[1].outcome, Outcome::Succeeded);
+        assert!(ledger.history("prod", 10).unwrap().is_empty());
+        let lines = format_history(&history);
+        assert!(lines[1].starts_with("live") && lines[0].contains("FAILED: boom"), "{lines:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_and_sort_as_text() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_000_000, 42), "2026-11-18T11:06:40.042Z");
+        assert!(rfc3339(1_795_000_000, 999) < rfc3339(1_795_000_001, 0));
+        assert!(now_rfc3339().ends_with('Z'));
+    }
+}
