@@ -107,6 +107,11 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
             if let Some(media_type) = optional_string(params, "media_type") {
                 request = request.image_manifest_media_type(media_type);
             }
+            // The digest the manifest is known by elsewhere (a registry);
+            // AWS checks it against the manifest, emulators may just take it.
+            if let Some(digest) = optional_string(params, "digest") {
+                request = request.image_digest(digest);
+            }
             let output = request.send().await?;
             let image = output.image();
             Ok(json!({ "digest": image.and_then(|image| image.image_id()).and_then(|id| id.image_digest()) }))

@@ -26,6 +26,8 @@ pub enum Which {
     Startup,
     /// Encrypt and decrypt a 10 KB secrets file at 600,000 PBKDF2 iterations
     Secrets,
+    /// Image size vs binary, cold build vs one-file rebuild, two clean builds' IDs (slow: not in the default set)
+    Image,
 }
 
 /// One row of the benchmark table.
@@ -45,6 +47,7 @@ impl Bench {
             match bench {
                 Which::Startup => figures.extend(startup(ctx)?),
                 Which::Secrets => figures.extend(crate::secrets::bench(ctx)?),
+                Which::Image => figures.extend(crate::image_bench::image(ctx)?),
             }
         }
         print_table(&figures);

@@ -3,7 +3,10 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bench, doctor, infra, secrets, test_local, util::Ctx};
+use crate::{
+    bench, build_image, builder_image, doctor, infra, push, sandbox, secrets, smoke_image, test_docker, test_local,
+    util::Ctx,
+};
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
 #[derive(Debug, Parser)]
@@ -43,6 +46,19 @@ pub enum Task {
     Doctor(doctor::Doctor),
     /// Plan, apply or destroy an AWS environment's infrastructure (Terraform stages in order)
     Infra(infra::Infra),
+    /// Start, stop or inspect the sandbox: an AWS emulator and a registry on this machine
+    Sandbox(sandbox::Sandbox),
+    /// Make the Dockerfile's base images locally from Debian packages and this machine's Rust toolchain (offline builds)
+    BuilderImage(builder_image::BuilderImage),
+    /// Build the runtime image: tagged by commit and branch, labelled, reproducible (--offline for no network)
+    BuildImage(build_image::BuildImage),
+    /// Build the test stage and run the test suite in a container against a throwaway Postgres
+    TestDocker(test_docker::TestDocker),
+    /// Run an image against a throwaway Postgres: /healthz, /readyz, /version, a clean SIGTERM stop
+    #[command(hide = true)]
+    SmokeImage(smoke_image::SmokeImage),
+    /// Push the image built for this commit to ECR, check its digest and gate on its scan
+    Push(push::Push),
     /// Run benchmarks and print their figures next to their goals
     Bench(bench::Bench),
     /// Encrypt, decrypt, edit, rekey and check the Terraform secrets file (secrets.tfvars.enc)
@@ -61,6 +77,12 @@ impl Task {
             Task::TestLocal(task) => task.run(ctx),
             Task::Doctor(task) => task.run(ctx),
             Task::Infra(task) => task.run(ctx),
+            Task::Sandbox(task) => task.run(ctx),
+            Task::BuilderImage(task) => task.run(ctx),
+            Task::BuildImage(task) => task.run(ctx),
+            Task::TestDocker(task) => task.run(ctx),
+            Task::SmokeImage(task) => task.run(ctx),
+            Task::Push(task) => task.run(ctx),
             Task::Bench(task) => task.run(ctx),
             Task::Secrets(task) => task.run(ctx),
             Task::EncryptSecrets(task) => task.run(ctx),

@@ -173,7 +173,21 @@ impl<'a> Terraform<'a> {
     fn terraform(&self, stage: Stage) -> Cmd<'a> {
         let binary = &self.binary;
         let chdir = format!("-chdir={}", self.directory(stage).display());
-        cmd!(self.ctx.sh, "{binary} {chdir}").env("TF_IN_AUTOMATION", "1")
+        cmd!(self.ctx.sh, "{binary} {chdir}").env("TF_IN_AUTOMATION", "1").env("TF_DATA_DIR", self.data_dir(stage))
+    }
+
+    /// Terraform's working data (what `.terraform` holds: the backend
+    /// settings, links to the providers) for one environment and stage.
+    /// Inside the shared stage directory it would belong to whichever
+    /// environment was initialised last, and two environments handled at
+    /// once (two terminals, parallel tests) would plan against each other's
+    /// state.
+    fn data_dir(&self, stage: Stage) -> PathBuf {
+        let name = match stage {
+            Stage::Repositories => "repositories",
+            Stage::Environment => "environment",
+        };
+        self.ctx.root.join("target/terraform").join(&self.environment_name).join(name)
     }
 
     /// `terraform init` with this environment's backend.

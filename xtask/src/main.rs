@@ -2,13 +2,28 @@
 //! service. `main` only parses the flags, makes the shell and dispatches; every
 //! task lives in its own module.
 
+mod aws;
 mod bench;
+mod build_image;
+mod builder_image;
 mod cleanup;
 mod config;
 mod doctor;
 mod flags;
+mod image;
+mod image_bench;
 mod infra;
+// Used by the deploy tasks; until they land only the tests use it.
+#[cfg_attr(not(test), allow(dead_code))]
+mod ledger;
+mod push;
+// Used by `deploy`; until it lands only the tests call the waiter.
+#[cfg_attr(not(test), allow(dead_code))]
+mod rollout;
+mod sandbox;
 mod secrets;
+mod smoke_image;
+mod test_docker;
 mod test_local;
 mod ui;
 mod util;

@@ -6,6 +6,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::{Command, ExitStatus},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -83,15 +84,78 @@ pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
 /// Spawns `command` in its own process group and waits for it; the group is
 /// terminated if xtask is interrupted meanwhile.
 pub fn spawn_and_wait(description: &str, command: &mut Command) -> Result<ExitStatus> {
+    spawn_and_wait_with(description, command, SpawnOptions::default())
+}
+
+/// How `spawn_and_wait_with` treats its child.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnOptions {
+    pub on_interrupt: StopOnInterrupt,
+}
+
+/// What happens to the child when xtask gets Ctrl-C or SIGTERM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopOnInterrupt {
+    /// SIGTERM to its process group at once.
+    #[default]
+    Terminate,
+    /// SIGINT to its process group (what Ctrl-C sends on a terminal), then
+    /// up to this long for it to exit before SIGTERM. For children that
+    /// must finish cleanly: Terraform writes its state and releases the
+    /// state lock after an interrupt, which takes a few seconds.
+    InterruptAndWait(Duration),
+}
+
+/// `spawn_and_wait` with options.
+pub fn spawn_and_wait_with(description: &str, command: &mut Command, options: SpawnOptions) -> Result<ExitStatus> {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
     let mut child = command.spawn().with_context(|| format!("starting {description}"))?;
     let process_group = child.id();
+    // Once the child is reaped its pid may be reused: the guard must not
+    // signal it after a normal exit.
+    let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exited_flag = exited.clone();
+    let stopping = description.to_owned();
     let _guard = cleanup::register(format!("stop {description}"), move || {
-        kill_process_group(process_group);
+        if exited_flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        match options.on_interrupt {
+            StopOnInterrupt::Terminate => kill_process_group(process_group),
+            StopOnInterrupt::InterruptAndWait(grace) => interrupt_and_wait(&stopping, process_group, grace),
+        }
     });
-    let status = child.wait().with_context(|| format!("waiting for {description}"))?;
-    Ok(status)
+    let status = child.wait().with_context(|| format!("waiting for {description}"));
+    exited.store(true, std::sync::atomic::Ordering::SeqCst);
+    status
+}
+
+/// SIGINT, a grace period for the group leader to exit, then SIGTERM.
+fn interrupt_and_wait(description: &str, process_group: u32, grace: Duration) {
+    let _ = Command::new("kill")
+        .args(["-INT", "--", &format!("-{process_group}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+    eprintln!("waiting up to {}s for {description} to stop cleanly", grace.as_secs());
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !process_running(process_group) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{description} did not stop within {}s; terminating it", grace.as_secs());
+    kill_process_group(process_group);
+}
+
+/// True while the process exists and is not a zombie.
+pub fn process_running(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(')').is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 pub fn kill_process_group(process_group: u32) {

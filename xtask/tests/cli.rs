@@ -23,3 +23,24 @@ fn unknown_environment_is_an_error_naming_the_known_ones() {
     assert!(all.contains("unknown environment \"staging\""), "{all}");
     assert!(all.contains("sandbox"), "{all}");
 }
+
+#[test]
+fn infra_refuses_the_local_docker_environment() {
+    let (output, _, stderr) = run(xtask().args(["infra", "plan"]));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("runs on the local Docker engine"), "{stderr}");
+}
+
+#[test]
+fn malformed_configuration_names_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("xtask-bad-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("deploy.toml");
+    std::fs::write(&path, "[app]\nname = \"guestbook\"\n\n[environments.local]\nkind = \"docker\"\nhost_prot = 8080\n")
+        .unwrap();
+    let (output, stdout, stderr) = run(xtask().args(["doctor"]).env("XTASK_CONFIG", &path));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!output.status.success());
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("deploy.toml:6:1:") && all.contains("host_prot"), "{all}");
+}

@@ -4,5 +4,8 @@
 mod support;
 
 mod cli;
+mod images;
 mod local;
+mod push;
+mod sandbox;
 mod secrets;

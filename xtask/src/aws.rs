@@ -1,0 +1,170 @@
+//! Talking to AWS: requests are JSON values sent to the `xtask-aws` process
+//! (which holds the AWS SDK), one per line, answered one per line.
+//!
+//! Keeping the SDK in its own binary means the everyday tasks never compile
+//! it; keeping requests as values means `--dry-run` prints them and tests can
+//! answer them from a script (see `ScriptedApi`).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    ui,
+    util::{Ctx, cargo},
+};
+
+/// An AWS API error as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    pub throttling: bool,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Something that answers AWS requests: the real `xtask-aws` process, or a
+/// script in tests.
+pub trait AwsApi {
+    fn call(&mut self, op: &str, params: Value) -> Result<Value, ApiError>;
+}
+
+/// Operations that change nothing; `--dry-run` still performs them so the
+/// plan it prints is based on the real state.
+pub fn is_read_only(op: &str) -> bool {
+    let name = op.split_once('.').map_or(op, |(_, name)| name);
+    name.starts_with("describe_") || name.starts_with("list_") || name.starts_with("get_") || name == "batch_get_image"
+}
+
+/// The `xtask-aws` child process.
+pub struct AwsProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: u64,
+    dry_run: bool,
+}
+
+impl AwsProcess {
+    /// Builds (once; cargo skips it when fresh) and starts `xtask-aws`.
+    pub fn start(ctx: &Ctx) -> Result<AwsProcess> {
+        AwsProcess::start_with_env(ctx, &[])
+    }
+
+    /// `start` with extra environment for the child only, such as the
+    /// endpoint of an emulator xtask itself started (`sandbox up`): setting
+    /// the variables in xtask's own environment would be unsound once
+    /// threads exist.
+    pub fn start_with_env(ctx: &Ctx, env: &[(String, String)]) -> Result<AwsProcess> {
+        let binary = build_binary(ctx)?;
+        let mut child = Command::new(&binary)
+            .current_dir(&ctx.root)
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdin = child.stdin.take().context("xtask-aws stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("xtask-aws stdout")?);
+        Ok(AwsProcess { child, stdin, stdout, next_id: 1, dry_run: ctx.dry_run() })
+    }
+}
+
+fn build_binary(ctx: &Ctx) -> Result<PathBuf> {
+    ui::detail("building xtask-aws (the AWS SDK half of xtask)");
+    let status = cargo(&ctx.sh)
+        .args(["build", "--quiet", "--package", "xtask-aws"])
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("running cargo build --package xtask-aws")?;
+    if !status.status.success() {
+        bail!("building xtask-aws failed:\n{}", String::from_utf8_lossy(&status.stderr));
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| ctx.root.join("target"));
+    let target_dir = if target_dir.is_absolute() { target_dir } else { ctx.root.join(target_dir) };
+    Ok(target_dir.join("debug/xtask-aws"))
+}
+
+impl AwsApi for AwsProcess {
+    fn call(&mut self, op: &str, params: Value) -> Result<Value, ApiError> {
+        let request = json!({ "id": self.next_id, "op": op, "params": params });
+        if self.dry_run && !is_read_only(op) {
+            println!("would call: {op} {params}");
+            return Ok(Value::Null);
+        }
+        ui::detail(&format!("aws: {op} {params}"));
+        self.next_id += 1;
+        let transport = |message: String| ApiError { code: "XtaskAwsFailed".to_owned(), message, throttling: false };
+        writeln!(self.stdin, "{request}").map_err(|err| transport(format!("sending {op} to xtask-aws: {err}")))?;
+        self.stdin.flush().map_err(|err| transport(format!("sending {op} to xtask-aws: {err}")))?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|err| transport(format!("reading the answer to {op}: {err}")))?;
+        if line.is_empty() {
+            return Err(transport(format!("xtask-aws exited while answering {op}")));
+        }
+        let response: Value =
+            serde_json::from_str(&line).map_err(|err| transport(format!("parsing the answer to {op}: {err}")))?;
+        if let Some(error) = response.get("error") {
+            return Err(ApiError {
+                code: error["code"].as_str().unwrap_or("Unknown").to_owned(),
+                message: error["message"].as_str().unwrap_or("").to_owned(),
+                throttling: error["throttling"].as_bool().unwrap_or(false),
+            });
+        }
+        Ok(response.get("ok").cloned().unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for AwsProcess {
+    fn drop(&mut self) {
+        // Closing stdin ends its loop; kill in case it is stuck in a call.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Answers from a list of (operation, answer) pairs, in order; for tests of
+/// decisions that moto cannot reproduce (rollouts, throttling).
+#[cfg(test)]
+pub struct ScriptedApi {
+    pub script: std::collections::VecDeque<(String, Result<Value, ApiError>)>,
+    pub calls: Vec<(String, Value)>,
+}
+
+#[cfg(test)]
+impl AwsApi for ScriptedApi {
+    fn call(&mut self, op: &str, params: Value) -> Result<Value, ApiError> {
+        self.calls.push((op.to_owned(), params));
+        let (expected, answer) = self.script.pop_front().unwrap_or_else(|| panic!("script exhausted at {op}"));
+        assert_eq!(expected, op, "the script expected {expected} next");
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_are_told_apart() {
+        for op in ["ecr.describe_image", "ecs.describe_service", "ecr.get_authorization_token", "ecr.batch_get_image"] {
+            assert!(is_read_only(op), "{op}");
+        }
+        for op in ["ecr.put_image", "ecr.start_image_scan", "ecs.update_service", "ecs.run_task"] {
+            assert!(!is_read_only(op), "{op}");
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! What the image tasks share: where an image comes from (commit, uncommitted
+//! changes, branch, SOURCE_DATE_EPOCH), its tags and build arguments, the
+//! BuildKit client, `docker build` as a value, vendoring crates for offline
+//! builds, and the step that makes image IDs reproducible.
+//!
+//! Why that last step exists: BuildKit in Docker 20.10 (BuildKit 0.8) writes
+//! the wall-clock time into the image config (`created` and each history
+//! entry), and an image ID is the digest of its config, so two builds with
+//! byte-identical layers still get different IDs. BuildKit 0.11+ would take
+//! SOURCE_DATE_EPOCH for those fields; 20.10 cannot. `docker import` and the
+//! legacy builder stamp the current time as well. So after the build the
+//! image is saved, its config's timestamps are set to SOURCE_DATE_EPOCH, and
+//! it is loaded back: the ID is then the digest of a config that depends on
+//! the sources only.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+use xshell::{Cmd, Shell, cmd};
+
+use crate::{
+    cleanup, config, ui,
+    util::{Ctx, cargo, require_tool, spawn_and_wait, write_atomic},
+};
+
+/// The Dockerfile, relative to the build context (the project root).
+pub const DOCKERFILE: &str = "docker/Dockerfile";
+/// Crates vendored for offline builds; the Dockerfile's `crates-vendored`
+/// stage copies `<this>/crates`, and its ignore file lets exactly that in.
+pub const VENDOR_DIR: &str = "target/docker-vendor";
+pub const DOCKER_HINT: &str = "install Docker (Debian: `apt-get install docker.io`) and start the daemon";
+/// The in-container test command; the test stage's CMD says the same (a unit
+/// test checks), so extra arguments can be appended to it.
+pub const CONTAINER_TEST_COMMAND: [&str; 8] =
+    ["cargo", "test", "--frozen", "--workspace", "--exclude", "xtask", "--exclude", "testkit"];
+
+/// `--offline` for the image tasks.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Offline {
+    /// Build with no network: crates vendored on the host, `--network none`
+    /// for the build, base images that exist locally (make them with
+    /// `cargo xtask builder-image`)
+    #[arg(long = "offline", env = "XTASK_OFFLINE")]
+    pub enabled: bool,
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    pub git_sha: String,
+    /// Uncommitted changes (untracked files included): the image is then not
+    /// the commit's image, and its commit tag says so.
+    pub dirty: bool,
+    pub branch: Option<String>,
+    /// The commit time: every timestamp in the image is this one.
+    pub source_date_epoch: i64,
+}
+
+impl Source {
+    pub fn read(sh: &Shell) -> Result<Source> {
+        let hint = "build-image names images after the git commit; run it in a git checkout with at least one commit";
+        let git_sha = cmd!(sh, "git rev-parse HEAD")
+            .quiet()
+            .read()
+            .with_context(|| format!("reading the commit (git rev-parse HEAD): {hint}"))?;
+        let status = cmd!(sh, "git status --porcelain")
+            .quiet()
+            .read()
+            .context("looking for uncommitted changes (git status --porcelain)")?;
+        let epoch = cmd!(sh, "git log -1 --format=%ct")
+            .quiet()
+            .read()
+            .context("reading the commit time (git log -1 --format=%ct)")?;
+        let source_date_epoch =
+            epoch.trim().parse().with_context(|| format!("git log printed {epoch:?} as the commit time"))?;
+        // A detached HEAD (CI checkouts) has no branch; CI names it instead.
+        let branch = cmd!(sh, "git symbolic-ref --short -q HEAD")
+            .quiet()
+            .ignore_status()
+            .read()
+            .ok()
+            .filter(|branch| !branch.is_empty())
+            .or_else(|| {
+                ["GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"]
+                    .iter()
+                    .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+            });
+        Ok(Source { git_sha: git_sha.trim().to_owned(), dirty: !status.trim().is_empty(), branch, source_date_epoch })
+    }
+
+    /// `git-<12 hex>`, with `-dirty` for uncommitted changes.
+    pub fn commit_tag(&self) -> String {
+        let short = self.git_sha.get(..12).unwrap_or(&self.git_sha);
+        format!("git-{short}{}", if self.dirty { "-dirty" } else { "" })
+    }
+
+    /// SOURCE_DATE_EPOCH as RFC 3339, for the `created` fields and label.
+    pub fn created(&self) -> String {
+        rfc3339(self.source_date_epoch)
+    }
+}
+
+/// The image's tags: `<name>:git-<sha12>[-dirty]` first, then
+/// `<name>:branch-<branch>` when there is a branch.
+pub fn image_tags(name: &str, source: &Source) -> Vec<String> {
+    let mut tags = vec![format!("{name}:{}", source.commit_tag())];
+    if let Some(tag) = source.branch.as_deref().and_then(branch_tag) {
+        tags.push(format!("{name}:{tag}"));
+    }
+    tags
+}
+
+/// `branch-<name>` made a valid Docker tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`):
+/// lower case, runs of other characters become one `-`, at most 128
+/// characters. `None` when nothing of the name is left.
+pub fn branch_tag(branch: &str) -> Option<String> {
+    let mut sanitised = String::new();
+    for c in branch.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+            sanitised.push(c.to_ascii_lowercase());
+        } else if !sanitised.is_empty() && !sanitised.ends_with('-') {
+            sanitised.push('-');
+        }
+    }
+    let mut tag = format!("branch-{}", sanitised.trim_matches(['-', '.']));
+    tag.truncate(128);
+    let tag = tag.trim_end_matches(['-', '.']).to_owned();
+    (tag.len() > "branch-".len()).then_some(tag)
+}
+
+/// What the runtime image is labelled with, from deploy.toml and Cargo.toml.
+#[derive(Debug, Clone)]
+pub struct AppIdentity {
+    pub name: String,
+    pub version: String,
+    pub port: u16,
+    pub source_url: String,
+}
+
+impl AppIdentity {
+    pub fn load(root: &Path) -> Result<AppIdentity> {
+        let config = config::Config::load(root)?;
+        let manifest = |path: &Path| -> Result<toml::Table> {
+            let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        };
+        let app_manifest = manifest(&root.join("app/Cargo.toml"))?;
+        let version = app_manifest
+            .get("package")
+            .and_then(|package| package.get("version"))
+            .and_then(|version| version.as_str())
+            .context("app/Cargo.toml has no package.version")?
+            .to_owned();
+        let workspace_manifest = manifest(&root.join("Cargo.toml"))?;
+        let source_url = workspace_manifest
+            .get("workspace")
+            .and_then(|workspace| workspace.get("package"))
+            .and_then(|package| package.get("repository"))
+            .and_then(|url| url.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(AppIdentity { name: config.app_name().to_owned(), version, port: config.app.port, source_url })
+    }
+}
+
+/// The build arguments of a release build: what app/build.rs bakes in, the
+/// OCI labels, and where crates come from.
+pub fn release_build_args(app: &AppIdentity, source: &Source, offline: bool) -> Vec<(String, String)> {
+    let mut args = vec![
+        ("GIT_SHA".to_owned(), source.git_sha.clone()),
+        ("SOURCE_DATE_EPOCH".to_owned(), source.source_date_epoch.to_string()),
+        ("IMAGE_CREATED".to_owned(), source.created()),
+        ("APP_NAME".to_owned(), app.name.clone()),
+        ("APP_VERSION".to_owned(), app.version.clone()),
+        ("PORT".to_owned(), app.port.to_string()),
+    ];
+    if !app.source_url.is_empty() {
+        args.push(("SOURCE_URL".to_owned(), app.source_url.clone()));
+    }
+    args.extend(crates_build_arg(offline));
+    args
+}
+
+/// `CRATES=vendored` for offline builds; online builds keep the default.
+pub fn crates_build_arg(offline: bool) -> Option<(String, String)> {
+    offline.then(|| ("CRATES".to_owned(), "vendored".to_owned()))
+}
+
+/// How this machine runs a BuildKit build. The Dockerfile needs BuildKit
+/// (its ignore file sits next to it, and CRATES selects a stage). Docker 23+
+/// clients build with BuildKit only through the buildx plugin; older clients
+/// have it built in behind DOCKER_BUILDKIT=1. On this project's machines the
+/// `docker` first on PATH is client 28 without buildx, while Debian's 20.10
+/// client is at /usr/bin/docker, so both are looked for.
+#[derive(Debug, Clone)]
+pub struct BuildKit {
+    program: PathBuf,
+    buildx: bool,
+}
+
+impl BuildKit {
+    pub fn find(sh: &Shell) -> Result<BuildKit> {
+        let docker = require_tool("docker", DOCKER_HINT)?;
+        if sh.cmd(&docker).args(["buildx", "version"]).quiet().ignore_stdout().ignore_stderr().run().is_ok() {
+            return Ok(BuildKit { program: docker, buildx: true });
+        }
+        let mut candidates: Vec<PathBuf> = which::which_all("docker").map(|found| found.collect()).unwrap_or_default();
+        candidates.push(PathBuf::from("/usr/bin/docker"));
+        let mut seen = Vec::new();
+        let mut versions = Vec::new();
+        for candidate in candidates {
+            let Ok(canonical) = fs::canonicalize(&candidate) else { continue };
+            if seen.contains(&canonical) {
+                continue;
+            }
+            seen.push(canonical);
+            let version = sh
+                .cmd(&candidate)
+                .args(["version", "--format", "{{.Client.Version}}"])
+                .quiet()
+                .ignore_status()
+                .ignore_stderr()
+                .read()
+                .unwrap_or_default();
+            let major: Option<u32> = version.split('.').next().and_then(|major| major.trim().parse().ok());
+            if major.is_some_and(|major| major < 23) {
+                return Ok(BuildKit { program: candidate, buildx: false });
+            }
+            versions.push(format!("{} is client {}", candidate.display(), version.trim()));
+        }
+        bail!(
+            "no docker client here can build with BuildKit ({}): Docker 23+ clients need the buildx plugin for it \
+             (https://docs.docker.com/go/buildx/); a client older than 23 would use its built-in BuildKit",
+            versions.join(", ")
+        )
+    }
+
+    /// `docker buildx build --load`, or `env DOCKER_BUILDKIT=1 docker build`
+    /// (through `env` so that a printed command is complete).
+    pub fn build_command<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
+        if self.buildx {
+            sh.cmd(&self.program).args(["buildx", "build", "--load"])
+        } else {
+            sh.cmd("env").arg("DOCKER_BUILDKIT=1").arg(&self.program).arg("build")
+        }
+    }
+}
+
+/// One `docker build` of docker/Dockerfile.
+#[derive(Debug, Clone)]
+pub struct DockerBuild {
+    /// The build context; the Dockerfile is `<context>/docker/Dockerfile`.
+    pub context: PathBuf,
+    pub stage: String,
+    pub build_args: Vec<(String, String)>,
+    /// `--network none`: proof that nothing is downloaded inside.
+    pub offline: bool,
+    pub no_cache: bool,
+    pub iidfile: Option<PathBuf>,
+    pub tags: Vec<String>,
+}
+
+impl DockerBuild {
+    pub fn command<'a>(&self, sh: &'a Shell, buildkit: &BuildKit) -> Cmd<'a> {
+        // Relative paths when building the project itself: the printed
+        // command is then the one a person would type.
+        let context = match self.context.strip_prefix(sh.current_dir()) {
+            Ok(relative) => relative.to_path_buf(),
+            Err(_) => self.context.clone(),
+        };
+        let mut cmd =
+            buildkit.build_command(sh).arg("--file").arg(context.join(DOCKERFILE)).args(["--target", &self.stage]);
+        let context = if context.as_os_str().is_empty() { PathBuf::from(".") } else { context };
+        for (name, value) in &self.build_args {
+            cmd = cmd.arg("--build-arg").arg(format!("{name}={value}"));
+        }
+        if self.offline {
+            cmd = cmd.args(["--network", "none"]);
+        }
+        if self.no_cache {
+            cmd = cmd.arg("--no-cache");
+        }
+        for tag in &self.tags {
+            cmd = cmd.args(["--tag", tag]);
+        }
+        if let Some(iidfile) = &self.iidfile {
+            cmd = cmd.arg("--iidfile").arg(iidfile);
+        }
+        if ui::verbosity() == ui::Verbosity::Quiet {
+            cmd = cmd.arg("--quiet");
+        } else if ui::in_ci() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            cmd = cmd.args(["--progress", "plain"]);
+        }
+        cmd.arg(context)
+    }
+
+    /// Runs the build; returns the image ID (a placeholder in dry-run).
+    pub fn run(&self, ctx: &Ctx, buildkit: &BuildKit) -> Result<String> {
+        let mut build = self.clone();
+        let work_dir = ctx.root.join("target/docker-image");
+        let iidfile = work_dir.join(format!("{}-{}.iid", self.stage, std::process::id()));
+        build.iidfile = Some(iidfile.clone());
+        if !ctx.dry_run() {
+            fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+        }
+        run_progress(ctx, &format!("docker build --target {}", self.stage), build.command(&ctx.sh, buildkit))?;
+        if ctx.dry_run() {
+            return Ok(format!("<id of the {} image>", self.stage));
+        }
+        let id = fs::read_to_string(&iidfile).with_context(|| format!("reading {}", iidfile.display()))?;
+        let _ = fs::remove_file(&iidfile);
+        Ok(id.trim().to_owned())
+    }
+}
+
+/// Runs a command whose output is progress, not a result: its stdout goes to
+/// our stderr, so stdout stays clean for `--json`. A non-zero exit is an
+/// error. Interruptible like `Ctx::run_interruptible`.
+pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
+    if ctx.dry_run() {
+        println!("would run: {cmd}");
+        return Ok(());
+    }
+    ui::detail(&format!("$ {cmd}"));
+    let mut command = Command::from(cmd);
+    command.stdout(std::io::stderr());
+    let status = spawn_and_wait(description, &mut command)?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a quick command that changes something and returns its stdout; in
+/// dry-run only prints it.
+pub fn run_read(ctx: &Ctx, cmd: Cmd<'_>) -> Result<String> {
+    if ctx.dry_run() {
+        println!("would run: {cmd}");
+        return Ok(String::new());
+    }
+    ui::detail(&format!("$ {cmd}"));
+    Ok(cmd.quiet().read()?)
+}
+
+/// True when the daemon has this image (read-only, so also in dry-run).
+pub fn image_exists(sh: &Shell, image: &str) -> bool {
+    sh.cmd("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+}
+
+/// The image ID a reference points to.
+pub fn image_id(sh: &Shell, image: &str) -> Result<String> {
+    let id = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .quiet()
+        .read()
+        .with_context(|| format!("inspecting image {image}"))?;
+    Ok(id.trim().to_owned())
+}
+
+/// The base images the Dockerfile names by default (`ARG RUST_IMAGE=...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImages {
+    pub rust: String,
+    pub debian: String,
+}
+
+impl BaseImages {
+    pub fn from_dockerfile(root: &Path) -> Result<BaseImages> {
+        let path = root.join(DOCKERFILE);
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let default = |name: &str| -> Result<String> {
+            let prefix = format!("ARG {name}=");
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix(&prefix))
+                .map(|value| value.trim().to_owned())
+                .with_context(|| format!("{} has no `{prefix}...` line", path.display()))
+        };
+        Ok(BaseImages { rust: default("RUST_IMAGE")?, debian: default("DEBIAN_IMAGE")? })
+    }
+}
+
+/// Offline builds need the Rust base image locally: nothing can be pulled.
+pub fn require_local_rust_image(ctx: &Ctx) -> Result<()> {
+    let base = BaseImages::from_dockerfile(&ctx.root)?;
+    if image_exists(&ctx.sh, &base.rust) {
+        return Ok(());
+    }
+    let message = format!(
+        "the builder image {} is not on this machine, and an offline build cannot pull it: make it with `cargo xtask builder-image`",
+        base.rust
+    );
+    if ctx.dry_run() {
+        ui::warn(&message);
+        return Ok(());
+    }
+    bail!(message)
+}
+
+/// Makes `target/docker-vendor/crates` hold every crate of Cargo.lock, for
+/// the Dockerfile's `crates-vendored` stage; skipped when it already matches
+/// the lockfile. Cargo runs on the host, with the host's cache and network
+/// settings (`CARGO_NET_OFFLINE=true` if the host is offline too).
+///
+/// Why vendoring and not the host's CARGO_HOME as a second build context:
+/// `--build-context` needs Dockerfile frontend 1.4, which is pulled from
+/// Docker Hub, and Docker 20.10's built-in frontend does not have it. A
+/// directory inside the one context works with any BuildKit.
+pub fn vendor_crates(ctx: &Ctx) -> Result<()> {
+    let vendor_dir = ctx.root.join(VENDOR_DIR);
+    let crates = vendor_dir.join("crates");
+    let partial = vendor_dir.join("crates.partial");
+    let stamp = vendor_dir.join("Cargo.lock");
+    let mut cmd = cargo(&ctx.sh).args(["vendor", "--locked", "--respect-source-config"]);
+    if ui::verbosity() != ui::Verbosity::Verbose {
+        cmd = cmd.arg("--quiet");
+    }
+    let cmd = cmd.arg(&partial);
+    if ctx.dry_run() {
+        println!("would run (unless {} matches Cargo.lock): {cmd}", crates.display());
+        return Ok(());
+    }
+    fs::create_dir_all(&vendor_dir).with_context(|| format!("creating {}", vendor_dir.display()))?;
+    // Two builds at once must not vendor into the same directory.
+    let lock_path = vendor_dir.join("lock");
+    let lock = fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+
+    let lockfile = ctx.root.join("Cargo.lock");
+    let current = fs::read(&lockfile).with_context(|| format!("reading {}", lockfile.display()))?;
+    if crates.is_dir() && fs::read(&stamp).is_ok_and(|vendored| vendored == current) {
+        ui::detail(&format!("{} matches Cargo.lock", crates.display()));
+        return Ok(());
+    }
+    ui::step(&format!("vendoring crates for the offline build into {VENDOR_DIR}/crates"));
+    let _ = fs::remove_dir_all(&partial);
+    let _ = fs::remove_file(&stamp);
+    ui::detail(&format!("$ {cmd}"));
+    let mut command = Command::from(cmd);
+    // cargo vendor prints a config snippet we do not need on stdout.
+    command.stdout(std::process::Stdio::null());
+    let status = spawn_and_wait("cargo vendor", &mut command)?;
+    if !status.success() {
+        let _ = fs::remove_dir_all(&partial);
+        bail!(
+            "cargo vendor failed ({status}); offline hosts need the crates in ~/.cargo/registry and CARGO_NET_OFFLINE=true"
+        );
+    }
+    if crates.exists() {
+        fs::remove_dir_all(&crates).with_context(|| format!("removing the old {}", crates.display()))?;
+    }
+    fs::rename(&partial, &crates).with_context(|| format!("renaming {} to {}", partial.display(), crates.display()))?;
+    write_atomic(&stamp, &current, 0o644)?;
+    Ok(())
+}
+
+/// Sets the config timestamps of `built_id` to the source's time, loads the
+/// result under `tags`, removes the intermediate image, and returns the new
+/// ID (see the module comment for why).
+pub fn make_reproducible(ctx: &Ctx, built_id: &str, tags: &[String], created: &str) -> Result<String> {
+    let sh = &ctx.sh;
+    let work = ctx.root.join(format!("target/docker-image/reproducible-{}", std::process::id()));
+    let saved = work.join("saved.tar");
+    let unpacked = work.join("image");
+    let loaded = work.join("reproducible.tar");
+    let save = cmd!(sh, "docker save --output {saved} {built_id}");
+    let load = cmd!(sh, "docker load --quiet --input {loaded}");
+    if ctx.dry_run() {
+        println!("would run: {save}");
+        println!(
+            "would set: created and history[].created to {created} in the image config; RepoTags to {}",
+            tags.join(" ")
+        );
+        println!("would run: {load}");
+        println!("would run: docker image rm {built_id}");
+        return Ok("<reproducible image id>".to_owned());
+    }
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&unpacked).with_context(|| format!("creating {}", unpacked.display()))?;
+    let work_for_cleanup = work.clone();
+    let _remove_work = cleanup::register(format!("remove {}", work.display()), move || {
+        let _ = fs::remove_dir_all(&work_for_cleanup);
+    });
+
+    run_read(ctx, save)?;
+    run_read(ctx, cmd!(sh, "tar --extract --file {saved} --directory {unpacked}"))?;
+    fs::remove_file(&saved).with_context(|| format!("removing {}", saved.display()))?;
+    let manifest_path = unpacked.join("manifest.json");
+    let manifest = fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+    let config_name = config_file_name(&manifest)?;
+    let config_path = unpacked.join(&config_name);
+    let config = fs::read(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let reproducible_config = reproducible_config(&config, created)?;
+    let digest = hex(&openssl::sha::sha256(&reproducible_config));
+    fs::remove_file(&config_path).with_context(|| format!("removing {}", config_path.display()))?;
+    let new_config_name = format!("{digest}.json");
+    fs::write(unpacked.join(&new_config_name), &reproducible_config).context("writing the image config")?;
+    fs::write(&manifest_path, retagged_manifest(&manifest, &new_config_name, tags)?)
+        .context("writing manifest.json")?;
+    run_read(ctx, cmd!(sh, "tar --create --file {loaded} --directory {unpacked} ."))?;
+    run_read(ctx, load)?;
+
+    let id = format!("sha256:{digest}");
+    let loaded_id = image_id(sh, &tags[0])?;
+    if loaded_id != id {
+        bail!("docker loaded {} as {loaded_id}, expected {id}", tags[0]);
+    }
+    // The intermediate image is untagged; if something tagged it meanwhile,
+    // it is not ours to remove.
+    let tag_count = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{len .RepoTags}}", built_id])
+        .quiet()
+        .read()
+        .unwrap_or_default();
+    if built_id != id && tag_count.trim() == "0" {
+        let _ = cmd!(sh, "docker image rm {built_id}").quiet().ignore_stdout().ignore_stderr().run();
+    }
+    Ok(id)
+}
+
+/// The config file named by a `docker save` manifest.json.
+fn config_file_name(manifest: &[u8]) -> Result<String> {
+    let manifest: serde_json::Value = serde_json::from_slice(manifest).context("parsing manifest.json")?;
+    manifest
+        .get(0)
+        .and_then(|image| image.get("Config"))
+        .and_then(|config| config.as_str())
+        .map(str::to_owned)
+        .context("manifest.json names no Config")
+}
+
+fn retagged_manifest(manifest: &[u8], config_name: &str, tags: &[String]) -> Result<Vec<u8>> {
+    let mut manifest: serde_json::Value = serde_json::from_slice(manifest).context("parsing manifest.json")?;
+    let image = manifest.get_mut(0).and_then(|image| image.as_object_mut()).context("manifest.json is empty")?;
+    image.insert("Config".to_owned(), config_name.into());
+    image.insert("RepoTags".to_owned(), tags.into());
+    Ok(serde_json::to_vec(&manifest)?)
+}
+
+/// The image config with `created` and every `history[].created` set to
+/// `created`, and the per-build container fields of the legacy builder
+/// dropped. Serialised compactly, so equal inputs give equal bytes.
+pub fn reproducible_config(config: &[u8], created: &str) -> Result<Vec<u8>> {
+    let mut config: serde_json::Value = serde_json::from_slice(config).context("parsing the image config")?;
+    let object = config.as_object_mut().context("the image config is not a JSON object")?;
+    object.insert("created".to_owned(), created.into());
+    for field in ["container", "container_config"] {
+        object.remove(field);
+    }
+    if let Some(history) = object.get_mut("history").and_then(|history| history.as_array_mut()) {
+        for entry in history.iter_mut().filter_map(|entry| entry.as_object_mut()) {
+            entry.insert("created".to_owned(), created.into());
+        }
+    }
+    Ok(serde_json::to_vec(&config)?)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(epoch: i64) -> String {
+    let days = epoch.div_euclid(86_400);
+    let seconds = epoch.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", seconds / 3600, seconds % 3600 / 60, seconds % 60)
+}
+
+/// The workspace members, from the root Cargo.toml.
+pub fn workspace_members(root: &Path) -> Result<Vec<String>> {
+    let path = root.join("Cargo.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let members = manifest
+        .get("workspace")
+        .and_then(|workspace| workspace.get("members"))
+        .and_then(|members| members.as_array())
+        .with_context(|| format!("{} has no workspace.members", path.display()))?;
+    Ok(members.iter().filter_map(|member| member.as_str().map(str::to_owned)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(dirty: bool, branch: Option<&str>) -> Source {
+        Source {
+            git_sha: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            dirty,
+            branch: branch.map(str::to_owned),
+            source_date_epoch: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn tags_name_the_commit_and_the_branch() {
+        assert_eq!(
+            image_tags("guestbook", &source(false, Some("main"))),
+            ["guestbook:git-0123456789ab", "guestbook:branch-main"]
+        );
+        assert_eq!(image_tags("guestbook", &source(true, None)), ["guestbook:git-0123456789ab-dirty"]);
+    }
+
+    #[test]
+    fn branch_names_become_valid_tags() {
+        assert_eq!(branch_tag("feature/Login-Page").as_deref(), Some("branch-feature-login-page"));
+        assert_eq!(branch_tag("dependabot/cargo/tokio-1.2.3").as_deref(), Some("branch-dependabot-cargo-tokio-1.2.3"));
+        assert_eq!(branch_tag("--weird//name--").as_deref(), Some("branch-weird-name"));
+        assert_eq!(branch_tag("///"), None);
+        let long = branch_tag(&"x".repeat(300)).unwrap();
+        assert_eq!(long.len(), 128);
+        let valid = |tag: &str| {
+            tag.len() <= 128
+                && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        };
+        for branch in ["a", "ünïcode/branch", "release/v1.2", "x y\tz"] {
+            let tag = branch_tag(branch).unwrap();
+            assert!(valid(&tag), "{branch:?} gave {tag:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn reproducible_config_pins_every_timestamp_and_is_deterministic() {
+        let built = |time: &str| {
+            format!(
+                r#"{{"architecture":"amd64","config":{{"Labels":{{"a":"b"}}}},"created":"{time}","container":"abc",
+                "history":[{{"created":"{time}","created_by":"COPY /rootfs/ / # buildkit"}},{{"created":"{time}","empty_layer":true}}],
+                "os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:00"]}}}}"#
+            )
+        };
+        let first = reproducible_config(built("2026-01-01T10:00:00.1Z").as_bytes(), "2023-11-14T22:13:20Z").unwrap();
+        let second = reproducible_config(built("2026-01-02T11:11:11.2Z").as_bytes(), "2023-11-14T22:13:20Z").unwrap();
+        assert_eq!(first, second);
+        let config: serde_json::Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+        assert!(config["history"].as_array().unwrap().iter().all(|entry| entry["created"] == "2023-11-14T22:13:20Z"));
+        assert!(config.get("container").is_none());
+        assert_eq!(config["config"]["Labels"]["a"], "b");
+    }
+
+    #[test]
+    fn manifest_is_retagged_and_points_at_the_new_config() {
+        let manifest = br#"[{"Config":"old.json","RepoTags":null,"Layers":["x/layer.tar"]}]"#;
+        assert_eq!(config_file_name(manifest).unwrap(), "old.json");
+        let tags = vec!["guestbook:git-0123456789ab".to_owned()];
+        let rewritten: serde_json::Value =
+            serde_json::from_slice(&retagged_manifest(manifest, "new.json", &tags).unwrap()).unwrap();
+        assert_eq!(rewritten[0]["Config"], "new.json");
+        assert_eq!(rewritten[0]["RepoTags"][0], "guestbook:git-0123456789ab");
+        assert_eq!(rewritten[0]["Layers"][0], "x/layer.tar");
+    }
+
+    /// Every workspace member's manifest must reach the dependency stage:
+    /// cargo refuses to resolve a workspace with a member missing.
+    #[test]
+    fn dockerfile_and_its_ignore_file_copy_every_workspace_member_manifest() {
+        let root = crate::util::project_root();
+        let dockerfile = fs::read_to_string(root.join(DOCKERFILE)).unwrap();
+        let ignore = fs::read_to_string(root.join("docker/Dockerfile.dockerignore")).unwrap();
+        for member in workspace_members(&root).unwrap() {
+            let copy = format!("COPY {member}/Cargo.toml {member}/");
+            assert!(dockerfile.lines().any(|line| line.trim() == copy), "docker/Dockerfile lacks `{copy}`");
+            let allowed = [format!("!{member}"), format!("!{member}/Cargo.toml")];
+            assert!(
+                ignore.lines().any(|line| allowed.contains(&line.trim().to_owned())),
+                "docker/Dockerfile.dockerignore lets neither {member}/ nor {member}/Cargo.toml into the context"
+            );
+        }
+    }
+
+    #[test]
+    fn the_test_stage_runs_the_command_test_docker_extends() {
+        let dockerfile = fs::read_to_string(crate::util::project_root().join(DOCKERFILE)).unwrap();
+        let expected = format!(
+            "CMD [{}]",
+            CONTAINER_TEST_COMMAND.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(", ")
+        );
+        assert!(dockerfile.lines().any(|line| line.trim() == expected), "docker/Dockerfile lacks `{expected}`");
+    }
+
+    /// builder-image copies the host's toolchain into an image named after
+    /// the Dockerfile's default, so the two versions must agree.
+    #[test]
+    fn the_rust_image_matches_the_pinned_toolchain() {
+        let root = crate::util::project_root();
+        let base = BaseImages::from_dockerfile(&root).unwrap();
+        let toolchain = fs::read_to_string(root.join("rust-toolchain.toml")).unwrap();
+        let table: toml::Table = toml::from_str(&toolchain).unwrap();
+        let channel = table["toolchain"]["channel"].as_str().unwrap();
+        let tag_version = crate::builder_image::rust_version_of_image(&base.rust).unwrap();
+        assert!(
+            channel == tag_version || channel.starts_with(&format!("{tag_version}.")),
+            "rust-toolchain.toml pins {channel}, docker/Dockerfile defaults to {}",
+            base.rust
+        );
+    }
+}

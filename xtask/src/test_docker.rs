@@ -1,0 +1,236 @@
+//! `cargo xtask test-docker`: the test suite inside the build environment.
+//!
+//! It builds the Dockerfile's `test` stage (the app's tests compiled in the
+//! same image, toolchain and flags as the release binary) and runs it against
+//! a throwaway PostgreSQL. No Postgres image can be pulled here, so by default
+//! the server is the host's (testkit, from the local binaries) and the test
+//! container shares the host's network, reaching it on 127.0.0.1. When a
+//! `postgres:16-alpine` image is present locally, a sidecar container on a
+//! private network is used instead, which needs nothing from the host.
+//!
+//! Containers, the network and the server's data are removed afterwards, on
+//! failure and on Ctrl-C too: each is registered with `cleanup`, containers
+//! run with `--rm` and are also removed by name.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use xshell::cmd;
+
+use crate::{
+    cleanup,
+    image::{
+        AppIdentity, BuildKit, CONTAINER_TEST_COMMAND, DockerBuild, Offline, crates_build_arg, image_exists,
+        require_local_rust_image, run_read, vendor_crates,
+    },
+    ui,
+    util::Ctx,
+};
+
+/// The sidecar image, used only when it is already on this machine.
+pub const POSTGRES_IMAGE: &str = "postgres:16-alpine";
+
+/// Build the test stage and run the test suite in a container against a
+/// throwaway Postgres
+#[derive(Debug, Args)]
+pub struct TestDocker {
+    #[command(flatten)]
+    pub offline: Offline,
+    /// Where the tests' Postgres runs: `host` (the local binaries, reached
+    /// over the host network), `container` (postgres:16-alpine on a private
+    /// network) or `auto` (the container when that image is present)
+    #[arg(long, value_enum, default_value_t = PostgresMode::Auto)]
+    pub postgres: PostgresMode,
+    /// Extra arguments for `cargo test` in the container (after `--`)
+    #[arg(last = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PostgresMode {
+    Auto,
+    Host,
+    Container,
+}
+
+impl TestDocker {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let app = AppIdentity::load(&ctx.root)?;
+        let buildkit = BuildKit::find(&ctx.sh)?;
+        let offline = self.offline.enabled;
+        if offline {
+            require_local_rust_image(ctx)?;
+            vendor_crates(ctx)?;
+        }
+        let image = format!("{}-test:latest", app.name);
+        ui::step(&format!("building the test stage as {image}"));
+        let build = DockerBuild {
+            context: ctx.root.clone(),
+            stage: "test".to_owned(),
+            build_args: crates_build_arg(offline).into_iter().collect(),
+            offline,
+            no_cache: false,
+            iidfile: None,
+            tags: vec![image.clone()],
+        };
+        build.run(ctx, &buildkit)?;
+
+        let mode = match self.postgres {
+            PostgresMode::Auto if image_exists(&ctx.sh, POSTGRES_IMAGE) => PostgresMode::Container,
+            PostgresMode::Auto => PostgresMode::Host,
+            chosen => chosen,
+        };
+        let mut command: Vec<String> = CONTAINER_TEST_COMMAND.iter().map(|word| word.to_string()).collect();
+        command.extend(self.cargo_test_args.iter().cloned());
+        let started = Instant::now();
+        match mode {
+            PostgresMode::Container => run_with_sidecar(ctx, &app.name, &image, &command)?,
+            _ => run_with_host_postgres(ctx, &app.name, &image, &command)?,
+        }
+        ui::success(&format!("the test suite passed in a container ({})", ui::format_duration(started.elapsed())));
+        Ok(())
+    }
+}
+
+fn run_with_host_postgres(ctx: &Ctx, app_name: &str, image: &str, command: &[String]) -> Result<()> {
+    let sh = &ctx.sh;
+    let postgres = if ctx.dry_run() {
+        println!("would start: a throwaway Postgres from the local binaries on 127.0.0.1");
+        None
+    } else {
+        Some(HostPostgres::start()?)
+    };
+    let port = postgres.as_ref().map_or("PORT".to_owned(), |postgres| postgres.port.to_string());
+    // With the host's network the container's 127.0.0.1 is the host's, where
+    // the throwaway server listens; nothing is published or exposed.
+    let database_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let name = format!("{app_name}-test-{}", std::process::id());
+    let _remove_container = remove_container_on_exit(ctx, &name);
+    let run = cmd!(
+        sh,
+        "docker run --rm --name {name} --network host --env DATABASE_URL={database_url} --env CI=true {image} {command...}"
+    );
+    ui::step(&format!("running the tests in {name}"));
+    let status = ctx.run_interruptible("the test container", run)?;
+    if !status.success() {
+        bail!("the test suite failed in the container ({status})");
+    }
+    Ok(())
+}
+
+fn run_with_sidecar(ctx: &Ctx, app_name: &str, image: &str, command: &[String]) -> Result<()> {
+    let sh = &ctx.sh;
+    let pid = std::process::id();
+    let network = format!("{app_name}-test-{pid}");
+    let database = format!("{app_name}-test-db-{pid}");
+    let tests = format!("{app_name}-test-{pid}");
+    run_read(ctx, cmd!(sh, "docker network create {network}"))?;
+    let _remove_network = (!ctx.dry_run()).then(|| {
+        let network = network.clone();
+        cleanup::register(format!("remove the network {network}"), move || {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &network])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        })
+    });
+    // Declared after the network so it is removed first.
+    let _remove_database = remove_container_on_exit(ctx, &database);
+    let postgres_image = POSTGRES_IMAGE;
+    run_read(
+        ctx,
+        cmd!(
+            sh,
+            "docker run --detach --rm --name {database} --network {network} --env POSTGRES_HOST_AUTH_METHOD=trust {postgres_image}"
+        ),
+    )?;
+    wait_for_sidecar(ctx, &database)?;
+    let database_url = format!("postgres://postgres@{database}:5432/postgres");
+    let _remove_tests = remove_container_on_exit(ctx, &tests);
+    let run = cmd!(
+        sh,
+        "docker run --rm --name {tests} --network {network} --env DATABASE_URL={database_url} --env CI=true {image} {command...}"
+    );
+    ui::step(&format!("running the tests in {tests} against {database}"));
+    let status = ctx.run_interruptible("the test container", run)?;
+    if !status.success() {
+        bail!("the test suite failed in the container ({status})");
+    }
+    Ok(())
+}
+
+fn wait_for_sidecar(ctx: &Ctx, container: &str) -> Result<()> {
+    let sh = &ctx.sh;
+    let ready = || cmd!(sh, "docker exec {container} pg_isready --host 127.0.0.1 --username postgres");
+    if ctx.dry_run() {
+        println!("would wait for: {}", ready());
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ready().quiet().ignore_stdout().ignore_stderr().run().is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("{container} did not accept connections within 60s")
+}
+
+/// `docker rm -f NAME` when the guard drops or xtask is interrupted; `--rm`
+/// alone is not enough when the docker CLI itself is killed.
+pub fn remove_container_on_exit(ctx: &Ctx, name: &str) -> Option<cleanup::CleanupGuard> {
+    if ctx.dry_run() {
+        return None;
+    }
+    let name = name.to_owned();
+    Some(cleanup::register(format!("remove the container {name}"), move || {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "--force", &name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }))
+}
+
+/// A throwaway PostgreSQL from the host's binaries on 127.0.0.1, stopped and
+/// deleted when dropped and when xtask is interrupted.
+pub struct HostPostgres {
+    pub port: u16,
+    _stop: cleanup::CleanupGuard,
+}
+
+impl HostPostgres {
+    pub fn start() -> Result<HostPostgres> {
+        let started = Instant::now();
+        let options = testkit::PostgresOptions {
+            // A container on the host's network reaches this address; a
+            // container on a bridge network would need the bridge's.
+            listen_addresses: Some("127.0.0.1".to_owned()),
+            ..Default::default()
+        };
+        let postgres = std::panic::catch_unwind(|| testkit::Postgres::start_with(options))
+            .map_err(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                    .unwrap_or_else(|| "unknown failure".to_owned());
+                anyhow::anyhow!(message)
+            })
+            .context("starting a throwaway Postgres")?;
+        let port = postgres.port();
+        ui::info(&format!(
+            "started a throwaway Postgres on 127.0.0.1:{port} in {}",
+            ui::format_duration(started.elapsed())
+        ));
+        let slot = std::sync::Mutex::new(Some(postgres));
+        let stop = cleanup::register("stop the throwaway Postgres", move || {
+            if let Some(postgres) = slot.lock().unwrap_or_else(|poison| poison.into_inner()).take() {
+                postgres.stop();
+            }
+        });
+        Ok(HostPostgres { port, _stop: stop })
+    }
+}

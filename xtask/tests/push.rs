@@ -1,0 +1,178 @@
+//! `push`: against a sandbox (moto's ECR behind a real registry), with a
+//! tiny image made by `docker import` so no image build is needed.
+
+use std::{fs, process::Command};
+
+use serde_json::{Value, json};
+use testkit::ServiceDir;
+
+use crate::{
+    sandbox::{TestSandbox, xtask_without_aws},
+    support::run,
+};
+
+/// A local one-file image, removed (with the tags push added) on drop.
+struct LocalImage {
+    reference: String,
+    extra_tags: Vec<String>,
+}
+
+impl LocalImage {
+    fn import(name: &str) -> LocalImage {
+        let dir = ServiceDir::new("xtask-push-image");
+        // Unique content: every test pushes an image of its own.
+        fs::write(dir.path().join("hello.txt"), format!("{name} {}\n", std::process::id())).unwrap();
+        let reference = format!("xtask-test-{name}:{}", std::process::id());
+        let output = Command::new("sh")
+            .args(["-c", "tar -C \"$1\" -c hello.txt | docker import - \"$2\"", "sh"])
+            .arg(dir.path())
+            .arg(&reference)
+            .output()
+            .expect("running docker import");
+        assert!(output.status.success(), "docker import failed: {}", String::from_utf8_lossy(&output.stderr));
+        LocalImage { reference, extra_tags: Vec::new() }
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").arg("rmi").arg(&self.reference).args(&self.extra_tags).output();
+    }
+}
+
+fn apply_repositories(sandbox: &TestSandbox) {
+    let (output, stdout, stderr) = run(sandbox.xtask().args(["infra", "apply", "--stage", "repositories", "--yes"]));
+    assert!(output.status.success(), "applying the repositories stage failed:\n{stdout}\n{stderr}");
+}
+
+/// The tag push will use (`git-<sha12>[-dirty]`), from a dry run.
+fn tag_of_this_commit(sandbox: &TestSandbox, image: &LocalImage) -> String {
+    let (output, stdout, stderr) = run(sandbox.xtask().args(["push", "--dry-run", "--image", &image.reference]));
+    assert!(output.status.success(), "push --dry-run failed:\n{stderr}");
+    let line =
+        stdout.lines().find(|line| line.starts_with("would run: docker push ")).unwrap_or_else(|| panic!("{stdout}"));
+    line.rsplit(':').next().unwrap().to_owned()
+}
+
+/// Scan findings moto returns for the tag once a scan ran.
+fn set_scan_findings(sandbox: &TestSandbox, tag: &str, counts: Value) {
+    sandbox.moto_api(
+        "/moto-api/static/ecr/scan-finding-results",
+        &json!({
+            "region": "us-east-1",
+            "results": [{
+                "registryId": "123456789012",
+                "repositoryName": "guestbook",
+                "imageId": { "imageTag": tag },
+                "imageScanStatus": { "status": "COMPLETE", "description": "The scan was completed successfully." },
+                "imageScanFindings": { "findings": [], "findingSeverityCounts": counts },
+            }],
+        }),
+    );
+}
+
+#[test]
+fn push_verifies_the_digest_in_ecr_and_names_missing_repositories_and_rejected_logins() {
+    let mut sandbox = TestSandbox::up("sandboxpush");
+    let mut image = LocalImage::import("push");
+
+    // (b) No repository yet: the error says which stage creates it.
+    let (output, _, stderr) = run(sandbox.xtask().args(["push", "--image", &image.reference]));
+    assert!(!output.status.success(), "push without a repository succeeded");
+    assert!(stderr.contains("repository \"guestbook\" does not exist"), "{stderr}");
+    assert!(stderr.contains("cargo xtask infra apply --env sandboxpush --stage repositories"), "{stderr}");
+
+    apply_repositories(&sandbox);
+    let tag = tag_of_this_commit(&sandbox, &image);
+    set_scan_findings(&sandbox, &tag, json!({ "MEDIUM": 2, "LOW": 1 }));
+    let (output, stdout, stderr) = run(sandbox.xtask().args(["push", "--json", "--image", &image.reference]));
+    assert!(output.status.success(), "push failed:\n{stdout}\n{stderr}");
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout}"));
+    let digest = result["digest"].as_str().unwrap().to_owned();
+    let registry = &sandbox.registry;
+    assert_eq!(result["image"], format!("{registry}/guestbook@{digest}"));
+    assert_eq!(result["tag"], tag);
+    assert_eq!(result["scan"]["severity_counts"], json!({ "MEDIUM": 2, "LOW": 1 }));
+    assert!(stderr.contains(&format!("ECR reports {digest}")), "{stderr}");
+    image.extra_tags.push(format!("{registry}/guestbook:{tag}"));
+    // Docker's own record of the pushed digest agrees.
+    let repo_digests = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{json .RepoDigests}}", &image.reference])
+        .output()
+        .unwrap();
+    let repo_digests = String::from_utf8_lossy(&repo_digests.stdout);
+    assert!(repo_digests.contains(&format!("{registry}/guestbook@{digest}")), "{repo_digests}");
+
+    // Without --json the reference by digest is the last line.
+    let (output, stdout, stderr) = run(sandbox.xtask().args(["push", "--image", &image.reference]));
+    assert!(output.status.success(), "pushing again failed:\n{stderr}");
+    assert_eq!(stdout.lines().last(), Some(format!("{registry}/guestbook@{digest}").as_str()), "{stdout}");
+
+    // (a) A registry that refuses ECR's login: the error names it.
+    let other = testkit::Registry::start("AWS", "not-the-ecr-password");
+    let config = fs::read_to_string(&sandbox.config_path).unwrap().replace(registry.as_str(), &other.host());
+    let other_config = sandbox.dir.path().join("other-registry.toml");
+    fs::write(&other_config, config).unwrap();
+    let (output, stdout, stderr) =
+        run(sandbox.xtask().env("XTASK_CONFIG", &other_config).args(["push", "--image", &image.reference]));
+    assert!(!output.status.success(), "push to a registry that rejects the login succeeded:\n{stdout}");
+    assert!(stderr.contains(&format!("the registry {} rejected the login", other.host())), "{stderr}");
+    assert!(stderr.contains("sandbox up"), "{stderr}");
+    assert!(!stderr.contains("123456789012-auth-token"), "the password was printed:\n{stderr}");
+    sandbox.down();
+}
+
+#[test]
+fn push_fails_when_scan_findings_reach_the_threshold() {
+    let mut sandbox = TestSandbox::up("sandboxscan");
+    let image = LocalImage::import("push-scan");
+    apply_repositories(&sandbox);
+    let tag = tag_of_this_commit(&sandbox, &image);
+    set_scan_findings(&sandbox, &tag, json!({ "CRITICAL": 2, "HIGH": 1, "LOW": 5 }));
+    let (output, stdout, stderr) = run(sandbox.xtask().args(["push", "--image", &image.reference]));
+    let _remote = LocalImage { reference: format!("{}/guestbook:{tag}", sandbox.registry), extra_tags: Vec::new() };
+    assert!(!output.status.success(), "push with CRITICAL findings succeeded:\n{stdout}");
+    assert!(stderr.contains("2 CRITICAL, 1 HIGH"), "the counts are not named:\n{stderr}");
+    assert!(stderr.contains("at or above HIGH"), "{stderr}");
+    assert!(stdout.is_empty(), "a failed push printed a result: {stdout}");
+
+    // A deliberate threshold lets it through and says so.
+    let (output, stdout, stderr) =
+        run(sandbox.xtask().args(["push", "--fail-on-severity", "NONE", "--image", &image.reference]));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("scan gate disabled"), "{stderr}");
+    assert!(stdout.trim().contains("/guestbook@sha256:"), "{stdout}");
+    sandbox.down();
+}
+
+#[test]
+fn push_names_a_missing_local_image_and_an_unreachable_docker_daemon() {
+    // Both are found before anything talks to AWS; the endpoint is still
+    // pinned to a closed loopback port so nothing could.
+    let endpoint_url = format!("http://127.0.0.1:{}", testkit::free_port());
+    testkit::assert_loopback_endpoint(&endpoint_url);
+    let push = |extra_env: &[(&str, &str)]| {
+        let mut command = xtask_without_aws();
+        command
+            .env("AWS_ENDPOINT_URL", &endpoint_url)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .envs(extra_env.iter().copied())
+            .args(["push", "--env", "sandbox", "--image", "xtask-test-no-such-image:1"]);
+        run(&mut command)
+    };
+    let (output, _, stderr) = push(&[]);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no local image \"xtask-test-no-such-image:1\""), "{stderr}");
+    assert!(stderr.contains("docker images"), "{stderr}");
+
+    let (output, _, stderr) = push(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    assert!(!output.status.success());
+    assert!(stderr.contains("Docker daemon is unreachable"), "{stderr}");
+
+    // The sandbox's registry is local: so must its AWS endpoint be.
+    let (output, _, stderr) = push(&[("AWS_ENDPOINT_URL", "")]);
+    assert!(!output.status.success());
+    assert!(stderr.contains("AWS_ENDPOINT_URL is not set") && stderr.contains("sandbox up"), "{stderr}");
+}
