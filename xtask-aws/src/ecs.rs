@@ -98,6 +98,106 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .collect();
             Ok(json!({ "tasks": tasks }))
         }
+        "clone_task_definition" => {
+            // A one-off task (migrations) runs the new image with the service's
+            // settings, under a family of its own so the service's revisions
+            // (owned by Terraform) are never touched.
+            let from = string_param(params, "from")?;
+            let family = string_param(params, "family")?;
+            let image = string_param(params, "image")?;
+            let described = client.describe_task_definition().task_definition(from).send().await.map_err(ecs_error)?;
+            let source = described
+                .task_definition()
+                .ok_or_else(|| ApiError::new("ClientException", format!("task definition {from} not found")))?;
+            let containers: Vec<_> = source
+                .container_definitions()
+                .iter()
+                .cloned()
+                .map(|mut container| {
+                    container.image = Some(image.to_owned());
+                    container
+                })
+                .collect();
+            let registered = client
+                .register_task_definition()
+                .family(family)
+                .set_container_definitions(Some(containers))
+                .set_task_role_arn(source.task_role_arn().map(str::to_owned))
+                .set_execution_role_arn(source.execution_role_arn().map(str::to_owned))
+                .set_network_mode(source.network_mode().cloned())
+                .set_requires_compatibilities(Some(source.requires_compatibilities().to_vec()))
+                .set_cpu(source.cpu().map(str::to_owned))
+                .set_memory(source.memory().map(str::to_owned))
+                .set_runtime_platform(source.runtime_platform().cloned())
+                .send()
+                .await
+                .map_err(ecs_error)?;
+            let arn = registered.task_definition().and_then(|definition| definition.task_definition_arn());
+            Ok(json!({ "task_definition_arn": arn }))
+        }
+        "run_task" => {
+            use aws_sdk_ecs::types::{
+                AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration, TaskOverride,
+            };
+            let cluster = string_param(params, "cluster")?;
+            let task_definition = string_param(params, "task_definition")?;
+            let container = string_param(params, "container")?;
+            let strings = |key: &str| -> Vec<String> {
+                params[key].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+            };
+            let network = AwsVpcConfiguration::builder()
+                .set_subnets(Some(strings("subnets")))
+                .set_security_groups(Some(strings("security_groups")))
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .map_err(|err| ApiError::new("BadRequest", err.to_string()))?;
+            let overrides = TaskOverride::builder()
+                .container_overrides(
+                    ContainerOverride::builder().name(container).set_command(Some(strings("command"))).build(),
+                )
+                .build();
+            let output = client
+                .run_task()
+                .cluster(cluster)
+                .task_definition(task_definition)
+                .launch_type(LaunchType::Fargate)
+                .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
+                .overrides(overrides)
+                .started_by(string_param(params, "started_by").unwrap_or("xtask"))
+                .send()
+                .await
+                .map_err(ecs_error)?;
+            if let Some(failure) = output.failures().first() {
+                return Err(ApiError::new(
+                    "RunTaskFailure",
+                    format!("{}: {}", failure.reason().unwrap_or("?"), failure.detail().unwrap_or("")),
+                ));
+            }
+            let arn = output.tasks().first().and_then(|task| task.task_arn());
+            Ok(json!({ "task_arn": arn }))
+        }
+        "describe_task" => {
+            let cluster = string_param(params, "cluster")?;
+            let task = string_param(params, "task_arn")?;
+            let output = client.describe_tasks().cluster(cluster).tasks(task).send().await.map_err(ecs_error)?;
+            let task = output
+                .tasks()
+                .first()
+                .ok_or_else(|| ApiError::new("TaskNotFound", format!("task {task} not found")))?;
+            let containers: Vec<Value> = task
+                .containers()
+                .iter()
+                .map(|container| {
+                    json!({ "name": container.name(), "exit_code": container.exit_code(), "reason": container.reason() })
+                })
+                .collect();
+            Ok(json!({
+                "last_status": task.last_status(),
+                "stopped_reason": task.stopped_reason(),
+                "stop_code": task.stop_code().map(|code| code.as_str().to_owned()),
+                "containers": containers,
+            }))
+        }
         _ => Err(ApiError::new("UnknownOperation", format!("xtask-aws does not know ecs.{name}"))),
     }
 }
@@ -108,11 +208,14 @@ where
     R: std::fmt::Debug,
 {
     use aws_sdk_ecs::error::ProvideErrorMetadata;
-    ApiError {
-        code: err.code().unwrap_or("TransportError").to_owned(),
-        message: err
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{}", aws_sdk_ecs::error::DisplayErrorContext(&err))),
+    match err.code() {
+        Some(code) => ApiError {
+            code: code.to_owned(),
+            message: err
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{}", aws_sdk_ecs::error::DisplayErrorContext(&err))),
+        },
+        None => ApiError::transport(format!("{}", aws_sdk_ecs::error::DisplayErrorContext(&err))),
     }
 }

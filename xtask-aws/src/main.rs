@@ -9,6 +9,7 @@
 //! `{"id":1,"op":"ecr.describe_images","params":{...}}` →
 //! `{"id":1,"ok":{...}}` or `{"id":1,"error":{"code":"...","message":"...","throttling":false}}`
 
+mod dynamodb;
 mod ecr;
 mod ecs;
 
@@ -38,6 +39,15 @@ impl ApiError {
     pub fn new(code: &str, message: impl Into<String>) -> ApiError {
         ApiError { code: code.to_owned(), message: message.into() }
     }
+
+    /// An error without an AWS error body (a proxy's HTML page, a dropped
+    /// connection): the SDK's debug text of the raw response is long and
+    /// unhelpful, so keep its first sentence.
+    pub fn transport(text: String) -> ApiError {
+        let short = text.split(" (ResponseError").next().unwrap_or(&text);
+        let short: String = short.chars().take(300).collect();
+        ApiError { code: "TransportError".to_owned(), message: short }
+    }
 }
 
 impl<E, R> From<aws_sdk_ecr::error::SdkError<E, R>> for ApiError
@@ -59,12 +69,15 @@ where
             }
             text
         });
-        let code = if code.is_empty() { "TransportError".to_owned() } else { code };
+        if code.is_empty() {
+            return ApiError::transport(message);
+        }
         ApiError { code, message }
     }
 }
 
 pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
     pub ecr: aws_sdk_ecr::Client,
     pub ecs: aws_sdk_ecs::Client,
 }
@@ -78,7 +91,11 @@ async fn serve() -> Result<()> {
     let http_client =
         aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client).load().await;
-    let clients = Clients { ecr: aws_sdk_ecr::Client::new(&config), ecs: aws_sdk_ecs::Client::new(&config) };
+    let clients = Clients {
+        dynamodb: aws_sdk_dynamodb::Client::new(&config),
+        ecr: aws_sdk_ecr::Client::new(&config),
+        ecs: aws_sdk_ecs::Client::new(&config),
+    };
 
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
@@ -117,6 +134,7 @@ async fn dispatch(clients: &Clients, op: &str, params: &Value) -> Result<Value, 
     match op.split_once('.') {
         Some(("ecr", name)) => ecr::call(&clients.ecr, name, params).await,
         Some(("ecs", name)) => ecs::call(&clients.ecs, name, params).await,
+        Some(("dynamodb", name)) => dynamodb::call(&clients.dynamodb, name, params).await,
         _ => Err(ApiError::new("UnknownOperation", format!("xtask-aws does not know {op:?}"))),
     }
 }

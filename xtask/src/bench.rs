@@ -28,6 +28,8 @@ pub enum Which {
     Secrets,
     /// Image size vs binary, cold build vs one-file rebuild, two clean builds' IDs (slow: not in the default set)
     Image,
+    /// Failed requests and switch time while a local release replaces another (not in the default set)
+    LocalSwitch,
 }
 
 /// One row of the benchmark table.
@@ -48,6 +50,7 @@ impl Bench {
                 Which::Startup => figures.extend(startup(ctx)?),
                 Which::Secrets => figures.extend(crate::secrets::bench(ctx)?),
                 Which::Image => figures.extend(crate::image_bench::image(ctx)?),
+                Which::LocalSwitch => figures.extend(crate::local::bench::local_switch(ctx)?),
             }
         }
         print_table(&figures);

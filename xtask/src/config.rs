@@ -61,11 +61,17 @@ pub struct Environment {
     pub s3_path_style: bool,
     /// The environment whose successful releases this one accepts.
     pub promote_from: Option<Spanned<String>>,
+    /// The Terraform variable file, `infra/environments/env/<tfvars>.tfvars`
+    /// (default: the environment's name).
+    pub tfvars: Option<String>,
+    /// After a rollout, check `GET <service_url>/version` (off where no
+    /// container really runs: the sandbox's emulated ECS).
+    #[serde(default = "default_true")]
+    pub smoke_check: bool,
     /// Deploys ask for the environment name typed back.
     #[serde(default)]
     pub protected: bool,
     /// Port published on the host (docker environments).
-    #[allow(dead_code)] // Read by the local Docker deploy, which is not built yet.
     pub host_port: Option<u16>,
 }
 
@@ -74,6 +80,10 @@ pub struct Environment {
 struct RawConfig {
     app: AppConfig,
     environments: BTreeMap<String, Spanned<Environment>>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_port() -> u16 {

@@ -4,8 +4,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    bench, build_image, builder_image, doctor, infra, push, sandbox, secrets, smoke_image, test_docker, test_local,
-    util::Ctx,
+    bench, build_image, builder_image, deploy, doctor, infra, local, push, sandbox, secrets, smoke_image, test_docker,
+    test_local, util::Ctx,
 };
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
@@ -40,6 +40,19 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Task {
+    /// Ship the app to an environment (default: local Docker): build, push, migrate, roll out, verify
+    Deploy(deploy::Deploy),
+    /// Show the live release of an environment and the last attempts
+    Status(deploy::Status),
+    /// Return an environment to its last successful release
+    Rollback(deploy::Rollback),
+    /// Stop a local environment: its app containers, proxy and database (data kept unless --volumes)
+    Down(local::Down),
+    /// Run the app from source against the local database; rebuild and restart it on every change
+    Dev(local::dev::Dev),
+    /// The stable URL's proxy of a local environment (started in the background by `deploy`)
+    #[command(hide = true)]
+    LocalProxy(local::proxy::LocalProxy),
     /// Run every check: fmt, clippy, the workspace tests (with a throwaway Postgres), terraform
     TestLocal(test_local::TestLocal),
     /// Check the tools and services the tasks need, with a fix for each missing one
@@ -76,6 +89,12 @@ impl Task {
         match self {
             Task::TestLocal(task) => task.run(ctx),
             Task::Doctor(task) => task.run(ctx),
+            Task::Deploy(task) => task.run(ctx),
+            Task::Status(task) => task.run(ctx),
+            Task::Rollback(task) => task.run(ctx),
+            Task::Down(task) => task.run(ctx),
+            Task::Dev(task) => task.run(ctx),
+            Task::LocalProxy(task) => task.run(ctx),
             Task::Infra(task) => task.run(ctx),
             Task::Sandbox(task) => task.run(ctx),
             Task::BuilderImage(task) => task.run(ctx),

@@ -46,7 +46,8 @@ pub struct Offline {
     /// Build with no network: crates vendored on the host, `--network none`
     /// for the build, base images that exist locally (make them with
     /// `cargo xtask builder-image`)
-    #[arg(long = "offline", env = "XTASK_OFFLINE")]
+    // XTASK_OFFLINE=1 as well as =true: any value but 0/false/no/off/empty.
+    #[arg(long = "offline", env = "XTASK_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
     pub enabled: bool,
 }
 

@@ -176,17 +176,20 @@ fn copy_build_context(root: &Path, context: &Path) -> Result<()> {
     copy_tree(&root.join(VENDOR_DIR).join("crates"), &context.join(VENDOR_DIR).join("crates"), true)
 }
 
-fn copy_tree(from: &Path, to: &Path, hard_link: bool) -> Result<()> {
+/// Copies a directory; `vendored` crates are hard-linked and kept whole, while
+/// in the project's own directories `target/` is skipped, as the ignore file
+/// does.
+fn copy_tree(from: &Path, to: &Path, vendored: bool) -> Result<()> {
     fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
         let entry = entry.with_context(|| format!("listing {}", from.display()))?;
         let (source, target) = (entry.path(), to.join(entry.file_name()));
         let file_type = entry.file_type()?;
         if file_type.is_dir() {
-            if entry.file_name() != "target" {
-                copy_tree(&source, &target, hard_link)?;
+            if vendored || entry.file_name() != "target" {
+                copy_tree(&source, &target, vendored)?;
             }
-        } else if hard_link {
+        } else if vendored {
             fs::hard_link(&source, &target).with_context(|| format!("linking {}", source.display()))?;
         } else {
             fs::copy(&source, &target).with_context(|| format!("copying {}", source.display()))?;

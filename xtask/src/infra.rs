@@ -62,6 +62,13 @@ impl Stage {
     }
 }
 
+/// Whether `apply` still has to ask before changing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirmation {
+    Ask,
+    AlreadyGiven,
+}
+
 /// Whether a plan found changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanResult {
@@ -234,7 +241,8 @@ impl<'a> Terraform<'a> {
         if stage == Stage::Environment {
             args.push(format!("-var=environment={}", self.environment_name));
             args.push(format!("-var=container_port={}", self.container_port));
-            let var_file = Path::new("env").join(format!("{}.tfvars", self.environment_name));
+            let tfvars = self.environment.tfvars.as_deref().unwrap_or(&self.environment_name);
+            let var_file = Path::new("env").join(format!("{tfvars}.tfvars"));
             if self.directory(stage).join(&var_file).exists() {
                 args.insert(0, format!("-var-file={}", var_file.display()));
             }
@@ -261,6 +269,22 @@ impl<'a> Terraform<'a> {
             .read()
             .context("reading the commit (git rev-parse HEAD)")?;
         Ok(format!("{repository_url}:git-{}", &sha[..12.min(sha.len())]))
+    }
+
+    /// One output as JSON text (lists, maps); an error when it is missing.
+    pub fn output_json(&self, stage: Stage, name: &str) -> Result<String> {
+        self.init(stage)?;
+        let output = self
+            .terraform(stage)
+            .args(["output", "-json", "-no-color", name])
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("running terraform output")?;
+        if !output.status.success() {
+            bail!("{} has no output {name:?}: apply it first", stage.directory());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     /// One output of a stage's state; None when the stage has no state yet.
@@ -324,7 +348,17 @@ impl<'a> Terraform<'a> {
         }
     }
 
+    /// Plans and applies, asking first (unless --yes).
     pub fn apply(&self, stage: Stage, image: Option<&str>) -> Result<()> {
+        self.apply_with(stage, image, Confirmation::Ask)
+    }
+
+    /// Plans and applies; the caller has already asked.
+    pub fn apply_confirmed(&self, stage: Stage, image: Option<&str>) -> Result<()> {
+        self.apply_with(stage, image, Confirmation::AlreadyGiven)
+    }
+
+    fn apply_with(&self, stage: Stage, image: Option<&str>, confirmation: Confirmation) -> Result<()> {
         let result = self.plan(stage, image)?;
         if result == PlanResult::NoChanges {
             ui::success(&format!("{}: no changes", stage.directory()));
@@ -340,7 +374,12 @@ impl<'a> Terraform<'a> {
             println!("would run: {cmd}");
             return Ok(());
         }
-        if !confirm(self.ctx, &format!("apply these changes to {} ({})?", self.environment_name, stage.directory()))? {
+        if confirmation == Confirmation::Ask
+            && !confirm(
+                self.ctx,
+                &format!("apply these changes to {} ({})?", self.environment_name, stage.directory()),
+            )?
+        {
             bail!("apply of {} cancelled", stage.directory());
         }
         ui::step(&format!("terraform apply {}", stage.directory()));

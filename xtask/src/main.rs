@@ -3,22 +3,24 @@
 //! task lives in its own module.
 
 mod aws;
+mod aws_store;
 mod bench;
 mod build_image;
 mod builder_image;
 mod cleanup;
 mod config;
+mod deploy;
 mod doctor;
+mod ecs_deploy;
 mod flags;
 mod image;
 mod image_bench;
 mod infra;
+mod local;
 // Used by the deploy tasks; until they land only the tests use it.
 #[cfg_attr(not(test), allow(dead_code))]
 mod ledger;
 mod push;
-// Used by `deploy`; until it lands only the tests call the waiter.
-#[cfg_attr(not(test), allow(dead_code))]
 mod rollout;
 mod sandbox;
 mod secrets;

@@ -97,8 +97,21 @@ const ECR_VISIBLE_TIMEOUT: Duration = Duration::from_secs(15);
 const LOGIN_MARGIN_SECONDS: i64 = 5 * 60;
 const LOGIN_CACHE: &str = "target/xtask/ecr-login.json";
 
+/// What a push produced.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub digest: String,
+    /// `<registry>/<repository>@sha256:...`: what deploys run.
+    pub image_by_digest: String,
+}
+
 impl Push {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        self.execute(ctx).map(|_| ())
+    }
+
+    /// Pushes and checks; `None` under `--dry-run`.
+    pub fn execute(&self, ctx: &Ctx) -> Result<Option<Pushed>> {
         let config = Config::load(&ctx.root)?;
         let environment_name = ctx.global.environment.clone();
         let environment = infra::aws_environment(&config, &environment_name)?;
@@ -107,8 +120,13 @@ impl Push {
         require_tool("docker", "install Docker Engine: apt-get install docker.io")?;
         check_docker_daemon(ctx)?;
 
-        // The tag `cargo xtask build-image` gives the image of this commit.
-        let tag = image::Source::read(&ctx.sh)?.commit_tag();
+        // The tag `cargo xtask build-image` gives the image of this commit;
+        // an image named with --image keeps its own tag (a branch image, a
+        // test image), since release tags are immutable in ECR.
+        let tag = match self.image.as_deref().and_then(tag_of) {
+            Some(tag) => tag.to_owned(),
+            None => image::Source::read(&ctx.sh)?.commit_tag(),
+        };
         let local_image = self.image.clone().unwrap_or_else(|| format!("{repository}:{tag}"));
         check_local_image(ctx, &local_image, self.image.is_some())?;
 
@@ -136,7 +154,7 @@ impl Push {
                         self.scan_timeout.as_secs()
                     );
                 }
-                return Ok(());
+                return Ok(None);
             }
         };
         let remote_by_digest = format!("{registry}/{repository}@{digest}");
@@ -159,7 +177,7 @@ impl Push {
         } else {
             println!("{remote_by_digest}");
         }
-        Ok(())
+        Ok(Some(Pushed { digest, image_by_digest: remote_by_digest }))
     }
 
     /// The scan gate; returns what the JSON output says about the scan.
@@ -617,7 +635,17 @@ fn describe_counts(counts: &BTreeMap<String, u64>) -> String {
 }
 
 /// `300`, `300s`, `5m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// The tag of an image reference (`name:tag`), if it has one.
+fn tag_of(reference: &str) -> Option<&str> {
+    let (_, last) = reference.rsplit_once('/').unwrap_or(("", reference));
+    // An image ID (`sha256:...`) or a digest reference has no tag.
+    if last.contains('@') || reference.starts_with("sha256:") {
+        return None;
+    }
+    last.split_once(':').map(|(_, tag)| tag).filter(|tag| !tag.is_empty())
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.strip_suffix('m') {
         Some(minutes) => (minutes, 60),
@@ -634,6 +662,15 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+
+    #[test]
+    fn tags_of_references() {
+        assert_eq!(tag_of("guestbook:branch-main"), Some("branch-main"));
+        assert_eq!(tag_of("127.0.0.1:5055/guestbook:v1"), Some("v1"));
+        assert_eq!(tag_of("127.0.0.1:5055/guestbook"), None);
+        assert_eq!(tag_of("repo@sha256:abc"), None);
+        assert_eq!(tag_of("sha256:0123"), None);
+    }
     use crate::aws::{ApiError, ScriptedApi};
 
     fn api_error(code: &str) -> ApiError {

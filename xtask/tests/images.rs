@@ -69,7 +69,9 @@ fn file_in_image(image: &str, path: &str) -> String {
 fn build_image_offline_tags_labels_sbom_and_smoke_test() {
     let _turn = one_at_a_time();
     let built = built();
-    let head = git(&["rev-parse", "HEAD"]);
+    // The commit the build saw (others may commit while the tests run).
+    let head = built["git_sha"].as_str().unwrap().to_owned();
+    assert_eq!(git(&["rev-parse", "--verify", &format!("{head}^{{commit}}")]), head);
     let id = built["id"].as_str().unwrap();
     let image = built["image"].as_str().unwrap();
     let tags: Vec<&str> = built["tags"].as_array().unwrap().iter().map(|tag| tag.as_str().unwrap()).collect();
@@ -99,7 +101,7 @@ fn build_image_offline_tags_labels_sbom_and_smoke_test() {
     assert_eq!(inspect(id, "{{json .Config.Entrypoint}} {{json .Config.Cmd}}"), r#"["/app"] ["serve"]"#);
     assert!(inspect(id, "{{json .Config.ExposedPorts}}").contains("8080/tcp"));
     // Reproducible: the config carries the commit time, not the build time.
-    let commit_time: i64 = git(&["log", "-1", "--format=%ct"]).parse().unwrap();
+    let commit_time: i64 = git(&["log", "-1", "--format=%ct", &head]).parse().unwrap();
     assert_eq!(built["source_date_epoch"].as_i64().unwrap(), commit_time);
     assert_eq!(inspect(id, "{{.Created}}"), created);
     assert_eq!(inspect(id, "{{len .RootFS.Layers}}"), "1", "the scratch image should be one layer");
@@ -162,7 +164,7 @@ fn the_image_serves_reports_its_commit_and_exits_0_on_sigterm() {
         let (status, body) = get(port, "/version").unwrap();
         assert_eq!(status, 200);
         let version: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(version["git_sha"], git(&["rev-parse", "HEAD"]).as_str());
+        assert_eq!(version["git_sha"], built()["git_sha"]);
         let stopping = Instant::now();
         docker(&["kill", "--signal", "TERM", &name]);
         assert_eq!(docker(&["wait", &name]), "0", "exit code after SIGTERM");

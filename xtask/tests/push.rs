@@ -12,17 +12,17 @@ use crate::{
 };
 
 /// A local one-file image, removed (with the tags push added) on drop.
-struct LocalImage {
-    reference: String,
+pub struct LocalImage {
+    pub reference: String,
     extra_tags: Vec<String>,
 }
 
 impl LocalImage {
-    fn import(name: &str) -> LocalImage {
+    pub fn import(name: &str) -> LocalImage {
         let dir = ServiceDir::new("xtask-push-image");
         // Unique content: every test pushes an image of its own.
         fs::write(dir.path().join("hello.txt"), format!("{name} {}\n", std::process::id())).unwrap();
-        let reference = format!("xtask-test-{name}:{}", std::process::id());
+        let reference = format!("xtask-test:{name}-{}", std::process::id());
         let output = Command::new("sh")
             .args(["-c", "tar -C \"$1\" -c hello.txt | docker import - \"$2\"", "sh"])
             .arg(dir.path())

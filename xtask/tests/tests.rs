@@ -4,8 +4,10 @@
 mod support;
 
 mod cli;
+mod deploy;
 mod images;
 mod local;
+mod local_deploy;
 mod push;
 mod sandbox;
 mod secrets;

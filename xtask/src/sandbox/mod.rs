@@ -98,6 +98,9 @@ impl Sandbox {
 const ACCESS_KEY_ID: &str = "test";
 const SECRET_ACCESS_KEY: &str = "test";
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// moto with the ECS behaviour the sandbox needs (deployments on update).
+const MOTO_LAUNCHER: &str = include_str!("moto_launcher.py");
+const MOTO_LAUNCHER_FILE: &str = "moto_launcher.py";
 
 /// The sandbox environment from deploy.toml, and where its files live.
 #[derive(Debug)]
@@ -256,7 +259,7 @@ struct UpPlan {
 
 impl UpPlan {
     fn new(sandbox: &SandboxEnvironment, up: &Up) -> Result<UpPlan> {
-        let moto_server = which_tool("moto_server")?;
+        let python = which_tool("python3")?;
         let docker_registry = which_tool("docker-registry")?;
         let xtask = std::env::current_exe().context("finding the xtask binary (for the sync process)")?;
         let moto_port = testkit::free_port();
@@ -277,8 +280,18 @@ impl UpPlan {
         Ok(UpPlan {
             moto: ProcessSpec {
                 name: "moto",
-                program: moto_server,
-                args: ["-H", "127.0.0.1", "-p", &moto_port.to_string()].map(str::to_owned).to_vec(),
+                // moto_server through a launcher that makes UpdateService start
+                // deployments (see moto_launcher.py).
+                program: python,
+                args: [
+                    sandbox.dir.join(MOTO_LAUNCHER_FILE).to_string_lossy().as_ref(),
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &moto_port.to_string(),
+                ]
+                .map(str::to_owned)
+                .to_vec(),
                 env: vec![
                     // ECS task-execution roles attach AWS-managed policies by ARN.
                     ("MOTO_IAM_LOAD_MANAGED_POLICIES".to_owned(), "true".to_owned()),
@@ -401,6 +414,7 @@ fn start(ctx: &Ctx, sandbox: &SandboxEnvironment, plan: &UpPlan) -> Result<State
     for dir in [&sandbox.dir, &plan.registry_storage] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    write_atomic(&sandbox.dir.join(MOTO_LAUNCHER_FILE), MOTO_LAUNCHER.as_bytes(), 0o644)?;
 
     ui::step(&format!("starting moto on {}", plan.moto.address));
     let moto = Started::spawn(&plan.moto)?;

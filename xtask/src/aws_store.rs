@@ -1,0 +1,185 @@
+//! What deploys keep in AWS, in the DynamoDB tables `infra/repositories`
+//! creates: the release ledger (`<app>-releases`) and the per-environment
+//! deploy lock (`<app>-deploy-locks`).
+//!
+//! DynamoDB because the whole team (and CI) must see one ledger and one
+//! lock, it is created by the same Terraform as the ECR repository, it gives
+//! conditional writes (the lock) and sorted queries (newest releases first),
+//! and it costs nothing at this volume.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    aws::{AwsApi, AwsProcess},
+    cleanup,
+    ledger::{LedgerStore, Outcome, Release, ReleaseKind},
+};
+
+/// The `xtask-aws` process shared by the deploy steps and the Ctrl-C
+/// cleanup that releases the lock.
+pub type SharedAws = Arc<Mutex<AwsProcess>>;
+
+/// The ledger in DynamoDB: partition key `environment`, sort key
+/// `deployed_at` (the attempt's start, RFC 3339).
+pub struct DynamoLedger {
+    pub aws: SharedAws,
+    pub table: String,
+}
+
+impl LedgerStore for DynamoLedger {
+    fn put(&mut self, release: &Release) -> Result<()> {
+        let (state, reason) = match &release.outcome {
+            Outcome::InProgress => ("in_progress", ""),
+            Outcome::Succeeded => ("succeeded", ""),
+            Outcome::Failed(reason) => ("failed", reason.as_str()),
+        };
+        let kind = match release.kind {
+            ReleaseKind::Deploy => "deploy",
+            ReleaseKind::Rollback => "rollback",
+            ReleaseKind::Promotion => "promotion",
+        };
+        let mut item = json!({
+            "environment": release.environment,
+            "deployed_at": release.started_at,
+            "image": release.image,
+            "git_sha": release.git_sha,
+            "who": release.who,
+            "kind": kind,
+            "outcome": state,
+        });
+        for (key, value) in [
+            ("reason", Some(reason.to_owned()).filter(|reason| !reason.is_empty())),
+            ("runs_as", release.runs_as.clone()),
+            ("migration_version", release.migration_version.clone()),
+            ("finished_at", release.finished_at.clone()),
+        ] {
+            if let Some(value) = value {
+                item[key] = json!(value);
+            }
+        }
+        lock(&self.aws)
+            .call("dynamodb.put_item", json!({ "table": self.table, "item": item }))
+            .with_context(|| format!("recording the release in DynamoDB table {}", self.table))?;
+        Ok(())
+    }
+
+    fn history(&mut self, environment: &str, limit: usize) -> Result<Vec<Release>> {
+        let answer = lock(&self.aws)
+            .call(
+                "dynamodb.query",
+                json!({ "table": self.table, "key_name": "environment", "key_value": environment, "limit": limit }),
+            )
+            .with_context(|| format!("reading the release ledger (DynamoDB table {})", self.table))?;
+        Ok(answer["items"].as_array().into_iter().flatten().map(release_from_item).collect())
+    }
+}
+
+fn release_from_item(item: &Value) -> Release {
+    let text = |key: &str| item[key].as_str().unwrap_or_default().to_owned();
+    let optional = |key: &str| item[key].as_str().map(str::to_owned);
+    Release {
+        environment: text("environment"),
+        started_at: text("deployed_at"),
+        image: text("image"),
+        git_sha: text("git_sha"),
+        runs_as: optional("runs_as"),
+        migration_version: optional("migration_version"),
+        who: text("who"),
+        kind: match item["kind"].as_str() {
+            Some("rollback") => ReleaseKind::Rollback,
+            Some("promotion") => ReleaseKind::Promotion,
+            _ => ReleaseKind::Deploy,
+        },
+        outcome: match item["outcome"].as_str() {
+            Some("succeeded") => Outcome::Succeeded,
+            Some("failed") => Outcome::Failed(text("reason")),
+            _ => Outcome::InProgress,
+        },
+        finished_at: optional("finished_at"),
+    }
+}
+
+/// The per-environment deploy lock, held for the whole deploy (migrations
+/// and wait included). Released on drop and on Ctrl-C; an abandoned lock
+/// expires on its own (DynamoDB TTL plus the `expires_at` check).
+pub struct DeployLock {
+    _guard: cleanup::CleanupGuard,
+}
+
+impl DeployLock {
+    pub fn acquire(
+        aws: &SharedAws,
+        table: &str,
+        environment: &str,
+        who: &str,
+        hold_for: Duration,
+    ) -> Result<DeployLock> {
+        let now = epoch_seconds();
+        let token = format!("{who}:{}:{}", std::process::id(), now);
+        let item = json!({
+            "environment": environment,
+            "holder": who,
+            "since": crate::ledger::now_rfc3339(),
+            "lock_token": token,
+            "expires_at": now + hold_for.as_secs() as i64,
+        });
+        let result = lock(aws).call(
+            "dynamodb.put_item",
+            json!({
+                "table": table,
+                "item": item,
+                "condition": "attribute_not_exists(environment) OR expires_at < :now",
+                "values": { ":now": now },
+            }),
+        );
+        match result {
+            Ok(_) => {}
+            Err(err) if err.code == "ConditionalCheckFailedException" => {
+                let holder = lock(aws)
+                    .call("dynamodb.get_item", json!({ "table": table, "key": { "environment": environment } }))
+                    .ok()
+                    .map(|answer| answer["item"].clone())
+                    .unwrap_or(Value::Null);
+                bail!(
+                    "{environment} is locked by another deploy: {} since {} (expires in {}s). Wait for it to finish; if its holder is gone, the lock expires by itself",
+                    holder["holder"].as_str().unwrap_or("someone"),
+                    holder["since"].as_str().unwrap_or("?"),
+                    holder["expires_at"].as_i64().map_or(0, |at| (at - now).max(0)),
+                );
+            }
+            Err(err) => return Err(err).with_context(|| format!("taking the deploy lock in DynamoDB table {table}")),
+        }
+        let aws = aws.clone();
+        let table = table.to_owned();
+        let environment = environment.to_owned();
+        let guard = cleanup::register(format!("release the deploy lock of {environment}"), move || {
+            let released = lock(&aws).call(
+                "dynamodb.delete_item",
+                json!({
+                    "table": table,
+                    "key": { "environment": environment },
+                    "condition": "lock_token = :token",
+                    "values": { ":token": token },
+                }),
+            );
+            if let Err(err) = released {
+                eprintln!("warning: could not release the deploy lock of {environment} ({err}); it expires by itself");
+            }
+        });
+        Ok(DeployLock { _guard: guard })
+    }
+}
+
+fn lock(aws: &SharedAws) -> std::sync::MutexGuard<'_, AwsProcess> {
+    aws.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn epoch_seconds() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_secs() as i64).unwrap_or(0)
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask deploy`, `status` and `rollback`: the flags every
+//! environment kind shares, and the dispatch to the local Docker path
+//! (`local`) or the ECS path (`ecs_deploy`).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{
+    config::{Config, EnvironmentKind},
+    push::{Threshold, parse_duration},
+    util::Ctx,
+};
+
+/// Build, push, migrate and roll out the app to an environment
+#[derive(Debug, Clone, Args)]
+pub struct Deploy {
+    /// Deploy this image (tag, ID or `repo@sha256:...`) instead of building one
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Allow uncommitted changes outside the `local` environment
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Skip applying the infrastructure even when its inputs changed
+    #[arg(long)]
+    pub skip_infra: bool,
+    /// Skip the database migrations
+    #[arg(long)]
+    pub skip_migrate: bool,
+    /// Skip the smoke check of /version after the rollout
+    #[arg(long)]
+    pub skip_smoke: bool,
+    /// For protected environments without a terminal: the environment name,
+    /// typed back (with --yes)
+    #[arg(long, value_name = "ENV")]
+    pub confirm_env: Option<String>,
+    /// Give up waiting for the rollout after this long (e.g. 90s, 15m)
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Build the image offline (see build-image --offline)
+    #[arg(long = "offline", env = "XTASK_OFFLINE")]
+    pub offline: bool,
+    /// Push gate: fail on scan findings at or above this severity
+    #[arg(long, value_enum, ignore_case = true, default_value = "HIGH")]
+    pub fail_on_severity: Threshold,
+    /// Push gate: how long to wait for the image scan
+    #[arg(long, value_parser = parse_duration, default_value = "300s")]
+    pub scan_timeout: Duration,
+    /// Push gate: accept an image that could not be scanned (with a warning)
+    #[arg(long)]
+    pub allow_unscanned: bool,
+}
+
+/// Show the live release of an environment and the last few attempts
+#[derive(Debug, Clone, Args)]
+pub struct Status {
+    /// How many releases to list
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+}
+
+/// Return to the last successful release (not simply the previous one)
+#[derive(Debug, Clone, Args)]
+pub struct Rollback {
+    /// Give up waiting for the rollout after this long
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl Deploy {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        match environment_kind(ctx)? {
+            EnvironmentKind::Docker => crate::local::deploy(ctx, &self),
+            EnvironmentKind::Aws => crate::ecs_deploy::deploy(ctx, &self),
+        }
+    }
+}
+
+impl Status {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        match environment_kind(ctx)? {
+            EnvironmentKind::Docker => crate::local::status(ctx, &self),
+            EnvironmentKind::Aws => crate::ecs_deploy::status(ctx, &self),
+        }
+    }
+}
+
+impl Rollback {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        match environment_kind(ctx)? {
+            EnvironmentKind::Docker => crate::local::rollback(ctx, &self),
+            EnvironmentKind::Aws => crate::ecs_deploy::rollback(ctx, &self),
+        }
+    }
+}
+
+fn environment_kind(ctx: &Ctx) -> Result<EnvironmentKind> {
+    let config = Config::load(&ctx.root)?;
+    Ok(config.environment(&ctx.global.environment)?.kind)
+}

@@ -1,0 +1,513 @@
+//! Deploying to ECS: the steps of `cargo xtask deploy --env E` for AWS
+//! environments, and `status` / `rollback` there.
+//!
+//! Terraform owns the task definition, so a rollout is a Terraform apply of
+//! the environment stage with `-var image=<repo>@sha256:...`: the service
+//! gets a new revision pinned to the digest, and `cargo xtask infra plan`
+//! afterwards reports no changes (the plan reads the running image from the
+//! state). The rollout is then watched by `rollout::wait_for_rollout`, which
+//! follows this deployment and cannot be fooled by a rollback.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    aws::{AwsApi, AwsProcess},
+    aws_store::{DeployLock, DynamoLedger, SharedAws},
+    build_image::BuildImage,
+    config::{Config, Environment},
+    deploy::{Deploy, Rollback, Status},
+    image::{Offline, Source},
+    infra::{self, PlanResult, Stage, Terraform},
+    ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
+    push::Push,
+    rollout::{self, RealClock, RolloutTarget, WaitOptions},
+    ui::{self, SummaryRow},
+    util::{Ctx, confirm},
+};
+
+/// How long the deploy lock is held at most beyond the rollout timeout; a
+/// crashed deploy's lock expires after this.
+const LOCK_MARGIN: Duration = Duration::from_secs(30 * 60);
+/// One-off migration tasks get this long to finish.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
+    let config = Config::load(&ctx.root)?;
+    let name = ctx.global.environment.clone();
+    let environment = infra::aws_environment(&config, &name)?;
+    let mut steps = Steps::default();
+
+    let source = steps.run("check the working tree", || {
+        let source = Source::read(&ctx.sh)?;
+        if source.dirty && !args.allow_dirty {
+            bail!(
+                "the working tree has uncommitted changes: commit them (an image deployed to {name} must match a commit), or pass --allow-dirty"
+            );
+        }
+        Ok(source)
+    })?;
+    confirm_protected(ctx, &name, environment, args.confirm_env.as_deref())?;
+
+    let terraform = Terraform::new(ctx, &config, environment)?;
+    let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
+    let tables = steps.run("find the ledger and the lock", || ledger_tables(&terraform, &name))?;
+    let who = ledger::who();
+    let _lock = if ctx.dry_run() {
+        println!("would call: dynamodb.put_item (the deploy lock of {name} in {})", tables.locks);
+        None
+    } else {
+        Some(steps.run("take the deploy lock", || {
+            DeployLock::acquire(&aws, &tables.locks, &name, &who, args.timeout + LOCK_MARGIN)
+        })?)
+    };
+
+    let image = steps.run("build and push the image", || {
+        let local_image = match &args.image {
+            Some(image) if image.contains("@sha256:") => return Ok(image.clone()),
+            Some(image) => image.clone(),
+            None => {
+                BuildImage {
+                    offline: Offline { enabled: args.offline },
+                    json: false,
+                    smoke: false,
+                    no_cache: false,
+                    name: None,
+                }
+                .run(ctx)?;
+                format!("{}:{}", config.app_name(), source.commit_tag())
+            }
+        };
+        let push = Push {
+            image: Some(local_image),
+            fail_on_severity: args.fail_on_severity,
+            scan_timeout: args.scan_timeout,
+            allow_unscanned: args.allow_unscanned,
+            json: false,
+        };
+        Ok(match push.execute(ctx)? {
+            Some(pushed) => {
+                ui::info(&format!("pushed {}", pushed.digest));
+                pushed.image_by_digest
+            }
+            None => "<pushed image>@sha256:<digest>".to_owned(),
+        })
+    })?;
+
+    if !args.skip_infra {
+        steps.run("apply the infrastructure if its inputs changed", || {
+            for stage in [Stage::Repositories, Stage::Environment] {
+                // The environment is planned with what runs now: only a
+                // change of the infrastructure itself counts here.
+                if terraform.plan(stage, None)? == PlanResult::Changes {
+                    terraform.apply(stage, None)?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases.clone() };
+    let mut release = Release {
+        environment: name.clone(),
+        started_at: ledger::now_rfc3339(),
+        image: image.clone(),
+        git_sha: source.git_sha.clone(),
+        runs_as: None,
+        migration_version: None,
+        who,
+        kind: ReleaseKind::Deploy,
+        outcome: Outcome::InProgress,
+        finished_at: None,
+    };
+    if ctx.dry_run() {
+        println!("would call: dynamodb.put_item (release {} of {image}, in progress)", release.started_at);
+    } else {
+        store.put(&release)?;
+    }
+    let previous = store.history(&name, 20).ok().and_then(|history| ledger::live_release(&history).cloned());
+
+    let result = roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &image, &source.git_sha);
+    let outcome = match &result {
+        Ok(task_definition) => {
+            release.runs_as = Some(task_definition.clone());
+            Outcome::Succeeded
+        }
+        Err(err) => Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+    };
+    release.outcome = outcome;
+    release.finished_at = Some(ledger::now_rfc3339());
+    if !ctx.dry_run() {
+        store.put(&release)?;
+    }
+    if let (Err(err), Some(previous)) = (&result, &previous)
+        && is_smoke_failure(err)
+    {
+        ui::warn(&format!("the smoke check failed: rolling back to {}", previous.image));
+        let rollback_args = Rollback { timeout: args.timeout };
+        let _ = roll_back_to(ctx, &terraform, &aws, &mut store, &name, previous, &rollback_args);
+    }
+    ui::print_summary(&format!("deploy to {name}"), &steps.rows);
+    let task_definition = result?;
+    ui::success(&format!("{name} runs {image} ({task_definition})"));
+    println!("{image}");
+    Ok(())
+}
+
+/// Migrations, the rollout itself, the wait and the smoke check; returns
+/// the task definition the service runs.
+#[allow(clippy::too_many_arguments)]
+fn roll_out(
+    ctx: &Ctx,
+    steps: &mut Steps,
+    terraform: &Terraform<'_>,
+    aws: &SharedAws,
+    environment: &Environment,
+    args: &Deploy,
+    image: &str,
+    git_sha: &str,
+) -> Result<String> {
+    if !args.skip_migrate {
+        steps.run("run the database migrations", || migrate(ctx, terraform, aws, image))?;
+    }
+    if !confirm(ctx, &format!("roll out {image} to {}?", ctx.global.environment))? {
+        bail!("rollout cancelled");
+    }
+    let task_definition = steps.run("roll out", || {
+        terraform.apply_confirmed(Stage::Environment, Some(image))?;
+        Ok(terraform.output(Stage::Environment, "task_definition_arn")?.unwrap_or_default())
+    })?;
+    if ctx.dry_run() {
+        println!("would wait for the deployment of the new task definition, then GET <service_url>/version");
+        return Ok(task_definition);
+    }
+    steps.run("wait for the rollout", || wait(terraform, aws, &task_definition, args.timeout))?;
+    if !args.skip_smoke && environment.smoke_check {
+        steps.run("smoke check GET /version", || smoke_check(terraform, git_sha))?;
+    }
+    Ok(task_definition)
+}
+
+/// Waits for the deployment of `task_definition` on the environment's
+/// service, printing progress.
+fn wait(terraform: &Terraform<'_>, aws: &SharedAws, task_definition: &str, timeout: Duration) -> Result<()> {
+    let target = RolloutTarget {
+        cluster: required_output(terraform, "cluster_name")?,
+        service: required_output(terraform, "service_name")?,
+        task_definition_arn: task_definition.to_owned(),
+    };
+    ui::info(&format!(
+        "waiting for {} on {}/{} (up to {}s)",
+        task_definition,
+        target.cluster,
+        target.service,
+        timeout.as_secs()
+    ));
+    let options = WaitOptions { timeout, ..WaitOptions::default() };
+    let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
+    let completed = rollout::wait_for_rollout(&mut *aws, &mut RealClock::new(), &target, options, &mut |line| {
+        ui::info(&format!("  {line}"))
+    })?;
+    ui::success(&format!("deployment {} completed: {} running", completed.deployment_id, completed.running));
+    Ok(())
+}
+
+/// `app migrate` from the image being deployed, as a one-off ECS task in
+/// the service's network; its exit code is the verdict.
+fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -> Result<()> {
+    let family = format!("{}-migrate", required_output(terraform, "task_definition_family")?);
+    let service_task_definition = required_output(terraform, "task_definition_arn")?;
+    let cluster = required_output(terraform, "cluster_name")?;
+    let container = required_output(terraform, "container_name")?;
+    let subnets: Value = serde_json::from_str(&terraform.output_json(Stage::Environment, "private_subnet_ids")?)
+        .context("reading the private_subnet_ids output")?;
+    let security_group = required_output(terraform, "app_security_group_id")?;
+    let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
+    let registered = aws.call(
+        "ecs.clone_task_definition",
+        json!({ "from": service_task_definition, "family": family, "image": image }),
+    )?;
+    if ctx.dry_run() {
+        println!("would call: ecs.run_task (command [\"migrate\"], family {family}) and wait for its exit code");
+        return Ok(());
+    }
+    let task_definition = registered["task_definition_arn"].as_str().unwrap_or_default().to_owned();
+    let started = aws.call(
+        "ecs.run_task",
+        json!({
+            "cluster": cluster, "task_definition": task_definition, "container": container,
+            "command": ["migrate"], "subnets": subnets, "security_groups": [security_group],
+            "started_by": "xtask-migrate",
+        }),
+    )?;
+    let task_arn = started["task_arn"].as_str().unwrap_or_default().to_owned();
+    ui::info(&format!("  migration task {task_arn} started ({task_definition})"));
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    let mut last_status = String::new();
+    loop {
+        let task = aws.call("ecs.describe_task", json!({ "cluster": cluster, "task_arn": task_arn }))?;
+        let status = task["last_status"].as_str().unwrap_or_default().to_owned();
+        if status != last_status {
+            ui::info(&format!("  migration task: {status}"));
+            last_status = status.clone();
+        }
+        if status == "STOPPED" {
+            let container_state = task["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|candidate| candidate["name"].as_str() == Some(container.as_str()))
+                .cloned()
+                .unwrap_or(Value::Null);
+            return match container_state["exit_code"].as_i64() {
+                Some(0) => {
+                    ui::success("migrations applied (exit code 0)");
+                    Ok(())
+                }
+                Some(code) => bail!(
+                    "the migration task exited with {code}: {}; its logs are in the service's log group (stream prefix of task {task_arn}); nothing was rolled out",
+                    task["stopped_reason"].as_str().unwrap_or("no reason")
+                ),
+                None => bail!(
+                    "the migration task stopped without an exit code ({}); nothing was rolled out",
+                    task["stopped_reason"].as_str().unwrap_or("no reason given")
+                ),
+            };
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the migration task {task_arn} did not finish within {}s (last status {status})",
+                MIGRATION_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// `GET <service_url>/version` must report the deployed commit.
+fn smoke_check(terraform: &Terraform<'_>, git_sha: &str) -> Result<()> {
+    let url = required_output(terraform, "service_url")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = http_get(&format!("{url}/version"));
+        match &attempt {
+            Ok((200, body)) if body.contains(git_sha) => return Ok(()),
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(2)),
+            Ok((status, body)) => bail!("smoke check: GET {url}/version answered {status} without {git_sha}: {body}"),
+            Err(err) => bail!("smoke check: GET {url}/version failed: {err:#}"),
+        }
+    }
+}
+
+fn is_smoke_failure(err: &anyhow::Error) -> bool {
+    format!("{err:#}").contains("smoke check")
+}
+
+/// A plain HTTP GET (the load balancer listens on port 80).
+fn http_get(url: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").with_context(|| format!("{url}: only http:// URLs are checked"))?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let address = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    let socket = std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).context("setting a read timeout")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").context("sending the request")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).context("reading the answer")?;
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+pub fn status(ctx: &Ctx, args: &Status) -> Result<()> {
+    let config = Config::load(&ctx.root)?;
+    let name = ctx.global.environment.clone();
+    let environment = infra::aws_environment(&config, &name)?;
+    let terraform = Terraform::new(ctx, &config, environment)?;
+    let tables = ledger_tables(&terraform, &name)?;
+    let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
+    let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases };
+    let history = store.history(&name, args.limit)?;
+    match ledger::live_release(&history) {
+        Some(live) => println!("{name}: live {} (commit {}, since {})", live.image, live.git_sha, live.started_at),
+        None => println!("{name}: no successful release recorded yet"),
+    }
+    if let (Some(cluster), Some(service)) =
+        (terraform.output(Stage::Environment, "cluster_name")?, terraform.output(Stage::Environment, "service_name")?)
+    {
+        let answer = aws
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .call("ecs.describe_service", json!({ "cluster": cluster, "service": service }));
+        if let Ok(service_state) = answer {
+            println!(
+                "service {service}: {} running of {} desired, task definition {}",
+                service_state["running"],
+                service_state["desired"],
+                service_state["task_definition"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    for line in ledger::format_history(&history) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+pub fn rollback(ctx: &Ctx, args: &Rollback) -> Result<()> {
+    let config = Config::load(&ctx.root)?;
+    let name = ctx.global.environment.clone();
+    let environment = infra::aws_environment(&config, &name)?;
+    confirm_protected(ctx, &name, environment, None)?;
+    let terraform = Terraform::new(ctx, &config, environment)?;
+    let tables = ledger_tables(&terraform, &name)?;
+    let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
+    let who = ledger::who();
+    let _lock = if ctx.dry_run() {
+        None
+    } else {
+        Some(DeployLock::acquire(&aws, &tables.locks, &name, &who, args.timeout + LOCK_MARGIN)?)
+    };
+    let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases };
+    let history = store.history(&name, 50)?;
+    let target = ledger::rollback_target(&history).cloned().with_context(|| {
+        format!("{name} has no earlier successful release to roll back to (see `cargo xtask status --env {name}`)")
+    })?;
+    roll_back_to(ctx, &terraform, &aws, &mut store, &name, &target, args)
+}
+
+/// Rolls the environment out to `target.image` with the same wait, and
+/// records it as a rollback.
+fn roll_back_to(
+    ctx: &Ctx,
+    terraform: &Terraform<'_>,
+    aws: &SharedAws,
+    store: &mut dyn LedgerStore,
+    name: &str,
+    target: &Release,
+    args: &Rollback,
+) -> Result<()> {
+    ui::step(&format!(
+        "roll back {name} to {} (commit {}, released {})",
+        target.image, target.git_sha, target.started_at
+    ));
+    if !confirm(ctx, &format!("roll {name} back to {}?", target.image))? {
+        bail!("rollback cancelled");
+    }
+    let mut release = Release {
+        environment: name.to_owned(),
+        started_at: ledger::now_rfc3339(),
+        image: target.image.clone(),
+        git_sha: target.git_sha.clone(),
+        runs_as: None,
+        migration_version: None,
+        who: ledger::who(),
+        kind: ReleaseKind::Rollback,
+        outcome: Outcome::InProgress,
+        finished_at: None,
+    };
+    if ctx.dry_run() {
+        terraform.apply_confirmed(Stage::Environment, Some(&target.image))?;
+        return Ok(());
+    }
+    store.put(&release)?;
+    let result = (|| -> Result<String> {
+        terraform.apply_confirmed(Stage::Environment, Some(&target.image))?;
+        let task_definition = required_output(terraform, "task_definition_arn")?;
+        wait(terraform, aws, &task_definition, args.timeout)?;
+        Ok(task_definition)
+    })();
+    release.finished_at = Some(ledger::now_rfc3339());
+    release.outcome = match &result {
+        Ok(task_definition) => {
+            release.runs_as = Some(task_definition.clone());
+            Outcome::Succeeded
+        }
+        Err(err) => Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+    };
+    store.put(&release)?;
+    result?;
+    ui::success(&format!("{name} is back on {}", target.image));
+    println!("{}", target.image);
+    Ok(())
+}
+
+struct LedgerTables {
+    releases: String,
+    locks: String,
+}
+
+fn ledger_tables(terraform: &Terraform<'_>, name: &str) -> Result<LedgerTables> {
+    let hint = || {
+        format!(
+            "the repositories stage has not been applied: run `cargo xtask infra apply --env {name} --stage repositories`"
+        )
+    };
+    Ok(LedgerTables {
+        releases: terraform.output(Stage::Repositories, "release_table_name")?.with_context(hint)?,
+        locks: terraform.output(Stage::Repositories, "deploy_lock_table_name")?.with_context(hint)?,
+    })
+}
+
+fn required_output(terraform: &Terraform<'_>, output: &str) -> Result<String> {
+    terraform.output(Stage::Environment, output)?.with_context(|| {
+        format!("the environment stage has no output {output:?}: apply it first (cargo xtask infra apply --env <name>)")
+    })
+}
+
+/// Protected environments (prod, preprod) need their name typed back; without
+/// a terminal, `--yes` plus `--confirm-env <name>`.
+fn confirm_protected(ctx: &Ctx, name: &str, environment: &Environment, confirm_env: Option<&str>) -> Result<()> {
+    use std::io::IsTerminal;
+    if !environment.protected || ctx.dry_run() {
+        return Ok(());
+    }
+    if let Some(confirmed) = confirm_env {
+        if confirmed == name && ctx.global.yes {
+            return Ok(());
+        }
+        if confirmed != name {
+            bail!("--confirm-env {confirmed:?} does not match the environment {name:?}");
+        }
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{name} is protected: without a terminal, pass --yes --confirm-env {name}");
+    }
+    eprint!("{name} is protected. Type its name to deploy: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
+    if answer.trim() != name {
+        bail!("confirmation {:?} does not match {name:?}; nothing deployed", answer.trim());
+    }
+    Ok(())
+}
+
+/// Steps of a deploy, announced and timed.
+#[derive(Default)]
+struct Steps {
+    rows: Vec<SummaryRow>,
+}
+
+impl Steps {
+    fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        ui::step(name);
+        let started = Instant::now();
+        let result = step();
+        let outcome = match &result {
+            Ok(_) => ui::Outcome::Passed,
+            Err(err) => ui::Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+        };
+        self.rows.push(SummaryRow { name: name.to_owned(), outcome, duration: started.elapsed() });
+        result.with_context(|| format!("step {name:?} failed"))
+    }
+}

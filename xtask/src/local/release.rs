@@ -1,0 +1,471 @@
+//! One release of a local environment, shared by `deploy`, `rollback` and
+//! the switch benchmark: the image (built, named or pinned), the database,
+//! the migrations, the new container and its health gate, the switch, the
+//! old container's drain, and the ledger record of it all.
+//!
+//! The order is what keeps the URL up: the old container serves until the
+//! new one has answered `/readyz` (and `/version`, with the expected commit),
+//! then the proxy's upstream file is rewritten, and only after a short grace
+//! period, in which connections already on their way to the old container
+//! arrive, does the old container get SIGTERM and drain. A release that
+//! fails at any step before the switch leaves the old one serving untouched.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Target, containers, database, http, proxy, short_id, short_sha};
+use crate::{
+    cleanup,
+    image::{
+        AppIdentity, BuildKit, DockerBuild, Source, image_id, image_tags, make_reproducible, release_build_args,
+        require_local_rust_image, vendor_crates,
+    },
+    ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
+    ui,
+    util::Ctx,
+};
+
+/// Between the upstream switch and the old container's SIGTERM: a
+/// connection the proxy accepted just before the switch may still be
+/// connecting to the old container; it must get there before the old
+/// container stops accepting.
+const SWITCH_GRACE: Duration = Duration::from_millis(500);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum ImageChoice {
+    /// Build the working tree (`<app>:git-<sha12>[-dirty]`), like
+    /// `cargo xtask build-image`.
+    BuildWorkingTree { offline: bool },
+    /// Any image on this machine: a tag or an ID.
+    Reference(String),
+    /// An image ID from the ledger, with the commit it was recorded with.
+    Pinned { id: String, git_sha: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    pub kind: ReleaseKind,
+    pub image: ImageChoice,
+    pub migrate: bool,
+    /// Check `/version` of the new container before the switch and through
+    /// the stable URL after it.
+    pub smoke: bool,
+    pub health_timeout: Duration,
+}
+
+/// What a release did and how long it took.
+#[derive(Debug, Clone)]
+pub struct ReleaseReport {
+    pub image_id: String,
+    pub git_sha: String,
+    /// `git_sha` of `/version` through the stable URL, after the switch.
+    pub served_sha: Option<String>,
+    pub total: Duration,
+    /// From `docker run` to the first 200 on `/readyz`.
+    pub ready_after: Duration,
+    /// From that 200 to the old containers stopped: the switch as a whole.
+    pub ready_to_old_stopped: Duration,
+    /// SIGTERM to exit of the old containers (their drain).
+    pub old_stop: Duration,
+    pub replaced: Vec<String>,
+}
+
+/// Runs one release; prints the URL and the version it serves last (stdout).
+pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<ReleaseReport> {
+    let started = Instant::now();
+    let _lock = target.lock(ctx)?;
+    let planned = plan_image(ctx, target, &request.image)?;
+    let journal = Journal::start(ctx, target, request.kind, &planned)?;
+    match run(ctx, target, request, planned, &journal, started) {
+        Ok(report) => {
+            journal.finish(Outcome::Succeeded)?;
+            if !ctx.dry_run() {
+                let switch = if report.replaced.is_empty() {
+                    "the first release of the environment".to_owned()
+                } else {
+                    format!(
+                        "the old release switched off and drained in {}",
+                        ui::format_duration(report.ready_to_old_stopped)
+                    )
+                };
+                ui::success(&format!(
+                    "{} {} (git {}) is live on {} after {}: ready in {}, {switch}",
+                    kind_word(request.kind),
+                    short_id(&report.image_id),
+                    short_sha(&report.git_sha),
+                    target.environment,
+                    ui::format_duration(report.total),
+                    ui::format_duration(report.ready_after),
+                ));
+            }
+            println!("url: {}", target.url());
+            match &report.served_sha {
+                Some(sha) => println!("version: {sha}"),
+                None if ctx.dry_run() => println!("version: {} (expected)", report.git_sha),
+                None => println!("version: {} (not checked: --skip-smoke)", report.git_sha),
+            }
+            Ok(report)
+        }
+        Err(err) => {
+            let reason = format!("{err:#}").lines().next().unwrap_or_default().chars().take(300).collect();
+            journal.finish(Outcome::Failed(reason))?;
+            Err(err)
+        }
+    }
+}
+
+/// The image before it is resolved to an ID: enough to record the attempt.
+struct PlannedImage {
+    choice: ImageChoice,
+    /// A tag, an ID or `<tag to build>`, for the record until the ID is known.
+    reference: String,
+    /// The commit `/version` must report, when known.
+    expected_sha: Option<String>,
+    source: Option<Source>,
+}
+
+fn plan_image(ctx: &Ctx, target: &Target, choice: &ImageChoice) -> Result<PlannedImage> {
+    match choice {
+        ImageChoice::BuildWorkingTree { .. } => {
+            let source = Source::read(&ctx.sh)?;
+            let tag = image_tags(&target.app_name, &source).remove(0);
+            Ok(PlannedImage {
+                choice: choice.clone(),
+                reference: tag,
+                expected_sha: Some(source.git_sha.clone()),
+                source: Some(source),
+            })
+        }
+        ImageChoice::Reference(reference) => {
+            let revision = ctx
+                .sh
+                .cmd("docker")
+                .args([
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
+                ])
+                .arg(reference)
+                .quiet()
+                .ignore_stderr()
+                .read();
+            let Ok(revision) = revision else {
+                bail!(
+                    "there is no image {reference:?} on this machine (`docker image ls {}` lists the app's images)",
+                    target.app_name
+                );
+            };
+            let revision = revision.trim();
+            Ok(PlannedImage {
+                choice: choice.clone(),
+                reference: reference.clone(),
+                expected_sha: (!revision.is_empty() && revision != "<no value>").then(|| revision.to_owned()),
+                source: None,
+            })
+        }
+        ImageChoice::Pinned { id, git_sha } => {
+            if !crate::image::image_exists(&ctx.sh, id) {
+                bail!(
+                    "the image {id} is no longer on this machine (removed or pruned): rebuild its commit {} and deploy it",
+                    short_sha(git_sha)
+                );
+            }
+            Ok(PlannedImage {
+                choice: choice.clone(),
+                reference: id.clone(),
+                expected_sha: (git_sha != "unknown").then(|| git_sha.clone()),
+                source: None,
+            })
+        }
+    }
+}
+
+fn run(
+    ctx: &Ctx,
+    target: &Target,
+    request: &ReleaseRequest,
+    planned: PlannedImage,
+    journal: &Journal,
+    started: Instant,
+) -> Result<ReleaseReport> {
+    let sh = &ctx.sh;
+    let image_id = match (&planned.choice, &planned.source) {
+        (ImageChoice::BuildWorkingTree { offline }, Some(source)) => build_working_tree(ctx, target, source, *offline)?,
+        _ => image_id(sh, &planned.reference)?,
+    };
+    journal.update(|record| record.image = image_id.clone());
+    let named = if planned.reference == image_id { String::new() } else { format!(" ({})", planned.reference) };
+    let (verb, preposition) = match request.kind {
+        ReleaseKind::Rollback => ("rolling back to", "on"),
+        _ => ("deploying", "to"),
+    };
+    ui::step(&format!("{verb} {}{named} {preposition} {}", short_id(&image_id), target.environment));
+
+    let database = database::ensure_running(ctx, target)?;
+    proxy::ensure_running(ctx, target)?;
+    if request.migrate {
+        ui::step(&format!("running the migrations with {}", short_id(&image_id)));
+        let version = containers::migrate(ctx, target, &image_id, &database.url)?;
+        journal.update(|record| record.migration_version = version.clone());
+    }
+
+    let spec = containers::AppContainerSpec {
+        name: format!("{}-{}-{}", target.app_name, target.environment, containers::unique_suffix()),
+        image_id: image_id.clone(),
+        port: testkit::free_port(),
+        database_url: database.url.clone(),
+        release: journal.started_at(),
+    };
+    journal.update(|record| record.runs_as = Some(spec.name.clone()));
+    ui::step(&format!("starting {} on 127.0.0.1:{}", spec.name, spec.port));
+    let container_started = Instant::now();
+    crate::image::run_read(ctx, containers::run_command(sh, target, &spec))?;
+    let new_container = NewContainer::guard(ctx, &spec.name);
+
+    let gate = (|| -> Result<Option<String>> {
+        containers::wait_ready(ctx, &spec.name, spec.port, request.health_timeout)?;
+        if !request.smoke || ctx.dry_run() {
+            return Ok(None);
+        }
+        let sha = http::version_sha(&http::get(spec.port, "/version", Duration::from_secs(5))?)?;
+        if let Some(expected) = &planned.expected_sha
+            && *expected != sha
+        {
+            bail!("{} reports git_sha {sha} on /version, but the image is labelled with {expected}", spec.name);
+        }
+        Ok(Some(sha))
+    })();
+    let new_sha = match gate {
+        Ok(sha) => sha,
+        Err(err) => {
+            ui::info(&format!("the last lines of {}:\n{}", spec.name, containers::logs_tail(sh, &spec.name, 30)));
+            containers::remove(ctx, &spec.name);
+            bail!("{err:#}; removed it, the old release keeps serving {}", target.url());
+        }
+    };
+    let ready_at = Instant::now();
+    let ready_after = ready_at - container_started;
+    let git_sha = new_sha.clone().or(planned.expected_sha.clone()).unwrap_or_else(|| "unknown".to_owned());
+    journal.update(|record| record.git_sha = git_sha.clone());
+    if !ctx.dry_run() {
+        ui::success(&format!("{} is ready after {}", spec.name, ui::format_duration(ready_after)));
+    }
+
+    let old: Vec<String> = containers::list(sh, target)?
+        .into_iter()
+        .map(|container| container.name)
+        .filter(|name| *name != spec.name)
+        .collect();
+    ui::step(&format!(
+        "switching {} to {}{}",
+        target.url(),
+        spec.name,
+        if old.is_empty() { String::new() } else { format!(" (from {})", old.join(", ")) }
+    ));
+    proxy::point_at(ctx, target, spec.port)?;
+    new_container.keep();
+    if !ctx.dry_run() && !old.is_empty() {
+        std::thread::sleep(SWITCH_GRACE);
+    }
+    let stopping = Instant::now();
+    for name in &old {
+        containers::stop_and_remove(ctx, name)?;
+    }
+    let old_stop = stopping.elapsed();
+    let ready_to_old_stopped = ready_at.elapsed();
+
+    let served_sha = if request.smoke && !ctx.dry_run() {
+        let answer = http::get(target.host_port, "/version", Duration::from_secs(5))
+            .with_context(|| format!("checking {}/version after the switch", target.url()))?;
+        let sha = http::version_sha(&answer).with_context(|| format!("checking {}/version", target.url()))?;
+        if Some(&sha) != new_sha.as_ref() {
+            bail!("{}/version reports {sha} after the switch, not {}", target.url(), new_sha.unwrap_or_default());
+        }
+        Some(sha)
+    } else {
+        if request.smoke {
+            println!("would check: GET {}/version reports the new release's git_sha", target.url());
+        }
+        None
+    };
+    Ok(ReleaseReport {
+        image_id,
+        git_sha,
+        served_sha,
+        total: started.elapsed(),
+        ready_after,
+        ready_to_old_stopped,
+        old_stop,
+        replaced: old,
+    })
+}
+
+/// Builds the working tree's image the way `cargo xtask build-image` does
+/// (same tags, build arguments and reproducible ID).
+pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, offline: bool) -> Result<String> {
+    let mut app = AppIdentity::load(&ctx.root)?;
+    app.name = target.app_name.clone();
+    let buildkit = BuildKit::find(&ctx.sh)?;
+    if offline {
+        require_local_rust_image(ctx)?;
+        vendor_crates(ctx)?;
+    }
+    let tags = image_tags(&app.name, source);
+    if source.dirty {
+        ui::info("the working tree has uncommitted changes: the image is tagged -dirty (fine for a local deploy)");
+    }
+    ui::step(&format!("building {}{}", tags.join(", "), if offline { " (offline)" } else { "" }));
+    let started = Instant::now();
+    let build = DockerBuild {
+        context: ctx.root.clone(),
+        stage: "runtime".to_owned(),
+        build_args: release_build_args(&app, source, offline),
+        offline,
+        no_cache: false,
+        iidfile: None,
+        tags: Vec::new(),
+    };
+    let built_id = build.run(ctx, &buildkit).with_context(|| {
+        if offline {
+            "building the image".to_owned()
+        } else {
+            "building the image (without network, pass --offline or set XTASK_OFFLINE=true in .env to build \
+             from the local base images of `cargo xtask builder-image`)"
+                .to_owned()
+        }
+    })?;
+    let id = make_reproducible(ctx, &built_id, &tags, &source.created())?;
+    if !ctx.dry_run() {
+        ui::success(&format!("built {} in {}", tags[0], ui::format_duration(started.elapsed())));
+    }
+    Ok(id)
+}
+
+/// XTASK_OFFLINE from the environment or `.env` (clap sees only the
+/// former): set and not a "no".
+pub fn offline_from_env(ctx: &Ctx) -> bool {
+    ctx.env_var("XTASK_OFFLINE").is_some_and(|value| {
+        !matches!(value.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off" | "n" | "f")
+    })
+}
+
+fn kind_word(kind: ReleaseKind) -> &'static str {
+    match kind {
+        ReleaseKind::Deploy => "release",
+        ReleaseKind::Rollback => "rollback to",
+        ReleaseKind::Promotion => "promotion of",
+    }
+}
+
+/// The ledger record of one attempt: written as in progress at the start,
+/// kept up to date, finished as succeeded or failed, and marked failed by
+/// the Ctrl-C handler when the attempt is interrupted.
+struct Journal {
+    record: Arc<Mutex<Release>>,
+    target: Target,
+    dry_run: bool,
+    finished: Arc<AtomicBool>,
+    _on_interrupt: Option<cleanup::CleanupGuard>,
+}
+
+impl Journal {
+    fn start(ctx: &Ctx, target: &Target, kind: ReleaseKind, planned: &PlannedImage) -> Result<Journal> {
+        let record = Release {
+            environment: target.environment.clone(),
+            started_at: ledger::now_rfc3339(),
+            image: planned.reference.clone(),
+            git_sha: planned.expected_sha.clone().unwrap_or_else(|| "unknown".to_owned()),
+            runs_as: None,
+            migration_version: None,
+            who: ledger::who(),
+            kind,
+            outcome: Outcome::InProgress,
+            finished_at: None,
+        };
+        let dry_run = ctx.dry_run();
+        if dry_run {
+            println!(
+                "would record: the attempt in {} (in progress, then its outcome)",
+                super::shown(&ctx.root, &target.ledger_path())
+            );
+        } else {
+            target.ledger().put(&record)?;
+        }
+        let record = Arc::new(Mutex::new(record));
+        let finished = Arc::new(AtomicBool::new(false));
+        let on_interrupt = (!dry_run).then(|| {
+            let (record, finished, ledger_path) = (record.clone(), finished.clone(), target.ledger_path());
+            cleanup::register("record the interrupted release", move || {
+                if finished.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let mut record = record.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+                record.outcome = Outcome::Failed("interrupted".to_owned());
+                record.finished_at = Some(ledger::now_rfc3339());
+                let _ = ledger::FileLedger::new(ledger_path).put(&record);
+            })
+        });
+        Ok(Journal { record, target: target.clone(), dry_run, finished, _on_interrupt: on_interrupt })
+    }
+
+    fn started_at(&self) -> String {
+        self.lock().started_at.clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Release)) {
+        change(&mut self.lock());
+    }
+
+    fn finish(&self, outcome: Outcome) -> Result<()> {
+        if self.finished.swap(true, Ordering::SeqCst) || self.dry_run {
+            return Ok(());
+        }
+        let mut record = self.lock().clone();
+        record.outcome = outcome;
+        record.finished_at = Some(ledger::now_rfc3339());
+        self.target.ledger().put(&record)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Release> {
+        self.record.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Removes a release's container on the way out (a failed gate, an error,
+/// Ctrl-C) until `keep` says it is serving.
+struct NewContainer {
+    serving: Arc<AtomicBool>,
+    _guard: Option<cleanup::CleanupGuard>,
+}
+
+impl NewContainer {
+    fn guard(ctx: &Ctx, name: &str) -> NewContainer {
+        let serving = Arc::new(AtomicBool::new(false));
+        let guard = (!ctx.dry_run()).then(|| {
+            let (serving, name) = (serving.clone(), name.to_owned());
+            cleanup::register(format!("remove the container {name}"), move || {
+                if !serving.load(Ordering::SeqCst) {
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "--force", &name])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            })
+        });
+        NewContainer { serving, _guard: guard }
+    }
+
+    fn keep(&self) {
+        self.serving.store(true, Ordering::SeqCst);
+    }
+}

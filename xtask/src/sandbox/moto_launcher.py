@@ -1,0 +1,129 @@
+"""Starts moto for `cargo xtask sandbox up`, with what the sandbox needs of
+ECS that moto does not simulate.
+
+moto decides a service's rollout once, when the service is created, and an
+UpdateService with a new task definition creates no deployment at all. A
+deploy tool that tracks its own deployment (as ours does) would then wait for
+a deployment that never appears. This launcher patches moto's ECS backend so
+that UpdateService with a new task definition starts a new PRIMARY
+deployment, which completes at once when MOTO_ECS_SERVICE_RUNNING covers the
+desired count (and stays IN_PROGRESS otherwise), and the old deployment
+disappears, as on AWS after a successful rollout.
+
+It is only ever started by the sandbox; nothing else in the product knows
+moto exists. Arguments are moto_server's (-H HOST -p PORT).
+"""
+
+import os
+import sys
+
+from moto.core.utils import utcnow
+from moto.ecs import models as ecs_models
+from moto.moto_api._internal import mock_random
+
+_original_update_service = ecs_models.EC2ContainerServiceBackend.update_service
+
+
+def _running_count() -> int:
+    try:
+        return max(int(os.environ.get("MOTO_ECS_SERVICE_RUNNING", "0")), 0)
+    except ValueError:
+        return 0
+
+
+def update_service(self, service_properties):
+    cluster = service_properties.get("cluster", "default")
+    name = service_properties.get("service", "").split("/")[-1]
+    before = self._get_service(cluster, name).task_definition
+    service = _original_update_service(self, service_properties)
+    if service.task_definition == before or service.deployment_controller.get("type") != "ECS":
+        return service
+    desired = service.desired_count
+    running = min(_running_count(), desired)
+    completed = running >= desired
+    deployment_id = f"ecs-svc/{mock_random.randint(0, 32**12)}"
+    now = utcnow()
+    template = dict(service.deployments[0]) if service.deployments else {}
+    template.update(
+        {
+            "id": deployment_id,
+            "status": "PRIMARY",
+            "taskDefinition": service.task_definition,
+            "desiredCount": desired,
+            "runningCount": running,
+            "pendingCount": desired - running,
+            "failedTasks": 0,
+            "rolloutState": "COMPLETED" if completed else "IN_PROGRESS",
+            "rolloutStateReason": f"ECS deployment {deployment_id} "
+            + ("completed." if completed else "in progress."),
+            "createdAt": now,
+            "updatedAt": now,
+        }
+    )
+    if completed:
+        service.deployments = [template]
+    else:
+        for old in service.deployments:
+            old["status"] = "ACTIVE"
+        service.deployments = [template] + service.deployments
+    service.running_count = running
+    service.pending_count = desired - running
+    return service
+
+
+ecs_models.EC2ContainerServiceBackend.update_service = update_service
+
+
+# RunTask of a Fargate task (the deploy's one-off migration task) fails in
+# moto with HTTP 500 in two places: it sums container memory that Fargate
+# task definitions leave to the task level (None), and it reads the network
+# interface's private DNS name, which only exists in VPCs with DNS
+# hostnames. Both are filled in here; the task then steps to STOPPED with
+# exit code 0.
+_original_requirements = ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+
+def _calculate_task_resource_requirements(task_definition):
+    saved = task_definition.container_definitions
+    filled = []
+    for container in saved:
+        container = dict(container)
+        for key in ("cpu", "memory"):
+            if container.get(key) is None:
+                container[key] = 0
+        filled.append(container)
+    task_definition.container_definitions = filled
+    try:
+        return _original_requirements(task_definition)
+    finally:
+        task_definition.container_definitions = saved
+
+
+# A static method in moto.
+ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(
+    _calculate_task_resource_requirements
+)
+
+# A task's containers report cpu and memory as strings in the ECS API; moto
+# copies the task definition's integers, which the AWS SDK refuses.
+_original_container_init = ecs_models.Container.__init__
+
+
+def _container_init(self, task_def):
+    _original_container_init(self, task_def)
+    for attribute in ("cpu", "memory"):
+        value = getattr(self, attribute)
+        if value is not None:
+            setattr(self, attribute, str(value))
+
+
+ecs_models.Container.__init__ = _container_init
+
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
+
+NetworkInterface.private_dns_name = None
+
+from moto.server import main  # noqa: E402  (after the patch, on purpose)
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
