@@ -14,7 +14,7 @@ mod process;
 mod registry;
 
 pub use moto::Moto;
-pub use postgres::{Postgres, PostgresOptions};
+pub use postgres::{DetachedPostgres, Postgres, PostgresOptions, stop_postgres};
 pub use process::{ServiceDir, free_port, which};
 pub use registry::Registry;
 

@@ -37,8 +37,20 @@ pub struct Postgres {
     port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// Set by `detach`: the server outlives this handle.
+    detached: bool,
     // Owns the temp dir (if any); declared last so it is removed after stop.
     _dir: Option<ServiceDir>,
+}
+
+/// A server left running by `Postgres::detach`: it outlives this process,
+/// and whoever holds its pid stops it with `stop_postgres`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedPostgres {
+    pub pid: u32,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
 }
 
 impl Postgres {
@@ -117,7 +129,7 @@ impl Postgres {
             fs::read_to_string(&log_path).is_ok_and(|log| log.contains("ready to accept connections"))
                 && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Postgres { child, port, data_dir, log_path, _dir: dir }
+        Postgres { child, port, data_dir, log_path, detached: false, _dir: dir }
     }
 
     pub fn port(&self) -> u16 {
@@ -178,7 +190,26 @@ impl Postgres {
         self.shutdown();
     }
 
+    /// Leaves the server running when this handle goes away, for a server
+    /// that must survive the process that started it (a local environment's
+    /// database). Its directory is kept too, even a temp one.
+    pub fn detach(mut self) -> DetachedPostgres {
+        self.detached = true;
+        if let Some(dir) = &mut self._dir {
+            dir.keep();
+        }
+        DetachedPostgres {
+            pid: self.child.id(),
+            port: self.port,
+            data_dir: self.data_dir.clone(),
+            log_path: self.log_path.clone(),
+        }
+    }
+
     fn shutdown(&mut self) {
+        if self.detached {
+            return;
+        }
         // SIGINT is PostgreSQL's "fast" shutdown: it disconnects clients
         // instead of waiting for them the way SIGTERM ("smart") would.
         if let Ok(None) = self.child.try_wait() {
@@ -195,6 +226,37 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Stops a server by the pid of its postmaster (a detached one, or one found
+/// in `postmaster.pid`): SIGINT, PostgreSQL's fast shutdown, then SIGKILL
+/// after `grace`. True once it is gone; a pid that is not running is fine.
+pub fn stop_postgres(pid: u32, grace: Duration) -> bool {
+    let running = || {
+        // A zombie (a server this process started and has not reaped) has
+        // stopped as far as anyone can tell.
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(')').is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    };
+    let wait = |timeout: Duration| {
+        let deadline = std::time::Instant::now() + timeout;
+        while running() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    };
+    if !running() {
+        return true;
+    }
+    crate::process::send_signal(pid, "INT");
+    if wait(grace) {
+        return true;
+    }
+    crate::process::send_signal(pid, "KILL");
+    wait(Duration::from_secs(5))
 }
 
 fn find_pg_binary(name: &str) -> PathBuf {
@@ -242,6 +304,23 @@ mod tests {
         assert!(!data_dir.exists(), "temp dir {} was not removed", data_dir.display());
         let alive = Command::new("kill").args(["-0", &pid.to_string()]).status().unwrap().success();
         assert!(!alive, "postgres pid {pid} still runs after stop");
+    }
+
+    #[test]
+    fn a_detached_server_outlives_its_handle_and_keeps_its_data() {
+        let dir = ServiceDir::new("testkit-detached");
+        let data_dir = dir.path().join("data");
+        let options = PostgresOptions { data_dir: Some(data_dir.clone()), ..Default::default() };
+        let postgres = Postgres::start_with(options.clone());
+        postgres.psql("postgres", "CREATE TABLE kept (value int); INSERT INTO kept VALUES (42)");
+        let detached = postgres.detach();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", detached.port)).is_ok(), "the server stopped on detach");
+        assert!(stop_postgres(detached.pid, Duration::from_secs(10)));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", detached.port)).is_err());
+        let again = Postgres::start_with(PostgresOptions { port: Some(detached.port), ..options });
+        assert_eq!(again.psql("postgres", "SELECT value FROM kept"), "42");
+        assert!(stop_postgres(again.pid(), Duration::from_secs(10)));
+        assert!(stop_postgres(999_999_999, Duration::from_secs(1)), "a pid that is gone counts as stopped");
     }
 }
 

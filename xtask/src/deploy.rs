@@ -39,7 +39,7 @@ pub struct Deploy {
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Build the image offline (see build-image --offline)
-    #[arg(long = "offline", env = "XTASK_OFFLINE")]
+    #[arg(long = "offline", env = "XTASK_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub offline: bool,
     /// Push gate: fail on scan findings at or above this severity
     #[arg(long, value_enum, ignore_case = true, default_value = "HIGH")]
