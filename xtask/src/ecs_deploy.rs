@@ -37,20 +37,38 @@ const LOCK_MARGIN: Duration = Duration::from_secs(30 * 60);
 /// One-off migration tasks get this long to finish.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
+/// Where the image of a release comes from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Built (or named with --image) from this checkout.
+    Checkout,
+    /// An image already released elsewhere (promotion): no build, no push,
+    /// its commit recorded as it was.
+    Promoted { git_sha: String },
+}
+
 pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
+    deploy_release(ctx, args, Origin::Checkout).map(|_| ())
+}
+
+/// Deploys and returns the image it deployed (pinned by digest).
+pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String> {
     let config = Config::load(&ctx.root)?;
     let name = ctx.global.environment.clone();
     let environment = infra::aws_environment(&config, &name)?;
     let mut steps = Steps::default();
 
-    let source = steps.run("check the working tree", || {
-        let source = Source::read(&ctx.sh)?;
-        if source.dirty && !args.allow_dirty {
-            bail!(
-                "the working tree has uncommitted changes: commit them (an image deployed to {name} must match a commit), or pass --allow-dirty"
-            );
+    let git_sha = steps.run("check the working tree", || match &origin {
+        Origin::Promoted { git_sha } => Ok(git_sha.clone()),
+        Origin::Checkout => {
+            let source = Source::read(&ctx.sh)?;
+            if source.dirty && !args.allow_dirty {
+                bail!(
+                    "the working tree has uncommitted changes: commit them (an image deployed to {name} must match a commit), or pass --allow-dirty"
+                );
+            }
+            Ok(source.git_sha)
         }
-        Ok(source)
     })?;
     confirm_protected(ctx, &name, environment, args.confirm_env.as_deref())?;
 
@@ -80,7 +98,7 @@ pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
                     name: None,
                 }
                 .run(ctx)?;
-                format!("{}:{}", config.app_name(), source.commit_tag())
+                format!("{}:{}", config.app_name(), Source::read(&ctx.sh)?.commit_tag())
             }
         };
         let push = Push {
@@ -117,11 +135,14 @@ pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
         environment: name.clone(),
         started_at: ledger::now_rfc3339(),
         image: image.clone(),
-        git_sha: source.git_sha.clone(),
+        git_sha: git_sha.clone(),
         runs_as: None,
         migration_version: None,
         who,
-        kind: ReleaseKind::Deploy,
+        kind: match origin {
+            Origin::Checkout => ReleaseKind::Deploy,
+            Origin::Promoted { .. } => ReleaseKind::Promotion,
+        },
         outcome: Outcome::InProgress,
         finished_at: None,
     };
@@ -132,7 +153,7 @@ pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
     }
     let previous = store.history(&name, 20).ok().and_then(|history| ledger::live_release(&history).cloned());
 
-    let result = roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &image, &source.git_sha);
+    let result = roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &image, &git_sha);
     let outcome = match &result {
         Ok(task_definition) => {
             release.runs_as = Some(task_definition.clone());
@@ -156,7 +177,7 @@ pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
     let task_definition = result?;
     ui::success(&format!("{name} runs {image} ({task_definition})"));
     println!("{image}");
-    Ok(())
+    Ok(image)
 }
 
 /// Migrations, the rollout itself, the wait and the smoke check; returns

@@ -4,8 +4,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    bench, build_image, builder_image, deploy, doctor, infra, local, push, sandbox, secrets, smoke_image, test_docker,
-    test_local, util::Ctx,
+    bench, build_image, builder_image, deploy, doctor, infra, local, promote, push, sandbox, secrets, smoke_image,
+    test_docker, test_local, util::Ctx,
 };
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
@@ -46,6 +46,8 @@ pub enum Task {
     Status(deploy::Status),
     /// Return an environment to its last successful release
     Rollback(deploy::Rollback),
+    /// Give the exact image (digest) live in one environment to the next, without rebuilding
+    Promote(promote::Promote),
     /// Stop a local environment: its app containers, proxy and database (data kept unless --volumes)
     Down(local::Down),
     /// Run the app from source against the local database; rebuild and restart it on every change
@@ -92,6 +94,7 @@ impl Task {
             Task::Deploy(task) => task.run(ctx),
             Task::Status(task) => task.run(ctx),
             Task::Rollback(task) => task.run(ctx),
+            Task::Promote(task) => task.run(ctx),
             Task::Down(task) => task.run(ctx),
             Task::Dev(task) => task.run(ctx),
             Task::LocalProxy(task) => task.run(ctx),

@@ -148,7 +148,18 @@ pub struct Terraform<'a> {
 }
 
 impl<'a> Terraform<'a> {
+    /// Terraform for the environment named by `--env`.
     pub fn new(ctx: &'a Ctx, config: &'a Config, environment: &'a Environment) -> Result<Terraform<'a>> {
+        Terraform::for_environment(ctx, config, &ctx.global.environment, environment)
+    }
+
+    /// Terraform for a named environment (promotion reads two).
+    pub fn for_environment(
+        ctx: &'a Ctx,
+        config: &'a Config,
+        name: &str,
+        environment: &'a Environment,
+    ) -> Result<Terraform<'a>> {
         let binary =
             require_tool("terraform", "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install")?;
         Ok(Terraform {
@@ -157,7 +168,7 @@ impl<'a> Terraform<'a> {
             binary,
             app_name: config.app_name().to_owned(),
             container_port: config.app.port,
-            environment_name: ctx.global.environment.clone(),
+            environment_name: name.to_owned(),
             environment,
         })
     }

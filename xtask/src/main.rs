@@ -16,10 +16,9 @@ mod flags;
 mod image;
 mod image_bench;
 mod infra;
-mod local;
-// Used by the deploy tasks; until they land only the tests use it.
-#[cfg_attr(not(test), allow(dead_code))]
 mod ledger;
+mod local;
+mod promote;
 mod push;
 mod rollout;
 mod sandbox;

@@ -41,7 +41,7 @@ fn live_image(sandbox: &TestSandbox) -> (String, String) {
 }
 
 #[test]
-fn deploy_status_no_drift_lock_and_rollback_to_the_last_good_release() {
+fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     let sandbox = TestSandbox::up("sandboxdep");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
     assert!(output.status.success(), "infra apply failed:\n{stderr}");
@@ -94,4 +94,40 @@ fn deploy_status_no_drift_lock_and_rollback_to_the_last_good_release() {
     let (live, history) = live_image(&sandbox);
     assert!(live.contains(&first_deployed), "{history}");
     assert!(history.contains("rollback"), "{history}");
+
+    // Promotion: a second environment in the same sandbox takes the digest
+    // live in the first, unchanged, without a build.
+    let mut config = std::fs::read_to_string(&sandbox.config_path).unwrap();
+    config.push_str(&format!(
+        "\n[environments.sandboxqa]\nkind = \"aws\"\nregion = \"us-east-1\"\nstate_bucket = \"tfstate-sandbox\"\ns3_path_style = true\nregistry = \"{}\"\ntfvars = \"sandbox\"\nsmoke_check = false\npromote_from = \"sandboxdep\"\n",
+        sandbox.registry
+    ));
+    std::fs::write(&sandbox.config_path, config).unwrap();
+    let _qa_terraform = RemoveOnDrop(crate::support::project_root().join("target/terraform/sandboxqa"));
+    let (output, _, stderr) = run(sandbox.xtask().args(["--env", "sandboxqa", "infra", "apply", "--yes"]));
+    assert!(output.status.success(), "infra apply of sandboxqa failed:\n{stderr}");
+
+    let (output, _, stderr) =
+        run(sandbox.xtask().args(["promote", "--from", "sandboxqa", "--to", "sandboxdep", "--yes"]));
+    assert!(!output.status.success(), "promotion against the chain was not refused");
+    assert!(stderr.contains("sandboxdep takes releases from no environment"), "{stderr}");
+
+    let (output, _, stderr) =
+        run(sandbox.xtask().args(["promote", "--from", "sandboxdep", "--to", "sandboxqa", "--yes"]));
+    assert!(output.status.success(), "promote failed:\n{stderr}");
+    let digest = first_deployed.split_once('@').unwrap().1;
+    assert!(stderr.contains(&format!("sandboxqa runs {digest}, the digest live in sandboxdep")), "{stderr}");
+    assert!(!stderr.contains("build and push the image\n==> push"), "promotion rebuilt or pushed:\n{stderr}");
+    let (output, stdout, _) = run(sandbox.xtask().args(["--env", "sandboxqa", "status"]));
+    assert!(output.status.success());
+    let live = stdout.lines().find(|line| line.contains(": live ")).unwrap_or_default();
+    assert!(live.contains(digest) && stdout.contains("promotion"), "{stdout}");
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -123,6 +123,26 @@ from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa:
 
 NetworkInterface.private_dns_name = None
 
+
+# Every RDS instance gets the same DbiResourceId in moto, so a second
+# environment in one sandbox (promotion from one to the other) confuses
+# Terraform, which finds instances by it. Make it unique.
+import random  # noqa: E402
+import string  # noqa: E402
+
+from moto.rds import models as rds_models  # noqa: E402
+
+_original_db_instance_init = rds_models.DBInstance.__init__
+
+
+def _db_instance_init(self, *args, **kwargs):
+    _original_db_instance_init(self, *args, **kwargs)
+    alphabet = string.ascii_uppercase + string.digits
+    self.dbi_resource_id = "db-" + "".join(random.choice(alphabet) for _ in range(26))
+
+
+rds_models.DBInstance.__init__ = _db_instance_init
+
 from moto.server import main  # noqa: E402  (after the patch, on purpose)
 
 if __name__ == "__main__":
