@@ -42,7 +42,7 @@ pub struct BuilderImage {
     #[arg(long)]
     pub force: bool,
     /// Debian mirror for debootstrap
-    #[arg(long, env = "XTASK_DEBIAN_MIRROR", default_value = "http://deb.debian.org/debian")]
+    #[arg(long, env = "XTASK_DEBIAN_MIRROR", default_value = crate::image::DEFAULT_DEBIAN_MIRROR)]
     pub mirror: String,
 }
 

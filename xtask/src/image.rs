@@ -399,16 +399,20 @@ pub fn require_local_rust_image(ctx: &Ctx) -> Result<()> {
     if image_exists(&ctx.sh, &base.rust) {
         return Ok(());
     }
-    let message = format!(
-        "the builder image {} is not on this machine, and an offline build cannot pull it: make it with `cargo xtask builder-image`",
+    // --offline is the explicit opt-in to images made on this machine, so
+    // making the missing one is part of what it asked for.
+    ui::step(&format!(
+        "the builder image {} is not on this machine and an offline build cannot pull it: making it (cargo xtask builder-image)",
         base.rust
-    );
-    if ctx.dry_run() {
-        ui::warn(&message);
-        return Ok(());
-    }
-    bail!(message)
+    ));
+    let mirror = std::env::var("XTASK_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_DEBIAN_MIRROR.to_owned());
+    crate::builder_image::BuilderImage { force: false, mirror }
+        .run(ctx)
+        .context("making the builder image for an offline build (cargo xtask builder-image)")
 }
+
+/// Where debootstrap fetches Debian from, unless XTASK_DEBIAN_MIRROR says otherwise.
+pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Makes `target/docker-vendor/crates` hold every crate of Cargo.lock, for
 /// the Dockerfile's `crates-vendored` stage; skipped when it already matches
