@@ -238,6 +238,28 @@ fn wait(terraform: &Terraform<'_>, aws: &SharedAws, task_definition: &str, timeo
     Ok(())
 }
 
+/// `cargo xtask migrate` on an AWS environment: the one-off migration task
+/// of `image` (default: what the service runs), under the deploy lock.
+pub fn run_migrations(ctx: &Ctx, image: Option<&str>) -> Result<()> {
+    let config = Config::load(&ctx.root)?;
+    let name = ctx.global.environment.clone();
+    let environment = infra::aws_environment(&config, &name)?;
+    let terraform = Terraform::new(ctx, &config, environment)?;
+    let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
+    let image = match image {
+        Some(image) => image.to_owned(),
+        None => required_output(&terraform, "image")?,
+    };
+    let tables = ledger_tables(&terraform, &name)?;
+    let _lock = if ctx.dry_run() {
+        None
+    } else {
+        Some(DeployLock::acquire(&aws, &tables.locks, &name, &ledger::who(), MIGRATION_TIMEOUT + LOCK_MARGIN)?)
+    };
+    ui::step(&format!("running the migrations of {image} on {name}"));
+    migrate(ctx, &terraform, &aws, &image)
+}
+
 /// `app migrate` from the image being deployed, as a one-off ECS task in
 /// the service's network; its exit code is the verdict.
 fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -> Result<()> {

@@ -4,8 +4,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    bench, build_image, builder_image, deploy, doctor, infra, local, promote, push, sandbox, secrets, smoke_image,
-    test_docker, test_local, util::Ctx,
+    bench, build_image, builder_image, deploy, doctor, infra, local, migrate, promote, push, sandbox, secrets,
+    smoke_image, test_docker, test_local, util::Ctx,
 };
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
@@ -48,6 +48,8 @@ pub enum Task {
     Rollback(deploy::Rollback),
     /// Give the exact image (digest) live in one environment to the next, without rebuilding
     Promote(promote::Promote),
+    /// Run the database migrations of an image against an environment (exit code is the verdict)
+    Migrate(migrate::Migrate),
     /// Stop a local environment: its app containers, proxy and database (data kept unless --volumes)
     Down(local::Down),
     /// Run the app from source against the local database; rebuild and restart it on every change
@@ -95,6 +97,7 @@ impl Task {
             Task::Status(task) => task.run(ctx),
             Task::Rollback(task) => task.run(ctx),
             Task::Promote(task) => task.run(ctx),
+            Task::Migrate(task) => task.run(ctx),
             Task::Down(task) => task.run(ctx),
             Task::Dev(task) => task.run(ctx),
             Task::LocalProxy(task) => task.run(ctx),

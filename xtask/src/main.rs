@@ -18,6 +18,7 @@ mod image_bench;
 mod infra;
 mod ledger;
 mod local;
+mod migrate;
 mod promote;
 mod push;
 mod rollout;

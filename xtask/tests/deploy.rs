@@ -53,6 +53,11 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     let (live, history) = live_image(&sandbox);
     assert!(live.contains(&first_deployed), "{history}");
 
+    // Migrations on their own: a one-off task of the running image.
+    let (output, _, stderr) = run(sandbox.xtask().arg("migrate"));
+    assert!(output.status.success(), "migrate failed:\n{stderr}");
+    assert!(stderr.contains("migrations applied (exit code 0)") && stderr.contains(&first_deployed), "{stderr}");
+
     // No drift: the plan reads the running image from the state.
     let (output, stdout, stderr) = run(sandbox.xtask().args(["infra", "plan"]));
     assert!(output.status.success(), "{stderr}");

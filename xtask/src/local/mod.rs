@@ -290,3 +290,26 @@ mod tests {
         assert_eq!(short_sha("unknown"), "unknown");
     }
 }
+
+/// `cargo xtask migrate` on a local environment: `app migrate` from the
+/// image (default: the live release's) against the local database.
+pub fn migrate(ctx: &Ctx, image: Option<&str>) -> Result<()> {
+    let target = Target::load(ctx)?;
+    let image = match image {
+        Some(image) => image.to_owned(),
+        None => {
+            let history = target.ledger().history(&target.environment, usize::MAX)?;
+            ledger::live_release(&history)
+                .map(|live| live.image.clone())
+                .with_context(|| format!("nothing runs in {} yet: pass --image, or deploy first", target.environment))?
+        }
+    };
+    let database = database::ensure_running(ctx, &target)?;
+    ui::step(&format!("running the migrations of {} on {}", short_id(&image), target.environment));
+    let version = containers::migrate(ctx, &target, &image, &database.url)?;
+    ui::success(&format!(
+        "migrations applied{}",
+        version.map(|v| format!(" (schema version {v})")).unwrap_or_default()
+    ));
+    Ok(())
+}
