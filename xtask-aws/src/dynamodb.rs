@@ -20,7 +20,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
             if let Some(values) = params.get("values") {
                 request = request.set_expression_attribute_values(Some(to_values(values)?));
             }
-            request.send().await.map_err(dynamodb_error)?;
+            request.send().await.map_err(ApiError::from)?;
             Ok(json!({}))
         }
         "get_item" => {
@@ -32,7 +32,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(dynamodb_error)?;
+                .map_err(ApiError::from)?;
             Ok(json!({ "item": output.item().map(from_item) }))
         }
         "delete_item" => {
@@ -44,7 +44,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
             if let Some(values) = params.get("values") {
                 request = request.set_expression_attribute_values(Some(to_values(values)?));
             }
-            request.send().await.map_err(dynamodb_error)?;
+            request.send().await.map_err(ApiError::from)?;
             Ok(json!({}))
         }
         "query" => {
@@ -63,7 +63,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(dynamodb_error)?;
+                .map_err(ApiError::from)?;
             let items: Vec<Value> = output.items().iter().map(from_item).collect();
             Ok(json!({ "items": items }))
         }
@@ -105,22 +105,4 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Value {
         object.insert(name.clone(), json);
     }
     Value::Object(object)
-}
-
-fn dynamodb_error<E, R>(err: aws_sdk_dynamodb::error::SdkError<E, R>) -> ApiError
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-    match err.code() {
-        Some(code) => ApiError {
-            code: code.to_owned(),
-            message: err
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&err))),
-        },
-        None => ApiError::transport(format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&err))),
-    }
 }

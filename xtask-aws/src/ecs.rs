@@ -11,7 +11,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             let cluster = string_param(params, "cluster")?;
             let service = string_param(params, "service")?;
             let output =
-                client.describe_services().cluster(cluster).services(service).send().await.map_err(ecs_error)?;
+                client.describe_services().cluster(cluster).services(service).send().await.map_err(ApiError::from)?;
             let service = output
                 .services()
                 .first()
@@ -63,7 +63,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .max_results(20)
                 .send()
                 .await
-                .map_err(ecs_error)?;
+                .map_err(ApiError::from)?;
             if listed.task_arns().is_empty() {
                 return Ok(json!({ "tasks": [] }));
             }
@@ -73,7 +73,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .set_tasks(Some(listed.task_arns().to_vec()))
                 .send()
                 .await
-                .map_err(ecs_error)?;
+                .map_err(ApiError::from)?;
             let tasks: Vec<Value> = described
                 .tasks()
                 .iter()
@@ -105,7 +105,8 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             let from = string_param(params, "from")?;
             let family = string_param(params, "family")?;
             let image = string_param(params, "image")?;
-            let described = client.describe_task_definition().task_definition(from).send().await.map_err(ecs_error)?;
+            let described =
+                client.describe_task_definition().task_definition(from).send().await.map_err(ApiError::from)?;
             let source = described
                 .task_definition()
                 .ok_or_else(|| ApiError::new("ClientException", format!("task definition {from} not found")))?;
@@ -131,7 +132,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .set_runtime_platform(source.runtime_platform().cloned())
                 .send()
                 .await
-                .map_err(ecs_error)?;
+                .map_err(ApiError::from)?;
             let arn = registered.task_definition().and_then(|definition| definition.task_definition_arn());
             Ok(json!({ "task_definition_arn": arn }))
         }
@@ -166,7 +167,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .started_by(string_param(params, "started_by").unwrap_or("xtask"))
                 .send()
                 .await
-                .map_err(ecs_error)?;
+                .map_err(ApiError::from)?;
             if let Some(failure) = output.failures().first() {
                 return Err(ApiError::new(
                     "RunTaskFailure",
@@ -179,7 +180,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
         "describe_task" => {
             let cluster = string_param(params, "cluster")?;
             let task = string_param(params, "task_arn")?;
-            let output = client.describe_tasks().cluster(cluster).tasks(task).send().await.map_err(ecs_error)?;
+            let output = client.describe_tasks().cluster(cluster).tasks(task).send().await.map_err(ApiError::from)?;
             let task = output
                 .tasks()
                 .first()
@@ -199,23 +200,5 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             }))
         }
         _ => Err(ApiError::new("UnknownOperation", format!("xtask-aws does not know ecs.{name}"))),
-    }
-}
-
-fn ecs_error<E, R>(err: aws_sdk_ecs::error::SdkError<E, R>) -> ApiError
-where
-    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_ecs::error::ProvideErrorMetadata;
-    match err.code() {
-        Some(code) => ApiError {
-            code: code.to_owned(),
-            message: err
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{}", aws_sdk_ecs::error::DisplayErrorContext(&err))),
-        },
-        None => ApiError::transport(format!("{}", aws_sdk_ecs::error::DisplayErrorContext(&err))),
     }
 }

@@ -28,7 +28,8 @@ struct Request {
     params: Value,
 }
 
-/// An API failure as xtask sees it.
+/// An API failure as xtask sees it. `SdkError` is the same smithy type in
+/// every aws-sdk crate, so one conversion serves ECR, ECS and DynamoDB.
 #[derive(Debug)]
 pub struct ApiError {
     pub code: String,

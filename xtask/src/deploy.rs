@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
-    push::{Threshold, parse_duration},
+    push::{ScanGate, parse_duration},
     util::Ctx,
 };
 
@@ -41,15 +41,8 @@ pub struct Deploy {
     /// Build the image offline (see build-image --offline)
     #[arg(long = "offline", env = "XTASK_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub offline: bool,
-    /// Push gate: fail on scan findings at or above this severity
-    #[arg(long, value_enum, ignore_case = true, default_value = "HIGH")]
-    pub fail_on_severity: Threshold,
-    /// Push gate: how long to wait for the image scan
-    #[arg(long, value_parser = parse_duration, default_value = "300s")]
-    pub scan_timeout: Duration,
-    /// Push gate: accept an image that could not be scanned (with a warning)
-    #[arg(long)]
-    pub allow_unscanned: bool,
+    #[command(flatten)]
+    pub gate: ScanGate,
 }
 
 /// Show the live release of an environment and the last few attempts

@@ -101,13 +101,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
                 format!("{}:{}", config.app_name(), Source::read(&ctx.sh)?.commit_tag())
             }
         };
-        let push = Push {
-            image: Some(local_image),
-            fail_on_severity: args.fail_on_severity,
-            scan_timeout: args.scan_timeout,
-            allow_unscanned: args.allow_unscanned,
-            json: false,
-        };
+        let push = Push { image: Some(local_image), gate: args.gate.clone(), json: false };
         Ok(match push.execute(ctx)? {
             Some(pushed) => {
                 ui::info(&format!("pushed {}", pushed.digest));

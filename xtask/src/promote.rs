@@ -19,7 +19,7 @@ use crate::{
     ecs_deploy::{self, Origin},
     infra::{self, Stage, Terraform},
     ledger::{self, LedgerStore},
-    push::{Threshold, parse_duration},
+    push::{ScanGate, Threshold, parse_duration},
     ui,
     util::Ctx,
 };
@@ -136,9 +136,12 @@ impl Promote {
             confirm_env: self.confirm_env.clone(),
             timeout: self.timeout,
             offline: false,
-            fail_on_severity: Threshold::None,
-            scan_timeout: std::time::Duration::ZERO,
-            allow_unscanned: false,
+            // Nothing is pushed: the image was scanned when it was pushed.
+            gate: ScanGate {
+                fail_on_severity: Threshold::None,
+                scan_timeout: std::time::Duration::ZERO,
+                allow_unscanned: false,
+            },
         };
         let deployed = ecs_deploy::deploy_release(&target_ctx, &args, Origin::Promoted { git_sha: live.git_sha })?;
         if ctx.dry_run() {

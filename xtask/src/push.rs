@@ -35,6 +35,16 @@ pub struct Push {
     /// `cargo xtask build-image` builds for this commit)
     #[arg(long, value_name = "LOCAL_REF")]
     pub image: Option<String>,
+    #[command(flatten)]
+    pub gate: ScanGate,
+    /// Print the result as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The scan gate of a push (also a deploy's flags).
+#[derive(Debug, Clone, Args)]
+pub struct ScanGate {
     /// Fail when the scan finds anything at or above this severity; NONE
     /// turns the gate off
     #[arg(long, value_enum, ignore_case = true, default_value = "HIGH")]
@@ -46,9 +56,6 @@ pub struct Push {
     /// a warning) instead of failing
     #[arg(long)]
     pub allow_unscanned: bool,
-    /// Print the result as one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The lowest severity that fails a push.
@@ -147,11 +154,11 @@ impl Push {
             Some(digest) => digest,
             None => {
                 println!("would call: ecr.describe_image {}", json!({ "repository": repository, "tag": tag }));
-                if self.fail_on_severity != Threshold::None {
+                if self.gate.fail_on_severity != Threshold::None {
                     println!(
                         "would call: ecr.describe_image_scan_findings {} (and ecr.start_image_scan if no scan starts), for up to {}s",
                         json!({ "repository": repository, "digest": "<pushed digest>" }),
-                        self.scan_timeout.as_secs()
+                        self.gate.scan_timeout.as_secs()
                     );
                 }
                 return Ok(None);
@@ -189,30 +196,30 @@ impl Push {
         scan_on_push: bool,
         reference: &str,
     ) -> Result<Value> {
-        if self.fail_on_severity == Threshold::None {
+        if self.gate.fail_on_severity == Threshold::None {
             ui::warn("scan gate disabled (--fail-on-severity NONE): findings are not checked");
             return Ok(json!({ "status": "NOT_CHECKED", "threshold": "NONE" }));
         }
-        ui::step(&format!("waiting for the image scan (up to {}s)", self.scan_timeout.as_secs()));
-        let pacing = ScanPacing { timeout: self.scan_timeout, ..ScanPacing::default() };
+        ui::step(&format!("waiting for the image scan (up to {}s)", self.gate.scan_timeout.as_secs()));
+        let pacing = ScanPacing { timeout: self.gate.scan_timeout, ..ScanPacing::default() };
         match wait_for_scan(aws, repository, digest, scan_on_push, &pacing)? {
             ScanOutcome::Complete(counts) => {
-                let blocking = blocking_findings(&counts, self.fail_on_severity);
+                let blocking = blocking_findings(&counts, self.gate.fail_on_severity);
                 if !blocking.is_empty() {
                     bail!(
                         "{reference} was pushed, but its scan found {} (at or above {}, --fail-on-severity): fix them, or choose the threshold deliberately",
                         describe_counts(&blocking),
-                        self.fail_on_severity.name()
+                        self.gate.fail_on_severity.name()
                     );
                 }
                 let summary = if counts.is_empty() { "no findings".to_owned() } else { describe_counts(&counts) };
-                ui::success(&format!("scan: nothing at or above {} ({summary})", self.fail_on_severity.name()));
+                ui::success(&format!("scan: nothing at or above {} ({summary})", self.gate.fail_on_severity.name()));
                 Ok(
-                    json!({ "status": "COMPLETE", "severity_counts": counts, "threshold": self.fail_on_severity.name() }),
+                    json!({ "status": "COMPLETE", "severity_counts": counts, "threshold": self.gate.fail_on_severity.name() }),
                 )
             }
             ScanOutcome::Unscanned(reason) => {
-                if !self.allow_unscanned {
+                if !self.gate.allow_unscanned {
                     bail!(
                         "{reference} was pushed but NOT scanned: {reason}. An unscanned image does not pass the gate; pass --allow-unscanned to accept it anyway"
                     );
@@ -220,7 +227,7 @@ impl Push {
                 ui::warn(&format!(
                     "IMAGE NOT SCANNED: {reason}. Accepted only because of --allow-unscanned; nobody has checked {reference} for vulnerabilities"
                 ));
-                Ok(json!({ "status": "UNSCANNED", "reason": reason, "threshold": self.fail_on_severity.name() }))
+                Ok(json!({ "status": "UNSCANNED", "reason": reason, "threshold": self.gate.fail_on_severity.name() }))
             }
         }
     }
