@@ -278,19 +278,6 @@ fn shown(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).display().to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_forms() {
-        assert_eq!(short_id("sha256:0123456789abcdef0123"), "sha256:0123456789ab");
-        assert_eq!(short_id("guestbook:git-abc"), "guestbook:git-abc");
-        assert_eq!(short_sha("0123456789abcdef"), "0123456789ab");
-        assert_eq!(short_sha("unknown"), "unknown");
-    }
-}
-
 /// `cargo xtask migrate` on a local environment: `app migrate` from the
 /// image (default: the live release's) against the local database.
 pub fn migrate(ctx: &Ctx, image: Option<&str>) -> Result<()> {
@@ -312,4 +299,17 @@ pub fn migrate(ctx: &Ctx, image: Option<&str>) -> Result<()> {
         version.map(|v| format!(" (schema version {v})")).unwrap_or_default()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_forms() {
+        assert_eq!(short_id("sha256:0123456789abcdef0123"), "sha256:0123456789ab");
+        assert_eq!(short_id("guestbook:git-abc"), "guestbook:git-abc");
+        assert_eq!(short_sha("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_sha("unknown"), "unknown");
+    }
 }
