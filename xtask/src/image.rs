@@ -37,8 +37,7 @@ pub const VENDOR_DIR: &str = "target/docker-vendor";
 pub const DOCKER_HINT: &str = "install Docker (Debian: `apt-get install docker.io`) and start the daemon";
 /// The in-container test command; the test stage's CMD says the same (a unit
 /// test checks), so extra arguments can be appended to it.
-pub const CONTAINER_TEST_COMMAND: [&str; 8] =
-    ["cargo", "test", "--frozen", "--workspace", "--exclude", "xtask", "--exclude", "testkit"];
+pub const CONTAINER_TEST_COMMAND: [&str; 5] = ["cargo", "test", "--frozen", "-p", "app"];
 
 /// `--offline` for the image tasks.
 #[derive(Debug, Clone, Copy, Args)]

@@ -181,16 +181,18 @@ pub fn require_tool(name: &str, install_hint: &str) -> Result<PathBuf> {
 }
 
 /// A `cargo` command for a child build. xtask runs under `cargo run`, which
-/// sets `CARGO_*` and `RUSTUP_TOOLCHAIN` variables; a nested cargo that
+/// sets `CARGO_*` variables describing the xtask package; a nested cargo that
 /// inherits them sees a different environment and rebuilds everything, so
-/// they are removed.
+/// they are removed. `RUSTUP_TOOLCHAIN` stays: cargo runs rustc in each
+/// crate's own directory, and some published crates ship a
+/// `rust-toolchain.toml` (sqlx asks for 1.78) that the rustup proxy would
+/// otherwise obey and fail on ("toolchain ... is not installed").
 pub fn cargo<'a>(sh: &'a Shell) -> Cmd<'a> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = sh.cmd(cargo);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        let inherited_from_cargo_run = (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
-            || key == "RUSTUP_TOOLCHAIN";
+        let inherited_from_cargo_run = key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR";
         if inherited_from_cargo_run {
             cmd = cmd.env_remove(key.as_ref());
         }
