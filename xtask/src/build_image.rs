@@ -8,9 +8,9 @@
 //! it after the build (see `image` for why Docker 20.10 needs that step).
 //!
 //! `--offline` (or XTASK_OFFLINE=1, what CI sets) builds without network:
-//! crates vendored on the host, `--network none`, and base images that exist
-//! locally (`cargo xtask builder-image`). With network nothing special is
-//! needed.
+//! crates vendored on the host, `--network none`, and local base images
+//! (`cargo xtask builder-image` makes them when missing). With network
+//! nothing special is needed.
 
 use std::time::Instant;
 

@@ -43,8 +43,8 @@ pub const CONTAINER_TEST_COMMAND: [&str; 5] = ["cargo", "test", "--frozen", "-p"
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Offline {
     /// Build with no network: crates vendored on the host, `--network none`
-    /// for the build, base images that exist locally (make them with
-    /// `cargo xtask builder-image`)
+    /// for the build, local base images (made by `cargo xtask builder-image`
+    /// when missing)
     // XTASK_OFFLINE=1 as well as =true: any value but 0/false/no/off/empty.
     #[arg(long = "offline", env = "XTASK_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
     pub enabled: bool,
@@ -320,8 +320,8 @@ impl DockerBuild {
 }
 
 /// Runs a command whose output is progress, not a result: its stdout goes to
-/// our stderr, so stdout stays clean for `--json`. A non-zero exit is an
-/// error. Interruptible like `Ctx::run_interruptible`.
+/// our stderr (nowhere with `--quiet`), so stdout stays clean for `--json`.
+/// A non-zero exit is an error. Interruptible like `Ctx::run_interruptible`.
 pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
     if ctx.dry_run() {
         println!("would run: {cmd}");
@@ -329,7 +329,11 @@ pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
     }
     ui::detail(&format!("$ {cmd}"));
     let mut command = Command::from(cmd);
-    command.stdout(std::io::stderr());
+    if ui::verbosity() == ui::Verbosity::Quiet {
+        command.stdout(std::process::Stdio::null());
+    } else {
+        command.stdout(std::io::stderr());
+    }
     let status = spawn_and_wait(description, &mut command)?;
     if !status.success() {
         bail!("{description} failed ({status})");
@@ -521,18 +525,26 @@ pub fn make_reproducible(ctx: &Ctx, built_id: &str, tags: &[String], created: &s
     if loaded_id != id {
         bail!("docker loaded {} as {loaded_id}, expected {id}", tags[0]);
     }
-    // The intermediate image is untagged; if something tagged it meanwhile,
-    // it is not ours to remove.
-    let tag_count = sh
-        .cmd("docker")
-        .args(["image", "inspect", "--format", "{{len .RepoTags}}", built_id])
-        .quiet()
-        .read()
-        .unwrap_or_default();
-    if built_id != id && tag_count.trim() == "0" {
-        let _ = cmd!(sh, "docker image rm {built_id}").quiet().ignore_stdout().ignore_stderr().run();
+    if built_id != id {
+        remove_if_untagged(sh, built_id);
     }
     Ok(id)
+}
+
+/// Removes an image this task made and no longer needs (the build's
+/// intermediate, a superseded test image), unless something has tagged it
+/// meanwhile: then it is not ours to remove.
+pub fn remove_if_untagged(sh: &Shell, id: &str) {
+    let tag_count = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{len .RepoTags}}", id])
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if tag_count.trim() == "0" {
+        let _ = sh.cmd("docker").args(["image", "rm", id]).quiet().ignore_stdout().ignore_stderr().run();
+    }
 }
 
 /// The config file named by a `docker save` manifest.json.

@@ -21,8 +21,8 @@ use xshell::cmd;
 use crate::{
     cleanup,
     image::{
-        AppIdentity, BuildKit, CONTAINER_TEST_COMMAND, DockerBuild, Offline, crates_build_arg, image_exists,
-        require_local_rust_image, run_read, vendor_crates,
+        AppIdentity, BuildKit, CONTAINER_TEST_COMMAND, DockerBuild, Offline, crates_build_arg, image_exists, image_id,
+        remove_if_untagged, require_local_rust_image, run_read, vendor_crates,
     },
     ui,
     util::Ctx,
@@ -64,6 +64,7 @@ impl TestDocker {
             vendor_crates(ctx)?;
         }
         let image = format!("{}-test:latest", app.name);
+        let previous = image_exists(&ctx.sh, &image).then(|| image_id(&ctx.sh, &image).ok()).flatten();
         ui::step(&format!("building the test stage as {image}"));
         let build = DockerBuild {
             context: ctx.root.clone(),
@@ -75,6 +76,10 @@ impl TestDocker {
             tags: vec![image.clone()],
         };
         build.run(ctx, &buildkit)?;
+        // The test image is large; the one it replaces is ours to remove.
+        if let Some(previous) = previous.filter(|_| !ctx.dry_run()) {
+            remove_if_untagged(&ctx.sh, &previous);
+        }
 
         let mode = match self.postgres {
             PostgresMode::Auto if image_exists(&ctx.sh, POSTGRES_IMAGE) => PostgresMode::Container,
