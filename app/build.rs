@@ -18,6 +18,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=GIT_SHA");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    println!("cargo:rerun-if-env-changed=APP_BUILD_EPOCH");
 
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
 
@@ -29,7 +30,11 @@ fn main() {
         }
     };
 
-    let epoch = match non_empty_env("SOURCE_DATE_EPOCH") {
+    // APP_BUILD_EPOCH first: the image build passes the commit time under
+    // this name, because SOURCE_DATE_EPOCH in cargo's environment makes every
+    // crate built with the cc crate (ring, under rustls and sqlx) rebuild
+    // whenever it changes, which is every commit.
+    let epoch = match non_empty_env("APP_BUILD_EPOCH").or_else(|| non_empty_env("SOURCE_DATE_EPOCH")) {
         // The reproducible-builds spec asks tools to fail on a malformed value
         // rather than silently fall back to the wall clock.
         Some(raw) => raw

@@ -140,7 +140,9 @@ impl TestLocal {
         // Extra arguments that pick packages replace `--workspace`.
         let picks_packages = extra.iter().any(|arg| arg == "-p" || arg.starts_with("--package"));
         let scope: &[&str] = if picks_packages { &[] } else { &["--workspace"] };
-        let cmd = cargo(&ctx.sh).arg("test").args(scope).args(extra).env("DATABASE_URL", &database_url);
+        // --no-fail-fast: one failing test binary must not hide the others.
+        let cmd =
+            cargo(&ctx.sh).args(["test", "--no-fail-fast"]).args(scope).args(extra).env("DATABASE_URL", &database_url);
         let outcome = checked(ctx, "cargo test", cmd);
         // `_postgres_guard` drops here: the server stops, its directory goes.
         outcome
