@@ -100,7 +100,7 @@ impl BuildImage {
         }
         let built = BuiltImage { image: tags[0].clone(), id, tags, created: source.created(), source, offline, smoke };
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&built)?);
+            println!("{}", serde_json::to_string(&built)?);
         } else {
             println!("image: {}", built.image);
             println!("id: {}", built.id);

@@ -43,6 +43,10 @@ pub struct Deploy {
     pub offline: bool,
     #[command(flatten)]
     pub gate: ScanGate,
+    /// One JSON object per step on stdout (name, outcome, seconds), then the
+    /// result (AWS environments)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Show the live release of an environment and the last few attempts

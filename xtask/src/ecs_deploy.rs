@@ -56,7 +56,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     let config = Config::load(&ctx.root)?;
     let name = ctx.global.environment.clone();
     let environment = infra::aws_environment(&config, &name)?;
-    let mut steps = Steps::default();
+    let mut steps = Steps { rows: Vec::new(), json: args.json };
 
     let git_sha = steps.run("check the working tree", || match &origin {
         Origin::Promoted { git_sha } => Ok(git_sha.clone()),
@@ -92,7 +92,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
             None => {
                 BuildImage {
                     offline: Offline { enabled: args.offline },
-                    json: false,
+                    json: args.json,
                     smoke: false,
                     no_cache: false,
                     name: None,
@@ -101,7 +101,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
                 format!("{}:{}", config.app_name(), Source::read(&ctx.sh)?.commit_tag())
             }
         };
-        let push = Push { image: Some(local_image), gate: args.gate.clone(), json: false };
+        let push = Push { image: Some(local_image), gate: args.gate.clone(), json: args.json };
         Ok(match push.execute(ctx)? {
             Some(pushed) => {
                 ui::info(&format!("pushed {}", pushed.digest));
@@ -170,7 +170,14 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     ui::print_summary(&format!("deploy to {name}"), &steps.rows);
     let task_definition = result?;
     ui::success(&format!("{name} runs {image} ({task_definition})"));
-    println!("{image}");
+    if args.json {
+        println!(
+            "{}",
+            json!({ "event": "deployed", "environment": name, "image": image, "task_definition": task_definition, "git_sha": git_sha })
+        );
+    } else {
+        println!("{image}");
+    }
     Ok(image)
 }
 
@@ -529,10 +536,11 @@ fn confirm_protected(ctx: &Ctx, name: &str, environment: &Environment, confirm_e
     Ok(())
 }
 
-/// Steps of a deploy, announced and timed.
-#[derive(Default)]
+/// Steps of a deploy, announced and timed; with `--json` each also becomes
+/// one JSON object on stdout.
 struct Steps {
     rows: Vec<SummaryRow>,
+    json: bool,
 }
 
 impl Steps {
@@ -544,6 +552,16 @@ impl Steps {
             Ok(_) => ui::Outcome::Passed,
             Err(err) => ui::Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
         };
+        if self.json {
+            let (state, error) = match &outcome {
+                ui::Outcome::Failed(error) => ("failed", Some(error.clone())),
+                _ => ("passed", None),
+            };
+            println!(
+                "{}",
+                json!({ "event": "step", "step": name, "outcome": state, "seconds": started.elapsed().as_secs_f64(), "error": error })
+            );
+        }
         self.rows.push(SummaryRow { name: name.to_owned(), outcome, duration: started.elapsed() });
         result.with_context(|| format!("step {name:?} failed"))
     }

@@ -436,7 +436,11 @@ impl<'a> Terraform<'a> {
 /// the lock: a SIGTERM-and-exit would leave the lock to `force-unlock`.
 fn run_terraform(description: &str, cmd: Cmd<'_>) -> Result<std::process::ExitStatus> {
     let options = SpawnOptions { on_interrupt: StopOnInterrupt::InterruptAndWait(std::time::Duration::from_secs(60)) };
-    spawn_and_wait_with(description, &mut std::process::Command::from(cmd), options)
+    let mut command = std::process::Command::from(cmd);
+    // Terraform's report is progress, not a result: stderr, like the rest of
+    // xtask's progress, so stdout stays for what scripts read (`--json`).
+    command.stdout(std::io::stderr());
+    spawn_and_wait_with(description, &mut command, options)
 }
 
 /// Destroy asks for the environment name typed back, even with --yes:

@@ -137,6 +137,7 @@ impl Promote {
             timeout: self.timeout,
             offline: false,
             // Nothing is pushed: the image was scanned when it was pushed.
+            json: false,
             gate: ScanGate {
                 fail_on_severity: Threshold::None,
                 scan_timeout: std::time::Duration::ZERO,

@@ -64,13 +64,14 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     assert!(stdout.contains("infra/environments\tno changes"), "drift after a deploy:\n{stdout}\n{stderr}");
 
     // A second deploy while one holds the lock is refused, naming the holder.
+    let holder_stdout = sandbox.dir.path().join("holder.ndjson");
     let mut holder = sandbox
         .xtask()
         .arg("deploy")
         .args(DEPLOY_FLAGS)
-        .args(["--image", &second.reference])
+        .args(["--image", &second.reference, "--json"])
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&holder_stdout).unwrap())
         .spawn()
         .unwrap();
     let mut holder_lines = BufReader::new(holder.stderr.take().unwrap()).lines();
@@ -88,6 +89,16 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     assert!(stderr.contains("is locked by another deploy") && stderr.contains(" since "), "{stderr}");
     holder_log.extend(holder_lines.map_while(Result::ok).map(|line| line + "\n"));
     assert!(holder.wait().unwrap().success(), "the lock holder's deploy failed:\n{holder_log}");
+    // --json: one object per step, then the result; nothing else on stdout.
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&holder_stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "step" && e["step"] == "wait for the rollout" && e["seconds"].is_f64())
+    );
+    assert_eq!(events.last().unwrap()["event"], "deployed", "{events:?}");
 
     let (live, history) = live_image(&sandbox);
     assert!(!live.contains(&first_deployed), "{history}");
