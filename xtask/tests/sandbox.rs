@@ -355,7 +355,7 @@ fn sandbox_up_stops_what_it_started_when_a_later_step_fails() {
         .trim()
         .to_owned();
     let port = moto_address.rsplit(':').next().unwrap();
-    assert!(processes_with(&["moto_server", "-p", port]).is_empty(), "moto on {moto_address} still runs");
+    assert!(processes_with(&["moto_launcher.py", "-p", port]).is_empty(), "moto on {moto_address} still runs");
     assert!(!answers(&moto_address), "something still answers on {moto_address}");
     assert!(!sandbox.state_path().exists(), "a failed up wrote the state");
 }

@@ -600,11 +600,14 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("running htpasswd")?;
-    child.stdin.take().context("htpasswd stdin")?.write_all(password.as_bytes()).context("writing to htpasswd")?;
+    // A write error (an htpasswd that exits without reading) is reported
+    // through its exit status and stderr below, which say why.
+    let written = child.stdin.take().context("htpasswd stdin")?.write_all(password.as_bytes());
     let output = child.wait_with_output().context("waiting for htpasswd")?;
     if !output.status.success() {
         bail!("htpasswd failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
+    written.context("writing the password to htpasswd")?;
     write_atomic(path, &output.stdout, 0o600)
 }
 
