@@ -10,7 +10,7 @@ use crate::{
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, about, propagate_version = true)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
