@@ -82,6 +82,13 @@ impl BuilderImage {
 
         let dir = ctx.root.join("target/builder-image");
         let _lock = if ctx.dry_run() { None } else { Some(lock_dir(&dir)?) };
+        // Another xtask may have made them while this one waited for the lock
+        // (tests build images in parallel).
+        let wanted: Vec<&str> = wanted.into_iter().filter(|image| self.force || !image_exists(&ctx.sh, image)).collect();
+        if wanted.is_empty() {
+            ui::success(&format!("{} and {} were made meanwhile", base.rust, base.debian));
+            return Ok(());
+        }
         let bootstrap = Bootstrap { mirror: &self.mirror, suite: &suite, cache_dir: dir.join("debs") };
         if wanted.contains(&base.debian.as_str()) {
             let rootfs = bootstrap.rootfs_tarball(ctx, &dir.join(format!("debian-{suite}-minbase.tar")), None)?;
