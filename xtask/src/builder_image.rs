@@ -84,7 +84,8 @@ impl BuilderImage {
         let _lock = if ctx.dry_run() { None } else { Some(lock_dir(&dir)?) };
         // Another xtask may have made them while this one waited for the lock
         // (tests build images in parallel).
-        let wanted: Vec<&str> = wanted.into_iter().filter(|image| self.force || !image_exists(&ctx.sh, image)).collect();
+        let wanted: Vec<&str> =
+            wanted.into_iter().filter(|image| self.force || !image_exists(&ctx.sh, image)).collect();
         if wanted.is_empty() {
             ui::success(&format!("{} and {} were made meanwhile", base.rust, base.debian));
             return Ok(());
