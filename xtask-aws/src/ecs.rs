@@ -78,13 +78,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .tasks()
                 .iter()
                 .map(|task| {
-                    let containers: Vec<Value> = task
-                        .containers()
-                        .iter()
-                        .map(|container| {
-                            json!({ "name": container.name(), "exit_code": container.exit_code(), "reason": container.reason() })
-                        })
-                        .collect();
+                    let containers = containers_json(task);
                     json!({
                         "task_arn": task.task_arn(),
                         "task_definition": task.task_definition_arn(),
@@ -185,13 +179,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .tasks()
                 .first()
                 .ok_or_else(|| ApiError::new("TaskNotFound", format!("task {task} not found")))?;
-            let containers: Vec<Value> = task
-                .containers()
-                .iter()
-                .map(|container| {
-                    json!({ "name": container.name(), "exit_code": container.exit_code(), "reason": container.reason() })
-                })
-                .collect();
+            let containers = containers_json(task);
             Ok(json!({
                 "last_status": task.last_status(),
                 "stopped_reason": task.stopped_reason(),
@@ -201,4 +189,12 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
         }
         _ => Err(ApiError::new("UnknownOperation", format!("xtask-aws does not know ecs.{name}"))),
     }
+}
+
+/// A task's containers as xtask reads them: why each stopped.
+fn containers_json(task: &aws_sdk_ecs::types::Task) -> Vec<Value> {
+    task.containers()
+        .iter()
+        .map(|container| json!({ "name": container.name(), "exit_code": container.exit_code(), "reason": container.reason() }))
+        .collect()
 }

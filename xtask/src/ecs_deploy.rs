@@ -28,7 +28,7 @@ use crate::{
     push::Push,
     rollout::{self, RealClock, RolloutTarget, WaitOptions},
     ui::{self, SummaryRow},
-    util::{Ctx, confirm},
+    util::{Ctx, confirm, type_name_back},
 };
 
 /// How long the deploy lock is held at most beyond the rollout timeout; a
@@ -527,13 +527,7 @@ fn confirm_protected(ctx: &Ctx, name: &str, environment: &Environment, confirm_e
     if !std::io::stdin().is_terminal() {
         bail!("{name} is protected: without a terminal, pass --yes --confirm-env {name}");
     }
-    eprint!("{name} is protected. Type its name to deploy: ");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
-    if answer.trim() != name {
-        bail!("confirmation {:?} does not match {name:?}; nothing deployed", answer.trim());
-    }
-    Ok(())
+    type_name_back(name, &format!("{name} is protected. Type its name to deploy: "), "nothing deployed")
 }
 
 /// Steps of a deploy, announced and timed; with `--json` each also becomes

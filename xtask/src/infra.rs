@@ -16,7 +16,7 @@ use xshell::{Cmd, cmd};
 use crate::{
     config::{Config, Environment, EnvironmentKind},
     secrets, ui,
-    util::{Ctx, SpawnOptions, StopOnInterrupt, confirm, require_tool, spawn_and_wait_with},
+    util::{Ctx, SpawnOptions, StopOnInterrupt, confirm, require_tool, spawn_and_wait_with, type_name_back},
 };
 
 /// Plan, apply or destroy an environment's infrastructure with Terraform
@@ -140,6 +140,8 @@ pub struct Terraform<'a> {
     /// Stages already initialised in this run (init is slow-ish and
     /// idempotent, but once is enough).
     initialised: std::cell::RefCell<Vec<Stage>>,
+    /// Outputs already read in this run, by stage.
+    outputs: std::cell::RefCell<Vec<(Stage, serde_json::Value)>>,
     binary: PathBuf,
     app_name: String,
     container_port: u16,
@@ -165,6 +167,7 @@ impl<'a> Terraform<'a> {
         Ok(Terraform {
             ctx,
             initialised: std::cell::RefCell::new(Vec::new()),
+            outputs: std::cell::RefCell::new(Vec::new()),
             binary,
             app_name: config.app_name().to_owned(),
             container_port: config.app.port,
@@ -284,22 +287,25 @@ impl<'a> Terraform<'a> {
 
     /// One output as JSON text (lists, maps); an error when it is missing.
     pub fn output_json(&self, stage: Stage, name: &str) -> Result<String> {
-        self.init(stage)?;
-        let output = self
-            .terraform(stage)
-            .args(["output", "-json", "-no-color", name])
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("running terraform output")?;
-        if !output.status.success() {
-            bail!("{} has no output {name:?}: apply it first", stage.directory());
+        match self.outputs(stage)?.get(name) {
+            Some(output) => Ok(output["value"].to_string()),
+            None => bail!("{} has no output {name:?}: apply it first", stage.directory()),
         }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     /// One output of a stage's state; None when the stage has no state yet.
     pub fn output(&self, stage: Stage, name: &str) -> Result<Option<String>> {
+        let outputs = self.outputs(stage)?;
+        Ok(outputs[name]["value"].as_str().filter(|value| !value.is_empty()).map(str::to_owned))
+    }
+
+    /// All outputs of a stage, read once per run (a deploy asks for a dozen)
+    /// and again after an apply or destroy changed them. Null when the stage
+    /// has no state yet.
+    fn outputs(&self, stage: Stage) -> Result<serde_json::Value> {
+        if let Some((_, outputs)) = self.outputs.borrow().iter().find(|(cached, _)| *cached == stage) {
+            return Ok(outputs.clone());
+        }
         self.init(stage)?;
         // `-raw` prints a warning to stdout with exit 0 when there are no
         // outputs, so read them all as JSON.
@@ -310,11 +316,18 @@ impl<'a> Terraform<'a> {
             .ignore_status()
             .output()
             .context("running terraform output")?;
-        if !output.status.success() {
-            return Ok(None);
-        }
-        let outputs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-        Ok(outputs[name]["value"].as_str().filter(|value| !value.is_empty()).map(str::to_owned))
+        let outputs = if output.status.success() {
+            serde_json::from_slice(&output.stdout).unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        };
+        self.outputs.borrow_mut().push((stage, outputs.clone()));
+        Ok(outputs)
+    }
+
+    /// Forgets the cached outputs of a stage whose state just changed.
+    fn state_changed(&self, stage: Stage) {
+        self.outputs.borrow_mut().retain(|(cached, _)| *cached != stage);
     }
 
     fn secret_env(&self, stage: Stage) -> Result<Vec<(String, String)>> {
@@ -395,6 +408,7 @@ impl<'a> Terraform<'a> {
         }
         ui::step(&format!("terraform apply {}", stage.directory()));
         let status = run_terraform("terraform apply", cmd)?;
+        self.state_changed(stage);
         let _ = std::fs::remove_file(&plan_file);
         if !status.success() {
             bail!(
@@ -424,6 +438,7 @@ impl<'a> Terraform<'a> {
         }
         ui::step(&format!("terraform destroy {}", stage.directory()));
         let status = run_terraform("terraform destroy", cmd)?;
+        self.state_changed(stage);
         if !status.success() {
             bail!("terraform destroy of {} failed ({status}); see its output above", stage.directory());
         }
@@ -464,11 +479,9 @@ fn confirm_environment_name(ctx: &Ctx) -> Result<()> {
             "destroying {name:?} needs its name typed back: run on a terminal, or pass --yes with XTASK_CONFIRM_ENV={name}"
         );
     }
-    eprint!("This destroys every resource of {name:?}. Type the environment name to confirm: ");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
-    if answer.trim() != name {
-        bail!("confirmation {:?} does not match {name:?}; nothing destroyed", answer.trim());
-    }
-    Ok(())
+    type_name_back(
+        name,
+        &format!("This destroys every resource of {name:?}. Type the environment name to confirm: "),
+        "nothing destroyed",
+    )
 }

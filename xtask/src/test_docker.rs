@@ -215,16 +215,7 @@ impl HostPostgres {
             listen_addresses: Some("127.0.0.1".to_owned()),
             ..Default::default()
         };
-        let postgres = std::panic::catch_unwind(|| testkit::Postgres::start_with(options))
-            .map_err(|panic| {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                    .unwrap_or_else(|| "unknown failure".to_owned());
-                anyhow::anyhow!(message)
-            })
-            .context("starting a throwaway Postgres")?;
+        let postgres = crate::util::start_postgres(options).context("starting a throwaway Postgres")?;
         let port = postgres.port();
         ui::info(&format!(
             "started a throwaway Postgres on 127.0.0.1:{port} in {}",

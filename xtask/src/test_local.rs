@@ -155,8 +155,7 @@ const TERRAFORM_HINT: &str = "install Terraform >= 1.11: https://developer.hashi
 /// drops, and also when xtask is interrupted.
 fn start_throwaway_postgres() -> Result<(String, cleanup::CleanupGuard)> {
     let started = Instant::now();
-    let postgres = std::panic::catch_unwind(testkit::Postgres::start)
-        .map_err(|panic| anyhow::anyhow!("{}", panic_message(&panic)))
+    let postgres = crate::util::start_postgres(testkit::PostgresOptions::default())
         .context("starting a throwaway Postgres (set DATABASE_URL to use your own)")?;
     let url = postgres.url();
     ui::info(&format!(
@@ -173,14 +172,6 @@ fn start_throwaway_postgres() -> Result<(String, cleanup::CleanupGuard)> {
         }
     });
     Ok((url, guard))
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-        .unwrap_or_else(|| "unknown failure".to_owned())
 }
 
 /// Runs a step's command; a non-zero exit is a failed step.

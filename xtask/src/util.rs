@@ -175,6 +175,19 @@ pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent directory").to_path_buf()
 }
 
+/// Starts a PostgreSQL server with testkit, which reports failures by
+/// panicking (it is made for tests); a task wants them as an error.
+pub fn start_postgres(options: testkit::PostgresOptions) -> Result<testkit::Postgres> {
+    std::panic::catch_unwind(|| testkit::Postgres::start_with(options)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+            .unwrap_or_else(|| "unknown failure".to_owned());
+        anyhow::anyhow!(message)
+    })
+}
+
 /// Finds a tool on PATH or says how to get it.
 pub fn require_tool(name: &str, install_hint: &str) -> Result<PathBuf> {
     which::which(name).map_err(|_| anyhow::anyhow!("`{name}` is not on PATH: {install_hint}"))
@@ -240,6 +253,18 @@ pub fn confirm(ctx: &Ctx, question: &str) -> Result<bool> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).context("reading the answer from the terminal")?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+/// Asks for `name` typed back on the terminal (irreversible or protected
+/// actions); `nothing_done` ends the refusal, e.g. "nothing destroyed".
+pub fn type_name_back(name: &str, prompt: &str, nothing_done: &str) -> Result<()> {
+    eprint!("{prompt}");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
+    if answer.trim() != name {
+        bail!("confirmation {:?} does not match {name:?}; {nothing_done}", answer.trim());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -169,17 +169,7 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
         port: Some(port),
         listen_addresses: Some("127.0.0.1".to_owned()),
     };
-    // testkit reports failures by panicking (it is made for tests).
-    let postgres = std::panic::catch_unwind(|| testkit::Postgres::start_with(options))
-        .map_err(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_else(|| "unknown failure".to_owned());
-            anyhow::anyhow!(message)
-        })
-        .context("starting PostgreSQL for the local environment")?;
+    let postgres = crate::util::start_postgres(options).context("starting PostgreSQL for the local environment")?;
     let database = database_name(target);
     let exists = postgres.psql("postgres", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"));
     if exists.is_empty() {
