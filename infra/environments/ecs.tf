@@ -42,12 +42,14 @@ locals {
   }
 }
 
-# Terraform owns the task definition and the service's reference to it. A
-# deploy is `terraform apply -var image=<repo>@sha256:<digest>` run by the
-# deploy tool, which then watches the rollout through the ECS API; a later
-# plan with the same -var image shows no drift. The deploy tool must
-# therefore not register revisions of this family itself (a one-off
-# migration task may use a family of its own, built from the outputs).
+# Terraform owns the task definition's template: this revision, with
+# everything but the release's image. A deploy (`cargo xtask deploy`)
+# registers a revision of the same family from it, pinned to the image
+# digest, and points the service at it through the ECS API; the service's
+# task_definition is therefore ignored below, and `terraform plan` after a
+# deploy shows no drift. A change here reaches the service with the next
+# deploy, which copies the new template. var.image is only the template's
+# placeholder image (the first deploy's, or any pushed one).
 resource "aws_ecs_task_definition" "app" {
   family                   = local.name
   requires_compatibilities = [local.is_fargate ? "FARGATE" : "EC2"]
@@ -153,9 +155,10 @@ resource "aws_ecs_service" "app" {
   # desired_count only seeds a new service: afterwards autoscaling (or an
   # operator) owns it, and Terraform resetting it on every deploy would undo
   # a scale-out under load. Change the running count with the autoscaling
-  # bounds instead. task_definition is deliberately NOT ignored (see above).
+  # bounds instead. task_definition belongs to the deploy tool (see the task
+  # definition above).
   lifecycle {
-    ignore_changes = [desired_count]
+    ignore_changes = [desired_count, task_definition]
   }
 
   depends_on = [

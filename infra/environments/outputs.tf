@@ -19,7 +19,7 @@ output "task_definition_family" {
 }
 
 output "task_definition_arn" {
-  description = "Revision the service is set to run."
+  description = "The template revision Terraform registered; each deploy copies it with its image digest."
   value       = aws_ecs_task_definition.app.arn
 }
 
@@ -29,7 +29,7 @@ output "container_name" {
 }
 
 output "image" {
-  description = "Image reference in the current task definition; pass it back as -var image=... for a drift check."
+  description = "Placeholder image of the template revision (deploys set theirs); pass it back as -var image=... for a drift check."
   value       = var.image
 }
 

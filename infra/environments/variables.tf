@@ -85,7 +85,7 @@ variable "alb_deletion_protection" {
 # ---------------------------------------------------------------------------
 
 variable "image" {
-  description = "Full container image reference, pinned by digest in practice (repo@sha256:...). Passed by the deploy tool on every plan/apply."
+  description = "Image of the task definition template (see ecs.tf): deploys roll out their own image by digest; the deploy tool passes the template's current image back on every plan, so nothing drifts."
   type        = string
 
   validation {

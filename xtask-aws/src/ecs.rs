@@ -93,9 +93,9 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             Ok(json!({ "tasks": tasks }))
         }
         "clone_task_definition" => {
-            // A one-off task (migrations) runs the new image with the service's
-            // settings, under a family of its own so the service's revisions
-            // (owned by Terraform) are never touched.
+            // A copy of a revision with another image: the rollout's new
+            // revision (same family as the template Terraform registered) and
+            // the one-off migration task's (a family of its own).
             let from = string_param(params, "from")?;
             let family = string_param(params, "family")?;
             let image = string_param(params, "image")?;
@@ -129,6 +129,22 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .map_err(ApiError::from)?;
             let arn = registered.task_definition().and_then(|definition| definition.task_definition_arn());
             Ok(json!({ "task_definition_arn": arn }))
+        }
+        "update_service" => {
+            // The rollout itself: ECS starts a deployment of this revision.
+            let cluster = string_param(params, "cluster")?;
+            let service = string_param(params, "service")?;
+            let task_definition = string_param(params, "task_definition")?;
+            let output = client
+                .update_service()
+                .cluster(cluster)
+                .service(service)
+                .task_definition(task_definition)
+                .send()
+                .await
+                .map_err(ApiError::from)?;
+            let running = output.service().and_then(|service| service.task_definition());
+            Ok(json!({ "task_definition": running }))
         }
         "run_task" => {
             use aws_sdk_ecs::types::{

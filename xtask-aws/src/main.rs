@@ -12,6 +12,7 @@
 mod dynamodb;
 mod ecr;
 mod ecs;
+mod logs;
 
 use std::io::{BufRead, Write};
 
@@ -29,7 +30,7 @@ struct Request {
 }
 
 /// An API failure as xtask sees it. `SdkError` is the same smithy type in
-/// every aws-sdk crate, so one conversion serves ECR, ECS and DynamoDB.
+/// every aws-sdk crate, so one conversion serves ECR, ECS, DynamoDB and Logs.
 #[derive(Debug)]
 pub struct ApiError {
     pub code: String,
@@ -81,6 +82,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub ecr: aws_sdk_ecr::Client,
     pub ecs: aws_sdk_ecs::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 fn main() -> Result<()> {
@@ -96,6 +98,7 @@ async fn serve() -> Result<()> {
         dynamodb: aws_sdk_dynamodb::Client::new(&config),
         ecr: aws_sdk_ecr::Client::new(&config),
         ecs: aws_sdk_ecs::Client::new(&config),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&config),
     };
 
     let stdin = std::io::stdin();
@@ -136,6 +139,7 @@ async fn dispatch(clients: &Clients, op: &str, params: &Value) -> Result<Value, 
         Some(("ecr", name)) => ecr::call(&clients.ecr, name, params).await,
         Some(("ecs", name)) => ecs::call(&clients.ecs, name, params).await,
         Some(("dynamodb", name)) => dynamodb::call(&clients.dynamodb, name, params).await,
+        Some(("logs", name)) => logs::call(&clients.logs, name, params).await,
         _ => Err(ApiError::new("UnknownOperation", format!("xtask-aws does not know {op:?}"))),
     }
 }

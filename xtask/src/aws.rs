@@ -57,6 +57,18 @@ pub struct AwsProcess {
     dry_run: bool,
 }
 
+/// How the first `xtask-aws` was started, so that a Ctrl-C cleanup can start
+/// another while the main thread keeps that one busy (`spawn_sibling`).
+static SPAWN_SETTINGS: std::sync::OnceLock<SpawnSettings> = std::sync::OnceLock::new();
+
+#[derive(Debug, Clone)]
+struct SpawnSettings {
+    binary: std::path::PathBuf,
+    root: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    dry_run: bool,
+}
+
 impl AwsProcess {
     /// Builds (once; cargo skips it when fresh) and starts `xtask-aws`.
     pub fn start(ctx: &Ctx) -> Result<AwsProcess> {
@@ -69,16 +81,39 @@ impl AwsProcess {
     /// threads exist.
     pub fn start_with_env(ctx: &Ctx, env: &[(String, String)]) -> Result<AwsProcess> {
         let binary = build_binary(ctx)?;
+        AwsProcess::spawn(binary, ctx.root.clone(), env.to_vec(), ctx.dry_run())
+    }
+
+    fn spawn(
+        binary: std::path::PathBuf,
+        root: std::path::PathBuf,
+        env: Vec<(String, String)>,
+        dry_run: bool,
+    ) -> Result<AwsProcess> {
+        use std::os::unix::process::CommandExt;
+        // A process group of its own: Ctrl-C in the terminal goes to xtask's
+        // group, and xtask-aws must outlive it long enough to release the
+        // deploy lock and record the interrupted release. It ends when its
+        // stdin closes, that is when xtask exits.
         let mut child = Command::new(&binary)
-            .current_dir(&ctx.root)
+            .current_dir(&root)
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdin = child.stdin.take().context("xtask-aws stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("xtask-aws stdout")?);
-        Ok(AwsProcess { child, stdin, stdout, next_id: 1, dry_run: ctx.dry_run() })
+        let _ = SPAWN_SETTINGS.set(SpawnSettings { binary, root, env, dry_run });
+        Ok(AwsProcess { child, stdin, stdout, next_id: 1, dry_run })
+    }
+
+    /// Another `xtask-aws` with the settings of the first, for a Ctrl-C
+    /// cleanup that finds the shared one busy on the main thread.
+    pub fn spawn_sibling() -> Result<AwsProcess> {
+        let settings = SPAWN_SETTINGS.get().context("no xtask-aws was started")?.clone();
+        AwsProcess::spawn(settings.binary, settings.root, settings.env, settings.dry_run)
     }
 }
 

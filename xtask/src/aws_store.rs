@@ -34,35 +34,7 @@ pub struct DynamoLedger {
 
 impl LedgerStore for DynamoLedger {
     fn put(&mut self, release: &Release) -> Result<()> {
-        let (state, reason) = match &release.outcome {
-            Outcome::InProgress => ("in_progress", ""),
-            Outcome::Succeeded => ("succeeded", ""),
-            Outcome::Failed(reason) => ("failed", reason.as_str()),
-        };
-        let kind = match release.kind {
-            ReleaseKind::Deploy => "deploy",
-            ReleaseKind::Rollback => "rollback",
-            ReleaseKind::Promotion => "promotion",
-        };
-        let mut item = json!({
-            "environment": release.environment,
-            "deployed_at": release.started_at,
-            "image": release.image,
-            "git_sha": release.git_sha,
-            "who": release.who,
-            "kind": kind,
-            "outcome": state,
-        });
-        for (key, value) in [
-            ("reason", Some(reason.to_owned()).filter(|reason| !reason.is_empty())),
-            ("runs_as", release.runs_as.clone()),
-            ("migration_version", release.migration_version.clone()),
-            ("finished_at", release.finished_at.clone()),
-        ] {
-            if let Some(value) = value {
-                item[key] = json!(value);
-            }
-        }
+        let item = release_item(release);
         lock(&self.aws)
             .call("dynamodb.put_item", json!({ "table": self.table, "item": item }))
             .with_context(|| format!("recording the release in DynamoDB table {}", self.table))?;
@@ -80,6 +52,41 @@ impl LedgerStore for DynamoLedger {
     }
 }
 
+/// A release as a DynamoDB item of the ledger table.
+fn release_item(release: &Release) -> Value {
+    let (state, reason) = match &release.outcome {
+        Outcome::InProgress => ("in_progress", ""),
+        Outcome::Succeeded => ("succeeded", ""),
+        Outcome::Failed(reason) => ("failed", reason.as_str()),
+    };
+    let kind = match release.kind {
+        ReleaseKind::Deploy => "deploy",
+        ReleaseKind::Rollback => "rollback",
+        ReleaseKind::Promotion => "promotion",
+    };
+    let mut item = json!({
+        "environment": release.environment,
+        "deployed_at": release.started_at,
+        "image": release.image,
+        "git_sha": release.git_sha,
+        "who": release.who,
+        "kind": kind,
+        "outcome": state,
+    });
+    for (key, value) in [
+        ("reason", Some(reason.to_owned()).filter(|reason| !reason.is_empty())),
+        ("runs_as", release.runs_as.clone()),
+        ("migration_version", release.migration_version.clone()),
+        ("finished_at", release.finished_at.clone()),
+        ("infra_inputs", release.infra_inputs.clone()),
+    ] {
+        if let Some(value) = value {
+            item[key] = json!(value);
+        }
+    }
+    item
+}
+
 fn release_from_item(item: &Value) -> Release {
     let text = |key: &str| item[key].as_str().unwrap_or_default().to_owned();
     let optional = |key: &str| item[key].as_str().map(str::to_owned);
@@ -90,6 +97,7 @@ fn release_from_item(item: &Value) -> Release {
         git_sha: text("git_sha"),
         runs_as: optional("runs_as"),
         migration_version: optional("migration_version"),
+        infra_inputs: optional("infra_inputs"),
         who: text("who"),
         kind: match item["kind"].as_str() {
             Some("rollback") => ReleaseKind::Rollback,
@@ -159,21 +167,63 @@ impl DeployLock {
         let table = table.to_owned();
         let environment = environment.to_owned();
         let guard = cleanup::register(format!("release the deploy lock of {environment}"), move || {
-            let released = lock(&aws).call(
-                "dynamodb.delete_item",
-                json!({
-                    "table": table,
-                    "key": { "environment": environment },
-                    "condition": "lock_token = :token",
-                    "values": { ":token": token },
-                }),
-            );
+            let released = with_aws(&aws, |aws| {
+                aws.call(
+                    "dynamodb.delete_item",
+                    json!({
+                        "table": table,
+                        "key": { "environment": environment },
+                        "condition": "lock_token = :token",
+                        "values": { ":token": token },
+                    }),
+                )
+            });
             if let Err(err) = released {
                 eprintln!("warning: could not release the deploy lock of {environment} ({err}); it expires by itself");
             }
         });
         Ok(DeployLock { _guard: guard })
     }
+}
+
+/// Records a release as failed with "interrupted" if Ctrl-C (or SIGTERM)
+/// stops the deploy while it is in progress; does nothing otherwise. Without
+/// it the ledger would show the attempt in progress forever.
+pub fn record_interruption(aws: &SharedAws, table: &str, release: &Release) -> cleanup::CleanupGuard {
+    let (aws, table, mut release) = (aws.clone(), table.to_owned(), release.clone());
+    cleanup::register(format!("record the interrupted release in {table}"), move || {
+        if !cleanup::interrupted() {
+            return;
+        }
+        release.outcome = Outcome::Failed("interrupted (Ctrl-C or SIGTERM)".to_owned());
+        release.finished_at = Some(crate::ledger::now_rfc3339());
+        let item = release_item(&release);
+        if let Err(err) = with_aws(&aws, |aws| aws.call("dynamodb.put_item", json!({ "table": table, "item": item }))) {
+            eprintln!("warning: could not record the interrupted release ({err})");
+        }
+    })
+}
+
+/// Runs `call` on the shared `xtask-aws`, or, when the main thread keeps it
+/// busy (an interrupt arrived during a call or a rollout wait), on a second
+/// one started for the purpose.
+fn with_aws<T>(
+    aws: &SharedAws,
+    call: impl FnOnce(&mut dyn AwsApi) -> Result<T, crate::aws::ApiError>,
+) -> Result<T, crate::aws::ApiError> {
+    for _ in 0..3 {
+        match aws.try_lock() {
+            Ok(mut shared) => return call(&mut *shared),
+            Err(std::sync::TryLockError::Poisoned(poison)) => return call(&mut *poison.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let mut sibling = AwsProcess::spawn_sibling().map_err(|err| crate::aws::ApiError {
+        code: "XtaskAwsFailed".to_owned(),
+        message: format!("starting a second xtask-aws: {err:#}"),
+        throttling: false,
+    })?;
+    call(&mut sibling)
 }
 
 fn lock(aws: &SharedAws) -> std::sync::MutexGuard<'_, AwsProcess> {

@@ -30,6 +30,8 @@ pub enum Which {
     Image,
     /// Failed requests and switch time while a local release replaces another (not in the default set)
     LocalSwitch,
+    /// Each step of `deploy` for an app-only change against a sandbox, next to a naive deploy script (not in the default set)
+    Deploy,
 }
 
 /// One row of the benchmark table.
@@ -51,6 +53,7 @@ impl Bench {
                 Which::Secrets => figures.extend(crate::secrets::bench(ctx)?),
                 Which::Image => figures.extend(crate::image_bench::image(ctx)?),
                 Which::LocalSwitch => figures.extend(crate::local::bench::local_switch(ctx)?),
+                Which::Deploy => figures.extend(crate::deploy_bench::deploy(ctx)?),
             }
         }
         print_table(&figures);

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::{
     image::{
-        AppIdentity, BuildKit, DockerBuild, Offline, Source, image_tags, make_reproducible, release_build_args,
-        require_local_rust_image, vendor_crates,
+        AppIdentity, BuildKit, DockerBuild, Offline, Source, image_tags, make_reproducible, prepare_build,
+        release_build_args,
     },
     smoke_image::{SmokeReport, smoke},
     ui,
@@ -33,9 +33,6 @@ use crate::{
 pub struct BuildImage {
     #[command(flatten)]
     pub offline: Offline,
-    /// Print the result as JSON on stdout
-    #[arg(long)]
-    pub json: bool,
     /// Then run the image against a throwaway Postgres: /healthz, /readyz,
     /// /version, and a clean stop on SIGTERM
     #[arg(long)]
@@ -70,11 +67,7 @@ impl BuildImage {
         }
         let buildkit = BuildKit::find(&ctx.sh)?;
         let source = Source::read(&ctx.sh)?;
-        let offline = self.offline.enabled;
-        if offline {
-            require_local_rust_image(ctx)?;
-            vendor_crates(ctx)?;
-        }
+        let offline = prepare_build(ctx, self.offline.enabled)?;
         let tags = image_tags(&app.name, &source);
         if source.dirty {
             ui::warn("the working tree has uncommitted changes: the image is tagged -dirty");
@@ -99,8 +92,10 @@ impl BuildImage {
             return Ok(());
         }
         let built = BuiltImage { image: tags[0].clone(), id, tags, created: source.created(), source, offline, smoke };
-        if self.json {
-            println!("{}", serde_json::to_string(&built)?);
+        if ctx.global.json {
+            let mut result = serde_json::to_value(&built)?;
+            result["event"] = "result".into();
+            println!("{result}");
         } else {
             println!("image: {}", built.image);
             println!("id: {}", built.id);

@@ -322,24 +322,27 @@ fn import(ctx: &Ctx, tarball: &Path, image: &str, changes: &[String]) -> Result<
     Ok(())
 }
 
-fn remove_if_unused_stand_in(sh: &Shell, id: &str, image: &str) {
-    let inspect = sh
+/// True when the image is one this task made (it carries our label).
+pub fn is_stand_in(sh: &Shell, image: &str) -> bool {
+    let label = sh
         .cmd("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            &format!("{{{{len .RepoTags}}}} {{{{index .Config.Labels \"{STAND_IN_LABEL}\"}}}}"),
-            id,
-        ])
+        .args(["image", "inspect", "--format", &format!("{{{{index .Config.Labels \"{STAND_IN_LABEL}\"}}}}"), image])
         .quiet()
         .ignore_stderr()
         .read()
         .unwrap_or_default();
-    let mut fields = inspect.splitn(2, ' ');
-    let untagged = fields.next() == Some("0");
-    let ours = fields.next().is_some_and(|label| !label.trim().is_empty() && label.trim() != "<no value>");
-    if untagged && ours {
+    !label.trim().is_empty() && label.trim() != "<no value>"
+}
+
+fn remove_if_unused_stand_in(sh: &Shell, id: &str, image: &str) {
+    let tags = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{len .RepoTags}}", id])
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if tags.trim() == "0" && is_stand_in(sh, id) {
         ui::detail(&format!("removing the previous {image} ({id})"));
         let _ = sh.cmd("docker").args(["image", "rm", id]).quiet().ignore_stdout().ignore_stderr().run();
     }

@@ -25,12 +25,19 @@ pub struct Deploy {
     /// Skip applying the infrastructure even when its inputs changed
     #[arg(long)]
     pub skip_infra: bool,
+    /// Plan the infrastructure even when its inputs are unchanged since the
+    /// last successful release
+    #[arg(long, conflicts_with = "skip_infra")]
+    pub force_infra: bool,
     /// Skip the database migrations
     #[arg(long)]
     pub skip_migrate: bool,
     /// Skip the smoke check of /version after the rollout
     #[arg(long)]
     pub skip_smoke: bool,
+    /// How long the smoke check retries before it fails (and rolls back)
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub smoke_timeout: Duration,
     /// For protected environments without a terminal: the environment name,
     /// typed back (with --yes)
     #[arg(long, value_name = "ENV")]
@@ -43,10 +50,6 @@ pub struct Deploy {
     pub offline: bool,
     #[command(flatten)]
     pub gate: ScanGate,
-    /// One JSON object per step on stdout (name, outcome, seconds), then the
-    /// result (AWS environments)
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Show the live release of an environment and the last few attempts

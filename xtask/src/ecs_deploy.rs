@@ -1,12 +1,15 @@
 //! Deploying to ECS: the steps of `cargo xtask deploy --env E` for AWS
 //! environments, and `status` / `rollback` there.
 //!
-//! Terraform owns the task definition, so a rollout is a Terraform apply of
-//! the environment stage with `-var image=<repo>@sha256:...`: the service
-//! gets a new revision pinned to the digest, and `cargo xtask infra plan`
-//! afterwards reports no changes (the plan reads the running image from the
-//! state). The rollout is then watched by `rollout::wait_for_rollout`, which
-//! follows this deployment and cannot be fooled by a rollback.
+//! Terraform owns the infrastructure and the task definition's template
+//! revision; a rollout registers a revision of the same family pinned to the
+//! image digest and points the service at it (two ECS calls, see
+//! `start_rollout`). Terraform ignores which revision the service runs, so
+//! `cargo xtask infra plan` afterwards reports no changes. The Terraform
+//! plans run only when the infrastructure's inputs changed since the last
+//! successful release (`infra::Terraform::input_fingerprint`). The rollout
+//! is watched by `rollout::wait_for_rollout`, which follows this deployment
+//! and cannot be fooled by a rollback.
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,12 +21,12 @@ use serde_json::{Value, json};
 
 use crate::{
     aws::{AwsApi, AwsProcess},
-    aws_store::{DeployLock, DynamoLedger, SharedAws},
+    aws_store::{DeployLock, DynamoLedger, SharedAws, record_interruption},
     build_image::BuildImage,
     config::{Config, Environment},
     deploy::{Deploy, Rollback, Status},
     image::{Offline, Source},
-    infra::{self, PlanResult, Stage, Terraform},
+    infra::{self, Stage, Terraform},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     push::Push,
     rollout::{self, RealClock, RolloutTarget, WaitOptions},
@@ -56,7 +59,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     let config = Config::load(&ctx.root)?;
     let name = ctx.global.environment.clone();
     let environment = infra::aws_environment(&config, &name)?;
-    let mut steps = Steps { rows: Vec::new(), json: args.json };
+    let mut steps = Steps { rows: Vec::new(), json: ctx.global.json };
 
     let git_sha = steps.run("check the working tree", || match &origin {
         Origin::Promoted { git_sha } => Ok(git_sha.clone()),
@@ -90,18 +93,12 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
             Some(image) if image.contains("@sha256:") => return Ok(image.clone()),
             Some(image) => image.clone(),
             None => {
-                BuildImage {
-                    offline: Offline { enabled: args.offline },
-                    json: args.json,
-                    smoke: false,
-                    no_cache: false,
-                    name: None,
-                }
-                .run(ctx)?;
+                BuildImage { offline: Offline { enabled: args.offline }, smoke: false, no_cache: false, name: None }
+                    .run(ctx)?;
                 format!("{}:{}", config.app_name(), Source::read(&ctx.sh)?.commit_tag())
             }
         };
-        let push = Push { image: Some(local_image), gate: args.gate.clone(), json: args.json };
+        let push = Push { image: Some(local_image), gate: args.gate.clone() };
         Ok(match push.execute(ctx)? {
             Some(pushed) => {
                 ui::info(&format!("pushed {}", pushed.digest));
@@ -111,20 +108,37 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         })
     })?;
 
-    if !args.skip_infra {
-        steps.run("apply the infrastructure if its inputs changed", || {
-            for stage in [Stage::Repositories, Stage::Environment] {
-                // The environment is planned with what runs now: only a
-                // change of the infrastructure itself counts here.
-                if terraform.plan(stage, None)? == PlanResult::Changes {
+    let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases.clone() };
+    let history = if ctx.dry_run() { Vec::new() } else { store.history(&name, 20)? };
+    let previous = ledger::live_release(&history).cloned();
+
+    let infra_inputs = if args.skip_infra {
+        steps.skip("apply the infrastructure if its inputs changed", "--skip-infra");
+        None
+    } else {
+        let fingerprint = terraform.input_fingerprint(&config)?;
+        let unchanged = ledger::last_infra_inputs(&history) == Some(fingerprint.as_str());
+        if unchanged && !args.force_infra {
+            steps.skip(
+                "apply the infrastructure if its inputs changed",
+                &format!(
+                    "inputs unchanged since the last successful release ({}); --force-infra plans anyway",
+                    &fingerprint[..12]
+                ),
+            );
+        } else {
+            steps.run("apply the infrastructure if its inputs changed", || {
+                // Planned with the image Terraform knows (the template's):
+                // only a change of the infrastructure itself shows.
+                for stage in [Stage::Repositories, Stage::Environment] {
                     terraform.apply(stage, None)?;
                 }
-            }
-            Ok(())
-        })?;
-    }
+                Ok(())
+            })?;
+        }
+        Some(fingerprint)
+    };
 
-    let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases.clone() };
     let mut release = Release {
         environment: name.clone(),
         started_at: ledger::now_rfc3339(),
@@ -139,13 +153,15 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         },
         outcome: Outcome::InProgress,
         finished_at: None,
+        infra_inputs,
     };
-    if ctx.dry_run() {
+    let _interrupted = if ctx.dry_run() {
         println!("would call: dynamodb.put_item (release {} of {image}, in progress)", release.started_at);
+        None
     } else {
         store.put(&release)?;
-    }
-    let previous = store.history(&name, 20).ok().and_then(|history| ledger::live_release(&history).cloned());
+        Some(record_interruption(&aws, &tables.releases, &release))
+    };
 
     let result = roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &image, &git_sha);
     let outcome = match &result {
@@ -170,7 +186,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     ui::print_summary(&format!("deploy to {name}"), &steps.rows);
     let task_definition = result?;
     ui::success(&format!("{name} runs {image} ({task_definition})"));
-    if args.json {
+    if ctx.global.json {
         println!(
             "{}",
             json!({ "event": "deployed", "environment": name, "image": image, "task_definition": task_definition, "git_sha": git_sha })
@@ -200,18 +216,42 @@ fn roll_out(
     if !confirm(ctx, &format!("roll out {image} to {}?", ctx.global.environment))? {
         bail!("rollout cancelled");
     }
-    let task_definition = steps.run("roll out", || {
-        terraform.apply_confirmed(Stage::Environment, Some(image))?;
-        Ok(terraform.output(Stage::Environment, "task_definition_arn")?.unwrap_or_default())
-    })?;
+    let task_definition = steps.run("roll out", || start_rollout(terraform, aws, image))?;
     if ctx.dry_run() {
         println!("would wait for the deployment of the new task definition, then GET <service_url>/version");
         return Ok(task_definition);
     }
     steps.run("wait for the rollout", || wait(terraform, aws, &task_definition, args.timeout))?;
     if !args.skip_smoke && environment.smoke_check {
-        steps.run("smoke check GET /version", || smoke_check(terraform, git_sha))?;
+        steps.run("smoke check GET /version", || smoke_check(terraform, git_sha, args.smoke_timeout))?;
     }
+    Ok(task_definition)
+}
+
+/// Registers a revision of the service's task definition family that runs
+/// `image` (everything else as Terraform's revision says) and points the
+/// service at it; returns the new revision's ARN.
+///
+/// Why not `terraform apply -var image=...`: a whole-environment refresh
+/// and apply for what is one API call. Terraform owns the template revision
+/// (its `task_definition_arn` output) and ignores which revision the service
+/// runs, so `infra plan` after a deploy shows no drift; a change of the
+/// template reaches the service with the next deploy, which copies it.
+fn start_rollout(terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -> Result<String> {
+    let template = required_output(terraform, "task_definition_arn")?;
+    let family = required_output(terraform, "task_definition_family")?;
+    let cluster = required_output(terraform, "cluster_name")?;
+    let service = required_output(terraform, "service_name")?;
+    let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
+    let registered =
+        aws.call("ecs.clone_task_definition", json!({ "from": template, "family": family, "image": image }))?;
+    let task_definition =
+        registered["task_definition_arn"].as_str().unwrap_or("<new revision of the task definition>").to_owned();
+    aws.call(
+        "ecs.update_service",
+        json!({ "cluster": cluster, "service": service, "task_definition": task_definition }),
+    )?;
+    ui::info(&format!("  {service} now runs {task_definition}"));
     Ok(task_definition)
 }
 
@@ -232,9 +272,14 @@ fn wait(terraform: &Terraform<'_>, aws: &SharedAws, task_definition: &str, timeo
     ));
     let options = WaitOptions { timeout, ..WaitOptions::default() };
     let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
+    // The progress lines are printed above the spinner, the latest also beside it.
+    let progress = ui::progress("rollout");
     let completed = rollout::wait_for_rollout(&mut *aws, &mut RealClock::new(), &target, options, &mut |line| {
-        ui::info(&format!("  {line}"))
-    })?;
+        ui::info(&format!("  {line}"));
+        progress.message(line);
+    });
+    progress.finish(completed.is_ok());
+    let completed = completed?;
     ui::success(&format!("deployment {} completed: {} running", completed.deployment_id, completed.running));
     Ok(())
 }
@@ -247,11 +292,17 @@ pub fn run_migrations(ctx: &Ctx, image: Option<&str>) -> Result<()> {
     let environment = infra::aws_environment(&config, &name)?;
     let terraform = Terraform::new(ctx, &config, environment)?;
     let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
+    let tables = ledger_tables(&terraform, &name)?;
     let image = match image {
         Some(image) => image.to_owned(),
-        None => required_output(&terraform, "image")?,
+        None => {
+            let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases.clone() };
+            let history = store.history(&name, 20)?;
+            ledger::live_release(&history).map(|live| live.image.clone()).with_context(|| {
+                format!("{name} has no successful release yet: pass --image, or deploy first (cargo xtask deploy --env {name})")
+            })?
+        }
     };
-    let tables = ledger_tables(&terraform, &name)?;
     let _lock = if ctx.dry_run() {
         None
     } else {
@@ -291,16 +342,26 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
     )?;
     let task_arn = started["task_arn"].as_str().unwrap_or_default().to_owned();
     ui::info(&format!("  migration task {task_arn} started ({task_definition})"));
+    let mut logs = TaskLogs {
+        log_group: required_output(terraform, "log_group_name")?,
+        log_stream: format!("{LOG_STREAM_PREFIX}/{container}/{}", task_arn.rsplit('/').next().unwrap_or_default()),
+        next_token: None,
+        broken: false,
+    };
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut last_status = String::new();
     loop {
         let task = aws.call("ecs.describe_task", json!({ "cluster": cluster, "task_arn": task_arn }))?;
+        logs.print_new(&mut *aws);
         let status = task["last_status"].as_str().unwrap_or_default().to_owned();
         if status != last_status {
             ui::info(&format!("  migration task: {status}"));
             last_status = status.clone();
         }
         if status == "STOPPED" {
+            // The log driver may deliver the last lines after the stop.
+            std::thread::sleep(Duration::from_millis(500));
+            logs.print_new(&mut *aws);
             let container_state = task["containers"]
                 .as_array()
                 .into_iter()
@@ -314,8 +375,10 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
                     Ok(())
                 }
                 Some(code) => bail!(
-                    "the migration task exited with {code}: {}; its logs are in the service's log group (stream prefix of task {task_arn}); nothing was rolled out",
-                    task["stopped_reason"].as_str().unwrap_or("no reason")
+                    "the migration task exited with {code}: {}; its output is above and in CloudWatch Logs {} / {}; nothing was rolled out",
+                    task["stopped_reason"].as_str().unwrap_or("no reason"),
+                    logs.log_group,
+                    logs.log_stream
                 ),
                 None => bail!(
                     "the migration task stopped without an exit code ({}); nothing was rolled out",
@@ -333,10 +396,55 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
     }
 }
 
+/// The awslogs stream prefix of the task definition (ecs.tf): a task's
+/// container logs to `<prefix>/<container>/<task id>`.
+const LOG_STREAM_PREFIX: &str = "app";
+
+/// A one-off task's output in CloudWatch Logs, shown as it arrives.
+struct TaskLogs {
+    log_group: String,
+    log_stream: String,
+    next_token: Option<String>,
+    /// Logs are for people: after one unexpected error they are no longer
+    /// read, and the migration's exit code still decides.
+    broken: bool,
+}
+
+impl TaskLogs {
+    fn print_new(&mut self, aws: &mut dyn AwsApi) {
+        if self.broken {
+            return;
+        }
+        let answer = aws.call(
+            "logs.get_log_events",
+            json!({ "log_group": self.log_group, "log_stream": self.log_stream, "next_token": self.next_token }),
+        );
+        match answer {
+            Ok(answer) => {
+                for event in answer["events"].as_array().into_iter().flatten() {
+                    ui::info(&format!("  migrate | {}", event["message"].as_str().unwrap_or_default().trim_end()));
+                }
+                if let Some(token) = answer["next_token"].as_str() {
+                    self.next_token = Some(token.to_owned());
+                }
+            }
+            // The stream appears when the container starts.
+            Err(err) if err.code == "ResourceNotFoundException" => {}
+            Err(err) => {
+                ui::warn(&format!(
+                    "cannot read the migration's logs ({err}); they are in {} / {}",
+                    self.log_group, self.log_stream
+                ));
+                self.broken = true;
+            }
+        }
+    }
+}
+
 /// `GET <service_url>/version` must report the deployed commit.
-fn smoke_check(terraform: &Terraform<'_>, git_sha: &str) -> Result<()> {
+fn smoke_check(terraform: &Terraform<'_>, git_sha: &str, timeout: Duration) -> Result<()> {
     let url = required_output(terraform, "service_url")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + timeout;
     loop {
         let attempt = http_get(&format!("{url}/version"));
         match &attempt {
@@ -436,7 +544,7 @@ fn roll_back_to(
     ctx: &Ctx,
     terraform: &Terraform<'_>,
     aws: &SharedAws,
-    store: &mut dyn LedgerStore,
+    store: &mut DynamoLedger,
     name: &str,
     target: &Release,
     args: &Rollback,
@@ -459,15 +567,16 @@ fn roll_back_to(
         kind: ReleaseKind::Rollback,
         outcome: Outcome::InProgress,
         finished_at: None,
+        infra_inputs: None,
     };
     if ctx.dry_run() {
-        terraform.apply_confirmed(Stage::Environment, Some(&target.image))?;
+        start_rollout(terraform, aws, &target.image)?;
         return Ok(());
     }
     store.put(&release)?;
+    let _interrupted = record_interruption(aws, &store.table, &release);
     let result = (|| -> Result<String> {
-        terraform.apply_confirmed(Stage::Environment, Some(&target.image))?;
-        let task_definition = required_output(terraform, "task_definition_arn")?;
+        let task_definition = start_rollout(terraform, aws, &target.image)?;
         wait(terraform, aws, &task_definition, args.timeout)?;
         Ok(task_definition)
     })();
@@ -538,6 +647,22 @@ struct Steps {
 }
 
 impl Steps {
+    /// A step that did not run, and why (shown in the summary and as JSON).
+    fn skip(&mut self, name: &str, why: &str) {
+        ui::step(&format!("{name}: skipped, {why}"));
+        if self.json {
+            println!(
+                "{}",
+                json!({ "event": "step", "step": name, "outcome": "skipped", "seconds": 0.0, "reason": why })
+            );
+        }
+        self.rows.push(SummaryRow {
+            name: name.to_owned(),
+            outcome: ui::Outcome::Skipped(why.to_owned()),
+            duration: Duration::ZERO,
+        });
+    }
+
     fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
         ui::step(name);
         let started = Instant::now();

@@ -4,8 +4,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    bench, build_image, builder_image, deploy, doctor, infra, local, migrate, promote, push, sandbox, secrets,
-    smoke_image, test_docker, test_local, util::Ctx,
+    bench, build_image, builder_image, ci, completions, deploy, doctor, functional, infra, local, migrate, promote,
+    push, sandbox, secrets, smoke_image, test_docker, test_local, util::Ctx,
 };
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
@@ -36,6 +36,10 @@ pub struct GlobalArgs {
     /// Only print errors and final results
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Machine-readable output: every line on stdout is a JSON object
+    /// (NDJSON): messages, steps, results, and a last `task` event
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +80,10 @@ pub enum Task {
     SmokeImage(smoke_image::SmokeImage),
     /// Push the image built for this commit to ECR, check its digest and gate on its scan
     Push(push::Push),
+    /// What CI runs: test-local, build-image, test-docker, functional tests of the image; on main deploy and test again
+    Ci(ci::Ci),
+    /// Test every route of a running app at any base URL, and its page in headless Chromium
+    FunctionalTest(functional::FunctionalTest),
     /// Run benchmarks and print their figures next to their goals
     Bench(bench::Bench),
     /// Encrypt, decrypt, edit, rekey and check the Terraform secrets file (secrets.tfvars.enc)
@@ -86,6 +94,8 @@ pub enum Task {
     DecryptSecrets(secrets::Decrypt),
     /// Install the git pre-commit hook that refuses decrypted secrets
     InstallHooks(secrets::InstallHooks),
+    /// Print a completion script for `cargo xtask` (bash, zsh or fish) on stdout
+    Completions(completions::Completions),
 }
 
 impl Task {
@@ -108,11 +118,14 @@ impl Task {
             Task::TestDocker(task) => task.run(ctx),
             Task::SmokeImage(task) => task.run(ctx),
             Task::Push(task) => task.run(ctx),
+            Task::Ci(task) => task.run(ctx),
+            Task::FunctionalTest(task) => task.run(ctx),
             Task::Bench(task) => task.run(ctx),
             Task::Secrets(task) => task.run(ctx),
             Task::EncryptSecrets(task) => task.run(ctx),
             Task::DecryptSecrets(task) => task.run(ctx),
             Task::InstallHooks(task) => task.run(ctx),
+            Task::Completions(task) => task.run(ctx),
         }
     }
 }

@@ -26,7 +26,7 @@ use xshell::{Cmd, Shell, cmd};
 
 use crate::{
     cleanup, config, ui,
-    util::{Ctx, cargo, require_tool, spawn_and_wait, write_atomic},
+    util::{Ctx, SpawnOptions, cargo, require_tool, spawn_and_wait, spawn_with_progress, write_atomic},
 };
 
 /// The Dockerfile, relative to the build context (the project root).
@@ -205,8 +205,25 @@ pub struct BuildKit {
 }
 
 impl BuildKit {
+    /// The docker client this build uses.
+    pub fn docker_path(&self) -> &Path {
+        &self.program
+    }
+
+    /// How a shell script spells a build with it: `docker buildx build
+    /// --load` or `docker build` (with DOCKER_BUILDKIT=1).
+    pub fn build_words(&self) -> Vec<String> {
+        let docker = self.program.display().to_string();
+        if self.buildx {
+            vec![docker, "buildx".into(), "build".into(), "--load".into()]
+        } else {
+            vec![docker, "build".into()]
+        }
+    }
+
     pub fn find(sh: &Shell) -> Result<BuildKit> {
         let docker = require_tool("docker", DOCKER_HINT)?;
+        require_docker_daemon(&docker)?;
         if sh.cmd(&docker).args(["buildx", "version"]).quiet().ignore_stdout().ignore_stderr().run().is_ok() {
             return Ok(BuildKit { program: docker, buildx: true });
         }
@@ -250,6 +267,26 @@ impl BuildKit {
             sh.cmd("env").arg("DOCKER_BUILDKIT=1").arg(&self.program).arg("build")
         }
     }
+}
+
+/// Fails unless the Docker daemon answers, saying how to start it. Checked
+/// before anything else: an offline build would otherwise spend minutes on
+/// debootstrap and vendoring before its first docker command fails.
+pub fn require_docker_daemon(docker: &Path) -> Result<()> {
+    let output = Command::new(docker)
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .with_context(|| format!("running {} version", docker.display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = stderr.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("no answer");
+    let host = std::env::var("DOCKER_HOST").map(|host| format!(" at DOCKER_HOST={host}")).unwrap_or_default();
+    bail!(
+        "the Docker daemon{host} is not reachable ({reason}): start it (`systemctl start docker` or `dockerd &`) \
+         or point DOCKER_HOST at a running one; `cargo xtask doctor` checks every tool"
+    )
 }
 
 /// One `docker build` of docker/Dockerfile.
@@ -321,7 +358,8 @@ impl DockerBuild {
 
 /// Runs a command whose output is progress, not a result: its stdout goes to
 /// our stderr (nowhere with `--quiet`), so stdout stays clean for `--json`.
-/// A non-zero exit is an error. Interruptible like `Ctx::run_interruptible`.
+/// A non-zero exit is an error. Interruptible like `Ctx::run_interruptible`;
+/// on a terminal a spinner (`ui::progress`) stands in for the output.
 pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
     if ctx.dry_run() {
         println!("would run: {cmd}");
@@ -334,7 +372,7 @@ pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
     } else {
         command.stdout(std::io::stderr());
     }
-    let status = spawn_and_wait(description, &mut command)?;
+    let status = spawn_with_progress(description, &mut command, SpawnOptions::default())?;
     if !status.success() {
         bail!("{description} failed ({status})");
     }
@@ -394,6 +432,70 @@ impl BaseImages {
         };
         Ok(BaseImages { rust: default("RUST_IMAGE")?, debian: default("DEBIAN_IMAGE")? })
     }
+}
+
+/// Gets an image build ready and says whether it runs offline: with
+/// `--offline` (or XTASK_OFFLINE) the local builder image and vendored
+/// crates; otherwise upstream base images, unless they cannot be had.
+///
+/// Why the fallback: the README's first command must work on a fresh
+/// machine that cannot pull images (ours, and many corporate ones), and
+/// failing with "no such host" after the user typed `cargo xtask deploy`
+/// helps nobody. A machine that can pull never takes it: the upstream
+/// images stay the default. XTASK_OFFLINE=false turns the fallback off.
+pub fn prepare_build(ctx: &Ctx, requested_offline: bool) -> Result<bool> {
+    let offline = requested_offline || upstream_base_unavailable(ctx)?;
+    if offline {
+        require_local_rust_image(ctx)?;
+        vendor_crates(ctx)?;
+    }
+    Ok(offline)
+}
+
+/// XTASK_OFFLINE from the environment or `.env` (clap sees only the
+/// former): `Some(true)` for a yes, `Some(false)` for an explicit no.
+pub fn offline_setting(ctx: &Ctx) -> Option<bool> {
+    ctx.env_var("XTASK_OFFLINE")
+        .map(|value| !matches!(value.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off" | "n" | "f"))
+}
+
+/// True when the build must fall back to offline: the Rust base image is
+/// the stand-in `cargo xtask builder-image` made (this machine builds
+/// offline), or it is missing and `docker pull` cannot fetch it.
+fn upstream_base_unavailable(ctx: &Ctx) -> Result<bool> {
+    if offline_setting(ctx) == Some(false) {
+        return Ok(false);
+    }
+    let base = BaseImages::from_dockerfile(&ctx.root)?;
+    if image_exists(&ctx.sh, &base.rust) {
+        let stand_in = crate::builder_image::is_stand_in(&ctx.sh, &base.rust);
+        if stand_in {
+            ui::info(&format!(
+                "{} here was made by `cargo xtask builder-image`: building offline (set XTASK_OFFLINE=false to build online)",
+                base.rust
+            ));
+        }
+        return Ok(stand_in);
+    }
+    let pull = ctx.sh.cmd("docker").args(["pull", "--quiet", &base.rust]);
+    if ctx.dry_run() {
+        println!("would run: {pull}   (and build offline if it fails)");
+        return Ok(false);
+    }
+    ui::step(&format!("pulling the base image {}", base.rust));
+    let output = Command::from(pull).output().with_context(|| format!("running docker pull {}", base.rust))?;
+    if output.status.success() {
+        return Ok(false);
+    }
+    let reason = String::from_utf8_lossy(&output.stderr);
+    ui::warn(&format!(
+        "cannot pull {}: {}\n  building offline instead: the builder image is made on this machine from Debian \
+         packages and the host's Rust toolchain (once, a few minutes), crates are vendored on the host. Pass \
+         --offline to skip this check, or set XTASK_OFFLINE=false to make it an error",
+        base.rust,
+        reason.trim()
+    ));
+    Ok(true)
 }
 
 /// Offline builds need the Rust base image locally: nothing can be pulled.

@@ -16,7 +16,10 @@ use xshell::{Cmd, cmd};
 use crate::{
     config::{Config, Environment, EnvironmentKind},
     secrets, ui,
-    util::{Ctx, SpawnOptions, StopOnInterrupt, confirm, require_tool, spawn_and_wait_with, type_name_back},
+    util::{
+        Ctx, SpawnOptions, StopOnInterrupt, confirm, require_tool, spawn_and_wait_with, spawn_with_progress,
+        type_name_back,
+    },
 };
 
 /// Plan, apply or destroy an environment's infrastructure with Terraform
@@ -41,8 +44,10 @@ pub struct StageArgs {
     /// Only this stage (default: all, in dependency order)
     #[arg(long, value_enum)]
     pub stage: Option<Stage>,
-    /// Container image for the environment stage (default: what runs now,
-    /// else the image built for this commit)
+    /// Image of the task definition template (default: the template's
+    /// current one, else the image built for this commit); deploys roll out
+    /// their own image
+
     #[arg(long)]
     pub image: Option<String>,
 }
@@ -60,13 +65,6 @@ impl Stage {
             Stage::Environment => "infra/environments",
         }
     }
-}
-
-/// Whether `apply` still has to ask before changing anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Confirmation {
-    Ask,
-    AlreadyGiven,
 }
 
 /// Whether a plan found changes.
@@ -111,6 +109,28 @@ impl Infra {
     }
 }
 
+/// The `.tf` files of a stage directory and its modules, sorted (not the
+/// per-environment variable files under `env/`, nor Terraform's data).
+fn collect_terraform_files(directory: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(directory).with_context(|| format!("listing {}", directory.display()))?;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        paths.push(entry.with_context(|| format!("listing {}", directory.display()))?.path());
+    }
+    paths.sort();
+    for path in paths {
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        if path.is_dir() {
+            if name != "env" && !name.starts_with('.') {
+                collect_terraform_files(&path, files)?;
+            }
+        } else if name.ends_with(".tf") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
 /// Stages in dependency order, reversed for destroy.
 fn stages(only: Option<Stage>, reverse: bool) -> Vec<Stage> {
     let mut all = match only {
@@ -132,6 +152,17 @@ pub fn aws_environment<'a>(config: &'a Config, name: &str) -> Result<&'a Environ
         );
     }
     Ok(environment)
+}
+
+/// What to do when Terraform found no AWS credentials (its S3 backend says
+/// so first, in a paragraph that does not name this project's ways).
+fn credentials_hint(terraform_stderr: &str) -> &'static str {
+    if terraform_stderr.contains("No valid credential sources found") {
+        ": no AWS credentials; export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or set AWS_PROFILE \
+         (`aws configure sso`), or for the sandbox run `eval \"$(cargo xtask sandbox up)\"`"
+    } else {
+        ""
+    }
 }
 
 /// Terraform for one environment: the binary, the names, the secrets.
@@ -236,11 +267,8 @@ impl<'a> Terraform<'a> {
         ui::detail(&format!("$ {cmd}"));
         let output = cmd.quiet().ignore_status().output().context("running terraform init")?;
         if !output.status.success() {
-            bail!(
-                "terraform init of {} failed:\n{}",
-                stage.directory(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("terraform init of {} failed{}:\n{}", stage.directory(), credentials_hint(&stderr), stderr.trim());
         }
         self.initialised.borrow_mut().push(stage);
         Ok(())
@@ -267,6 +295,36 @@ impl<'a> Terraform<'a> {
             args.push(format!("-var=image={image}"));
         }
         Ok(args)
+    }
+
+    /// A fingerprint of everything the infrastructure is made from for this
+    /// environment: both stages' Terraform files, its variable file, the
+    /// configuration (deploy.toml) and the encrypted secrets. A deploy whose
+    /// fingerprint matches the last successful release's has nothing to
+    /// plan: an app-only change then costs no Terraform run at all.
+    pub fn input_fingerprint(&self, config: &Config) -> Result<String> {
+        let mut files = Vec::new();
+        for stage in [Stage::Repositories, Stage::Environment] {
+            collect_terraform_files(&self.directory(stage), &mut files)?;
+        }
+        let tfvars = self.environment.tfvars.as_deref().unwrap_or(&self.environment_name);
+        files.push(self.directory(Stage::Environment).join("env").join(format!("{tfvars}.tfvars")));
+        files.push(config.path.clone());
+        files.push(self.ctx.root.join(secrets::ENCRYPTED_FILE));
+        let mut hasher = openssl::sha::Sha256::new();
+        hasher.update(self.environment_name.as_bytes());
+        for file in files {
+            let relative = file.strip_prefix(&self.ctx.root).unwrap_or(&file);
+            hasher.update(relative.to_string_lossy().as_bytes());
+            hasher.update(b"\0");
+            match std::fs::read(&file) {
+                Ok(bytes) => hasher.update(&bytes),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => hasher.update(b"<missing>"),
+                Err(err) => return Err(err).with_context(|| format!("reading {}", file.display())),
+            }
+            hasher.update(b"\0");
+        }
+        Ok(hasher.finish().iter().map(|byte| format!("{byte:02x}")).collect())
     }
 
     /// What runs now (the environment's `image` output), else the image
@@ -372,17 +430,9 @@ impl<'a> Terraform<'a> {
         }
     }
 
-    /// Plans and applies, asking first (unless --yes).
+    /// Plans and, when the plan has changes, applies it after asking
+    /// (unless --yes).
     pub fn apply(&self, stage: Stage, image: Option<&str>) -> Result<()> {
-        self.apply_with(stage, image, Confirmation::Ask)
-    }
-
-    /// Plans and applies; the caller has already asked.
-    pub fn apply_confirmed(&self, stage: Stage, image: Option<&str>) -> Result<()> {
-        self.apply_with(stage, image, Confirmation::AlreadyGiven)
-    }
-
-    fn apply_with(&self, stage: Stage, image: Option<&str>, confirmation: Confirmation) -> Result<()> {
         let result = self.plan(stage, image)?;
         if result == PlanResult::NoChanges {
             ui::success(&format!("{}: no changes", stage.directory()));
@@ -398,16 +448,11 @@ impl<'a> Terraform<'a> {
             println!("would run: {cmd}");
             return Ok(());
         }
-        if confirmation == Confirmation::Ask
-            && !confirm(
-                self.ctx,
-                &format!("apply these changes to {} ({})?", self.environment_name, stage.directory()),
-            )?
-        {
+        if !confirm(self.ctx, &format!("apply these changes to {} ({})?", self.environment_name, stage.directory()))? {
             bail!("apply of {} cancelled", stage.directory());
         }
         ui::step(&format!("terraform apply {}", stage.directory()));
-        let status = run_terraform("terraform apply", cmd)?;
+        let status = run_terraform_with_progress("terraform apply", cmd)?;
         self.state_changed(stage);
         let _ = std::fs::remove_file(&plan_file);
         if !status.success() {
@@ -437,7 +482,7 @@ impl<'a> Terraform<'a> {
             return Ok(());
         }
         ui::step(&format!("terraform destroy {}", stage.directory()));
-        let status = run_terraform("terraform destroy", cmd)?;
+        let status = run_terraform_with_progress("terraform destroy", cmd)?;
         self.state_changed(stage);
         if !status.success() {
             bail!("terraform destroy of {} failed ({status}); see its output above", stage.directory());
@@ -456,6 +501,16 @@ fn run_terraform(description: &str, cmd: Cmd<'_>) -> Result<std::process::ExitSt
     // xtask's progress, so stdout stays for what scripts read (`--json`).
     command.stdout(std::io::stderr());
     spawn_and_wait_with(description, &mut command, options)
+}
+
+/// `run_terraform` shown as progress (a spinner on a terminal, the output's
+/// tail if it fails): for apply and destroy, which are long and whose output
+/// matters when they fail. A plan streams: it is read before confirming.
+fn run_terraform_with_progress(description: &str, cmd: Cmd<'_>) -> Result<std::process::ExitStatus> {
+    let options = SpawnOptions { on_interrupt: StopOnInterrupt::InterruptAndWait(std::time::Duration::from_secs(60)) };
+    let mut command = std::process::Command::from(cmd);
+    command.stdout(std::io::stderr());
+    spawn_with_progress(description, &mut command, options)
 }
 
 /// Destroy asks for the environment name typed back, even with --yes:

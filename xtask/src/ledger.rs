@@ -37,6 +37,10 @@ pub struct Release {
     pub outcome: Outcome,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// Fingerprint of the infrastructure's inputs this release was deployed
+    /// with, when the deploy checked them (see `infra::input_fingerprint`).
+    #[serde(default)]
+    pub infra_inputs: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +84,16 @@ pub fn rollback_target(history: &[Release]) -> Option<&Release> {
         .skip_while(|release| !std::ptr::eq(*release, live))
         .skip(1)
         .find(|release| release.outcome == Outcome::Succeeded && release.image != live.image)
+}
+
+/// The infrastructure inputs the environment was last deployed with: those
+/// of the newest successful release that checked them. A deploy whose
+/// inputs match skips the Terraform plans.
+pub fn last_infra_inputs(history: &[Release]) -> Option<&str> {
+    history
+        .iter()
+        .filter(|release| release.outcome == Outcome::Succeeded)
+        .find_map(|release| release.infra_inputs.as_deref())
 }
 
 /// Whether `image` ever succeeded in the environment (promotion gate).
@@ -215,6 +229,7 @@ mod tests {
             kind: ReleaseKind::Deploy,
             outcome,
             finished_at: None,
+            infra_inputs: None,
         }
     }
 
@@ -233,6 +248,24 @@ mod tests {
         assert_eq!(rollback_target(&history).unwrap().image, "repo@sha256:d1");
         assert!(succeeded_with(&history, "sha256:d1"));
         assert!(!succeeded_with(&history, "sha256:d2"));
+    }
+
+    #[test]
+    fn infra_inputs_come_from_the_newest_success_that_checked_them() {
+        let with_inputs = |started_at: &str, outcome: Outcome, inputs: Option<&str>| Release {
+            infra_inputs: inputs.map(str::to_owned),
+            ..release(started_at, "repo@sha256:d1", outcome)
+        };
+        let history = vec![
+            // A failed deploy with new inputs: they were never proven.
+            with_inputs("2026-11-23T10:04:00.000Z", Outcome::Failed("plan".to_owned()), Some("new")),
+            // A rollback does not check the infrastructure.
+            with_inputs("2026-11-23T10:03:00.000Z", Outcome::Succeeded, None),
+            with_inputs("2026-11-23T10:02:00.000Z", Outcome::Succeeded, Some("old")),
+            with_inputs("2026-11-23T10:01:00.000Z", Outcome::Succeeded, Some("older")),
+        ];
+        assert_eq!(last_infra_inputs(&history), Some("old"));
+        assert_eq!(last_infra_inputs(&history[..2]), None);
     }
 
     #[test]

@@ -7,18 +7,23 @@ mod aws_store;
 mod bench;
 mod build_image;
 mod builder_image;
+mod ci;
 mod cleanup;
+mod completions;
 mod config;
 mod deploy;
+mod deploy_bench;
 mod doctor;
 mod ecs_deploy;
 mod flags;
+mod functional;
 mod image;
 mod image_bench;
 mod infra;
 mod ledger;
 mod local;
 mod migrate;
+mod ndjson;
 mod promote;
 mod push;
 mod rollout;
@@ -30,21 +35,38 @@ mod test_local;
 mod ui;
 mod util;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Instant};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = flags::Cli::parse();
+    let matches = flags::Cli::command().get_matches();
+    let task = matches.subcommand_name().unwrap_or_default().to_owned();
+    let cli = flags::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     ui::init(&cli.global);
-    cleanup::install_interrupt_handler();
-    let result = util::Ctx::new(cli.global).and_then(|ctx| cli.task.run(&ctx));
-    cleanup::wait_for_interrupt_handler();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let capture = match cli.global.json.then(ndjson::Capture::start).transpose() {
+        Ok(capture) => capture,
         Err(err) => {
             ui::error(&format!("{err:#}"));
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    cleanup::install_interrupt_handler();
+    let started = Instant::now();
+    let result = util::Ctx::new(cli.global).and_then(|ctx| cli.task.run(&ctx));
+    cleanup::wait_for_interrupt_handler();
+    if let Err(err) = &result {
+        ui::error(&format!("{err:#}"));
     }
+    ndjson::event(serde_json::json!({
+        "event": "task",
+        "task": task,
+        "outcome": if result.is_ok() { "succeeded" } else { "failed" },
+        "seconds": started.elapsed().as_secs_f64(),
+        "error": result.as_ref().err().map(|err| format!("{err:#}")),
+    }));
+    if let Some(capture) = capture {
+        capture.finish();
+    }
+    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

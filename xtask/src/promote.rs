@@ -131,13 +131,14 @@ impl Promote {
             image: Some(target_image.clone()),
             allow_dirty: true,
             skip_infra: false,
+            force_infra: false,
             skip_migrate: self.skip_migrate,
             skip_smoke: false,
+            smoke_timeout: std::time::Duration::from_secs(60),
             confirm_env: self.confirm_env.clone(),
             timeout: self.timeout,
             offline: false,
             // Nothing is pushed: the image was scanned when it was pushed.
-            json: false,
             gate: ScanGate {
                 fail_on_severity: Threshold::None,
                 scan_timeout: std::time::Duration::ZERO,

@@ -25,7 +25,7 @@ use crate::{
     image, infra,
     secrets::SecretValue,
     ui,
-    util::{Ctx, require_tool, write_atomic},
+    util::{Ctx, output_with_progress, require_tool, write_atomic},
 };
 
 /// Push the image built for this commit to the environment's ECR repository
@@ -37,9 +37,6 @@ pub struct Push {
     pub image: Option<String>,
     #[command(flatten)]
     pub gate: ScanGate,
-    /// Print the result as one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The scan gate of a push (also a deploy's flags).
@@ -169,8 +166,9 @@ impl Push {
         ui::success(&format!("ECR reports {digest} for {repository}:{tag}"));
 
         let scan = self.scan_gate(&mut aws, &repository, &digest, scan_on_push, &remote_by_digest)?;
-        if self.json {
+        if ctx.global.json {
             let result = json!({
+                "event": "result",
                 "environment": environment_name,
                 "registry": registry,
                 "repository": repository,
@@ -430,11 +428,10 @@ fn docker_push(ctx: &Ctx, login: &Login<'_>, remote_tagged: &str) -> Result<Opti
     let mut retried = false;
     loop {
         ui::detail(&format!("$ {}", push()));
-        let output = push().quiet().ignore_status().output().context("running docker push")?;
+        let output = output_with_progress("docker push", &mut std::process::Command::from(push()))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if output.status.success() {
-            ui::detail(stdout.trim());
             if let Some(digest) = digest_from_push_output(&stdout) {
                 return Ok(Some(digest));
             }

@@ -9,11 +9,7 @@
 //! proves that name resolution works in a scratch image (static glibc has
 //! its `files` and `dns` lookups built in since 2.34).
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -21,7 +17,9 @@ use serde::Serialize;
 use xshell::cmd;
 
 use crate::{
+    cleanup,
     image::{AppIdentity, Source, run_read},
+    local::http,
     test_docker::{HostPostgres, remove_container_on_exit},
     ui,
     util::Ctx,
@@ -78,36 +76,13 @@ pub struct SmokeReport {
 }
 
 pub fn smoke(ctx: &Ctx, image: &str, expected_sha: &str) -> Result<SmokeReport> {
-    let sh = &ctx.sh;
     ui::step(&format!("smoke test of {image}"));
-    let postgres = if ctx.dry_run() {
-        println!("would start: a throwaway Postgres from the local binaries on 127.0.0.1");
-        None
-    } else {
-        Some(HostPostgres::start()?)
-    };
-    let database_port = postgres.as_ref().map_or("PG_PORT".to_owned(), |postgres| postgres.port.to_string());
-    let port = if ctx.dry_run() { 0 } else { testkit::free_port() };
-    let name = format!("xtask-smoke-{}", std::process::id());
-    let database_url = format!("postgres://postgres@localhost:{database_port}/postgres");
-    let (port_text, drain) = (port.to_string(), DRAIN_SECONDS.to_string());
-    let _remove_container = remove_container_on_exit(ctx, &name);
-    let started = Instant::now();
-    run_read(
-        ctx,
-        cmd!(
-            sh,
-            "docker run --detach --name {name} --network host --env PORT={port_text} --env BIND_ADDR=127.0.0.1 --env DATABASE_URL={database_url} --env RUN_MIGRATIONS_ON_START=true --env SHUTDOWN_DRAIN_SECONDS={drain} {image}"
-        ),
-    )?;
-    let stop_timeout = STOP_TIMEOUT_SECONDS.to_string();
-    let stop = cmd!(sh, "docker stop --time {stop_timeout} {name}");
+    let running = RunningImage::start(ctx, image)?;
     if ctx.dry_run() {
         println!(
             "would check: GET http://127.0.0.1:PORT/healthz, /readyz, and /version reports git_sha {expected_sha}"
         );
-        println!("would run: {stop}");
-        println!("would check: exit code 0, then run: docker rm {name}");
+        running.stop(ctx)?;
         return Ok(SmokeReport {
             image: image.to_owned(),
             ready_seconds: 0.0,
@@ -116,83 +91,149 @@ pub fn smoke(ctx: &Ctx, image: &str, expected_sha: &str) -> Result<SmokeReport> 
             exit_code: 0,
         });
     }
-    let logs = || {
-        cmd!(sh, "docker logs --tail 40 {name}").quiet().ignore_status().output().map_or(String::new(), |output| {
-            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-        })
-    };
-
-    let deadline = started + Duration::from_secs(30);
-    loop {
-        if matches!(http_get(port, "/healthz"), Ok((200, _))) {
-            break;
-        }
-        let running = sh
-            .cmd("docker")
-            .args(["inspect", "--format", "{{.State.Running}}", &name])
-            .quiet()
-            .read()
-            .unwrap_or_default();
-        if running.trim() != "true" {
-            bail!("{image} exited before it answered /healthz; its log:\n{}", logs());
-        }
-        if Instant::now() > deadline {
-            bail!("{image} did not answer /healthz with 200 within 30s; its log:\n{}", logs());
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let timeout = Duration::from_secs(10);
+    let readyz = http::get(running.port, "/readyz", timeout)?;
+    if readyz.status != 200 {
+        bail!("/readyz answered {}: the image cannot use the database; its log:\n{}", readyz.status, running.logs(ctx));
     }
-    let ready_seconds = started.elapsed().as_secs_f64();
-
-    let (status, _) = http_get(port, "/readyz")?;
-    if status != 200 {
-        bail!("/readyz answered {status}: the image cannot use the database; its log:\n{}", logs());
+    let version = http::get(running.port, "/version", timeout)?;
+    let git_sha = http::version_sha(&version)?;
+    if git_sha != expected_sha {
+        bail!("/version answered {}; expected git_sha {expected_sha}", version.body);
     }
-    let (status, body) = http_get(port, "/version")?;
-    let version: serde_json::Value =
-        serde_json::from_str(&body).with_context(|| format!("/version answered {status} with {body:?}, not JSON"))?;
-    let git_sha = version.get("git_sha").and_then(|sha| sha.as_str()).unwrap_or_default().to_owned();
-    if status != 200 || git_sha != expected_sha {
-        bail!("/version answered {status} with {body}; expected git_sha {expected_sha}");
-    }
-
-    let stopping = Instant::now();
-    run_read(ctx, stop)?;
-    let stop_seconds = stopping.elapsed().as_secs_f64();
-    let exit_code = sh.cmd("docker").args(["inspect", "--format", "{{.State.ExitCode}}", &name]).quiet().read()?;
-    let exit_code: i64 = exit_code.trim().parse().with_context(|| format!("docker inspect printed {exit_code:?}"))?;
-    if exit_code != 0 {
-        bail!(
-            "{image} exited with {exit_code} after SIGTERM (137 means it was killed after {STOP_TIMEOUT_SECONDS}s); its log:\n{}",
-            logs()
-        );
-    }
-    if stop_seconds > DRAIN_SECONDS as f64 + 5.0 {
-        bail!("{image} took {stop_seconds:.1}s to stop, more than its {DRAIN_SECONDS}s drain time");
-    }
-    run_read(ctx, cmd!(sh, "docker rm {name}"))?;
+    let ready_seconds = running.ready_seconds;
+    let stopped = running.stop(ctx)?;
     ui::success(&format!(
-        "{image}: healthy after {ready_seconds:.1}s, /version reports {}, stopped cleanly in {stop_seconds:.1}s",
-        &git_sha[..git_sha.len().min(12)]
+        "{image}: healthy after {ready_seconds:.1}s, /version reports {}, stopped cleanly in {:.1}s",
+        &git_sha[..git_sha.len().min(12)],
+        stopped.stop_seconds
     ));
-    Ok(SmokeReport { image: image.to_owned(), ready_seconds, git_sha, stop_seconds, exit_code })
+    Ok(SmokeReport {
+        image: image.to_owned(),
+        ready_seconds,
+        git_sha,
+        stop_seconds: stopped.stop_seconds,
+        exit_code: stopped.exit_code,
+    })
 }
 
-/// A plain HTTP/1.0 GET on 127.0.0.1: status code and body. HTTP/1.0 keeps
-/// the server from chunking the body, so no HTTP client crate is needed.
-pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
-        .with_context(|| format!("connecting to {address}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-        .with_context(|| format!("sending GET {path}"))?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).with_context(|| format!("reading the answer to GET {path}"))?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("GET {path}: not an HTTP response: {response:?}"))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Ok((status, body))
+/// An image running against a throwaway Postgres on 127.0.0.1, healthy:
+/// what the smoke test asks and the functional tests of `cargo xtask ci`
+/// run against. The container and the database are removed when it drops
+/// (and on Ctrl-C); `stop` also checks that it drains and exits 0 on SIGTERM.
+pub struct RunningImage {
+    pub image: String,
+    /// The app's port on 127.0.0.1 (0 under `--dry-run`).
+    pub port: u16,
+    /// Seconds from `docker run` to the first healthy `/healthz`.
+    pub ready_seconds: f64,
+    name: String,
+    // Declared before the database: the container goes first.
+    _remove_container: Option<cleanup::CleanupGuard>,
+    _postgres: Option<HostPostgres>,
+}
+
+/// How a running image stopped.
+pub struct Stopped {
+    pub stop_seconds: f64,
+    pub exit_code: i64,
+}
+
+impl RunningImage {
+    /// Starts `image` and waits up to 30s for its `/healthz`.
+    pub fn start(ctx: &Ctx, image: &str) -> Result<RunningImage> {
+        let sh = &ctx.sh;
+        let postgres = if ctx.dry_run() {
+            println!("would start: a throwaway Postgres from the local binaries on 127.0.0.1");
+            None
+        } else {
+            Some(HostPostgres::start()?)
+        };
+        let database_port = postgres.as_ref().map_or("PG_PORT".to_owned(), |postgres| postgres.port.to_string());
+        let port = if ctx.dry_run() { 0 } else { testkit::free_port() };
+        // Unique per start: `cargo xtask ci` runs one after the smoke test.
+        let name = format!("xtask-smoke-{}-{port}", std::process::id());
+        let database_url = format!("postgres://postgres@localhost:{database_port}/postgres");
+        let (port_text, drain) = (port.to_string(), DRAIN_SECONDS.to_string());
+        let remove_container = remove_container_on_exit(ctx, &name);
+        let started = Instant::now();
+        run_read(
+            ctx,
+            cmd!(
+                sh,
+                "docker run --detach --name {name} --network host --env PORT={port_text} --env BIND_ADDR=127.0.0.1 --env DATABASE_URL={database_url} --env RUN_MIGRATIONS_ON_START=true --env SHUTDOWN_DRAIN_SECONDS={drain} {image}"
+            ),
+        )?;
+        let mut running = RunningImage {
+            image: image.to_owned(),
+            port,
+            ready_seconds: 0.0,
+            name,
+            _remove_container: remove_container,
+            _postgres: postgres,
+        };
+        if ctx.dry_run() {
+            return Ok(running);
+        }
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if http::get(port, "/healthz", Duration::from_secs(2)).is_ok_and(|answer| answer.status == 200) {
+                break;
+            }
+            let running_state = sh
+                .cmd("docker")
+                .args(["inspect", "--format", "{{.State.Running}}", &running.name])
+                .quiet()
+                .read()
+                .unwrap_or_default();
+            if running_state.trim() != "true" {
+                bail!("{image} exited before it answered /healthz; its log:\n{}", running.logs(ctx));
+            }
+            if Instant::now() > deadline {
+                bail!("{image} did not answer /healthz with 200 within 30s; its log:\n{}", running.logs(ctx));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        running.ready_seconds = started.elapsed().as_secs_f64();
+        Ok(running)
+    }
+
+    /// The container's last 40 log lines.
+    pub fn logs(&self, ctx: &Ctx) -> String {
+        let name = &self.name;
+        cmd!(ctx.sh, "docker logs --tail 40 {name}").quiet().ignore_status().output().map_or(String::new(), |output| {
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+        })
+    }
+
+    /// SIGTERM, then exit code 0 within the drain time is required; the
+    /// container and the database are removed either way.
+    pub fn stop(self, ctx: &Ctx) -> Result<Stopped> {
+        let sh = &ctx.sh;
+        let (name, image) = (&self.name, &self.image);
+        let stop_timeout = STOP_TIMEOUT_SECONDS.to_string();
+        let stop = cmd!(sh, "docker stop --time {stop_timeout} {name}");
+        if ctx.dry_run() {
+            println!("would run: {stop}");
+            println!("would check: exit code 0, then run: docker rm {name}");
+            return Ok(Stopped { stop_seconds: 0.0, exit_code: 0 });
+        }
+        let stopping = Instant::now();
+        run_read(ctx, stop)?;
+        let stop_seconds = stopping.elapsed().as_secs_f64();
+        let exit_code = sh.cmd("docker").args(["inspect", "--format", "{{.State.ExitCode}}", name]).quiet().read()?;
+        let exit_code: i64 =
+            exit_code.trim().parse().with_context(|| format!("docker inspect printed {exit_code:?}"))?;
+        if exit_code != 0 {
+            bail!(
+                "{image} exited with {exit_code} after SIGTERM (137 means it was killed after {STOP_TIMEOUT_SECONDS}s); its log:\n{}",
+                self.logs(ctx)
+            );
+        }
+        if stop_seconds > DRAIN_SECONDS as f64 + 5.0 {
+            bail!("{image} took {stop_seconds:.1}s to stop, more than its {DRAIN_SECONDS}s drain time");
+        }
+        run_read(ctx, cmd!(sh, "docker rm {name}"))?;
+        Ok(Stopped { stop_seconds, exit_code })
+    }
 }

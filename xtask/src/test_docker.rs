@@ -22,7 +22,7 @@ use crate::{
     cleanup,
     image::{
         AppIdentity, BuildKit, CONTAINER_TEST_COMMAND, DockerBuild, Offline, crates_build_arg, image_exists, image_id,
-        remove_if_untagged, require_local_rust_image, run_read, vendor_crates,
+        prepare_build, remove_if_untagged, run_read,
     },
     ui,
     util::Ctx,
@@ -58,11 +58,7 @@ impl TestDocker {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let app = AppIdentity::load(&ctx.root)?;
         let buildkit = BuildKit::find(&ctx.sh)?;
-        let offline = self.offline.enabled;
-        if offline {
-            require_local_rust_image(ctx)?;
-            vendor_crates(ctx)?;
-        }
+        let offline = prepare_build(ctx, self.offline.enabled)?;
         let image = format!("{}-test:latest", app.name);
         let previous = image_exists(&ctx.sh, &image).then(|| image_id(&ctx.sh, &image).ok()).flatten();
         ui::step(&format!("building the test stage as {image}"));

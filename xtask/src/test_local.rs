@@ -86,7 +86,11 @@ impl TestLocal {
     fn run_step(&self, ctx: &Ctx, step: Step) -> Result<Outcome> {
         let sh = &ctx.sh;
         match step {
-            Step::Fmt => checked(ctx, "cargo fmt", cargo(sh).args(["fmt", "--all", "--check"])),
+            Step::Fmt => {
+                // rustfmt colours its diff whenever TERM is set, pipe or not.
+                let color = if ui::color() { "auto" } else { "never" };
+                checked(ctx, "cargo fmt", cargo(sh).args(["fmt", "--all", "--check", "--", "--color", color]))
+            }
             Step::Clippy => checked(
                 ctx,
                 "cargo clippy",
@@ -176,7 +180,7 @@ fn start_throwaway_postgres() -> Result<(String, cleanup::CleanupGuard)> {
 
 /// Runs a step's command; a non-zero exit is a failed step.
 fn checked(ctx: &Ctx, description: &str, cmd: xshell::Cmd<'_>) -> Result<Outcome> {
-    let status = ctx.run_interruptible(description, cmd)?;
+    let status = ctx.run_with_progress(description, cmd)?;
     if !status.success() {
         bail!("{description} failed ({status})");
     }

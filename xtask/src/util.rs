@@ -3,9 +3,10 @@
 
 use std::{
     fs,
-    io::Write,
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Command, ExitStatus},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -70,6 +71,18 @@ impl Ctx {
         let mut command = Command::from(cmd);
         spawn_and_wait(description, &mut command)
     }
+
+    /// `run_interruptible` for a long step whose output matters only when
+    /// it fails: shown as `ui::progress` (a spinner on a terminal).
+    pub fn run_with_progress(&self, description: &str, cmd: Cmd<'_>) -> Result<ExitStatus> {
+        if self.dry_run() {
+            println!("would run: {cmd}");
+            return Ok(success_status());
+        }
+        ui::detail(&format!("$ {cmd}"));
+        let mut command = Command::from(cmd);
+        spawn_with_progress(description, &mut command, SpawnOptions::default())
+    }
 }
 
 /// Reads a `.env` file into a list; a missing file is an empty list.
@@ -108,9 +121,100 @@ pub enum StopOnInterrupt {
 
 /// `spawn_and_wait` with options.
 pub fn spawn_and_wait_with(description: &str, command: &mut Command, options: SpawnOptions) -> Result<ExitStatus> {
+    spawn_and_wait_observed(description, command, options, |_| {})
+}
+
+/// `spawn_and_wait_with` for a long step, shown as a `ui::Progress`: on a
+/// terminal the child's stdout and stderr are captured (the latest line is
+/// the spinner's message; the tail is printed if it fails); elsewhere they
+/// go where `command` sends them, as with `spawn_and_wait_with`.
+pub fn spawn_with_progress(description: &str, command: &mut Command, options: SpawnOptions) -> Result<ExitStatus> {
+    let progress = ui::progress(description);
+    let status = if progress.captures_output() {
+        spawn_piped(description, command, options, &|_, line| progress.output_line(line))?
+    } else {
+        spawn_and_wait_with(description, command, options)?
+    };
+    progress.finish(status.success());
+    Ok(status)
+}
+
+/// Runs a long command whose output the caller reads (`Command::output`),
+/// shown as a `ui::Progress`; its lines are also shown as they come (the
+/// spinner's message on a terminal, plain lines elsewhere). Interruptible
+/// like `spawn_and_wait`.
+pub fn output_with_progress(description: &str, command: &mut Command) -> Result<Output> {
+    let progress = ui::progress(description);
+    let stdout = Mutex::new(Vec::new());
+    let stderr = Mutex::new(Vec::new());
+    command.stdin(Stdio::null());
+    let status = spawn_piped(description, command, SpawnOptions::default(), &|stream, line| {
+        let buffer = match stream {
+            OutputStream::Stdout => &stdout,
+            OutputStream::Stderr => &stderr,
+        };
+        let mut buffer = buffer.lock().unwrap_or_else(|poison| poison.into_inner());
+        buffer.extend_from_slice(line.as_bytes());
+        buffer.push(b'\n');
+        drop(buffer);
+        progress.output_line(line);
+    })?;
+    progress.finish(status.success());
+    let into_inner = |buffer: Mutex<Vec<u8>>| buffer.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    Ok(Output { status, stdout: into_inner(stdout), stderr: into_inner(stderr) })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Spawns `command` with its stdout and stderr piped, hands every line of
+/// either to `on_line` as it comes (from a reader thread per stream), and
+/// waits for the child and both streams.
+fn spawn_piped(
+    description: &str,
+    command: &mut Command,
+    options: SpawnOptions,
+    on_line: &(dyn Fn(OutputStream, &str) + Sync),
+) -> Result<ExitStatus> {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    std::thread::scope(|scope| {
+        spawn_and_wait_observed(description, command, options, |child| {
+            let streams: [(OutputStream, Option<Box<dyn Read + Send>>); 2] = [
+                (OutputStream::Stdout, child.stdout.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>)),
+                (OutputStream::Stderr, child.stderr.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>)),
+            ];
+            for (stream, pipe) in streams {
+                let Some(pipe) = pipe else { continue };
+                scope.spawn(move || {
+                    // Lines are split on bytes: a child may print invalid UTF-8.
+                    let mut reader = BufReader::new(pipe);
+                    let mut line = Vec::new();
+                    while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
+                        let text = String::from_utf8_lossy(&line);
+                        on_line(stream, text.trim_end_matches(['\n', '\r']));
+                        line.clear();
+                    }
+                });
+            }
+        })
+    })
+}
+
+/// `spawn_and_wait_with`, calling `on_spawned` with the child before
+/// waiting for it (to take its pipes).
+fn spawn_and_wait_observed(
+    description: &str,
+    command: &mut Command,
+    options: SpawnOptions,
+    on_spawned: impl FnOnce(&mut Child),
+) -> Result<ExitStatus> {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
     let mut child = command.spawn().with_context(|| format!("starting {description}"))?;
+    on_spawned(&mut child);
     let process_group = child.id();
     // Once the child is reaped its pid may be reused: the guard must not
     // signal it after a normal exit.
@@ -170,8 +274,13 @@ fn success_status() -> ExitStatus {
     ExitStatus::from_raw(0)
 }
 
-/// The workspace root: xtask lives one level below it.
+/// The workspace root: xtask lives one level below it. XTASK_PROJECT_ROOT
+/// points this binary at another checkout of the project (the deploy
+/// benchmark runs it against a clone).
 pub fn project_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("XTASK_PROJECT_ROOT").filter(|root| !root.is_empty()) {
+        return PathBuf::from(root);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent directory").to_path_buf()
 }
 
@@ -284,6 +393,24 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn output_with_progress_keeps_both_streams_and_the_exit_status() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "printf 'one\\ntwo\\n'; echo oops >&2; printf 'no newline'; exit 3"]);
+        let output = output_with_progress("a failing child", &mut command).unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(String::from_utf8(output.stdout).unwrap(), "one\ntwo\nno newline\n");
+        assert_eq!(String::from_utf8(output.stderr).unwrap(), "oops\n");
+    }
+
+    #[test]
+    fn spawn_with_progress_returns_the_childs_status() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "exit 4"]);
+        let status = spawn_with_progress("a child", &mut command, SpawnOptions::default()).unwrap();
+        assert_eq!(status.code(), Some(4));
     }
 
     #[test]

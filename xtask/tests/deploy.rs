@@ -27,10 +27,27 @@ fn deploy(sandbox: &TestSandbox, image: &LocalImage) -> String {
         assert!(stderr.contains(step), "step {step:?} not announced:\n{stderr}");
     }
     assert!(stderr.contains("migrations applied (exit code 0)"), "{stderr}");
+    // The migration task's output, from CloudWatch Logs (the sandbox
+    // writes what the awslogs driver would).
+    assert!(stderr.contains("  migrate | sandbox: ") && stderr.contains("would run migrate"), "{stderr}");
     assert!(stderr.contains("tracking deployment ecs-svc/"), "{stderr}");
     let deployed = stdout.lines().last().unwrap_or_default().to_owned();
     assert!(deployed.contains(&format!("{}/guestbook@sha256:", sandbox.registry)), "{stdout}");
     deployed
+}
+
+/// A running deploy's stderr up to the first line containing `needle`.
+fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str) -> String {
+    let mut log = String::new();
+    for line in lines {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(needle) {
+            break;
+        }
+    }
+    log
 }
 
 fn live_image(sandbox: &TestSandbox) -> (String, String) {
@@ -75,21 +92,14 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
         .spawn()
         .unwrap();
     let mut holder_lines = BufReader::new(holder.stderr.take().unwrap()).lines();
-    let mut holder_log = String::new();
-    for line in holder_lines.by_ref() {
-        let line = line.unwrap();
-        holder_log.push_str(&line);
-        holder_log.push('\n');
-        if line.contains("build and push the image") {
-            break;
-        }
-    }
+    let mut holder_log = read_until(&mut holder_lines, "build and push the image");
     let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--image", &first.reference]));
     assert!(!output.status.success(), "a concurrent deploy was not refused");
     assert!(stderr.contains("is locked by another deploy") && stderr.contains(" since "), "{stderr}");
     holder_log.extend(holder_lines.map_while(Result::ok).map(|line| line + "\n"));
     assert!(holder.wait().unwrap().success(), "the lock holder's deploy failed:\n{holder_log}");
-    // --json: one object per step, then the result; nothing else on stdout.
+    // --json: NDJSON only: messages, one object per step, the result, and
+    // the task's outcome last.
     let events: Vec<serde_json::Value> = std::fs::read_to_string(&holder_stdout)
         .unwrap()
         .lines()
@@ -98,7 +108,13 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     assert!(
         events.iter().any(|e| e["event"] == "step" && e["step"] == "wait for the rollout" && e["seconds"].is_f64())
     );
-    assert_eq!(events.last().unwrap()["event"], "deployed", "{events:?}");
+    assert!(events.iter().any(|e| e["event"] == "deployed"), "{events:?}");
+    let last = events.last().unwrap();
+    assert!(last["event"] == "task" && last["task"] == "deploy" && last["outcome"] == "succeeded", "{last}");
+    // Nothing of the infrastructure changed since the first deploy: no plan.
+    let infra = events.iter().find(|e| e["step"] == "apply the infrastructure if its inputs changed").unwrap();
+    assert_eq!(infra["outcome"], "skipped", "{events:?}");
+    assert!(!holder_log.contains("terraform plan"), "an app-only deploy ran terraform:\n{holder_log}");
 
     let (live, history) = live_image(&sandbox);
     assert!(!live.contains(&first_deployed), "{history}");
@@ -110,6 +126,87 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     let (live, history) = live_image(&sandbox);
     assert!(live.contains(&first_deployed), "{history}");
     assert!(history.contains("rollback"), "{history}");
+
+    // A failed smoke check rolls back to the last good release and fails.
+    // The sandbox's load balancer answers nothing (moto runs no
+    // containers), which is exactly a release that does not serve.
+    let config = std::fs::read_to_string(&sandbox.config_path).unwrap();
+    let with_smoke = config.replace("smoke_check = false", "smoke_check = true");
+    assert_ne!(config, with_smoke);
+    std::fs::write(&sandbox.config_path, with_smoke).unwrap();
+    let flags_with_smoke: Vec<&str> = DEPLOY_FLAGS.iter().copied().filter(|flag| *flag != "--skip-smoke").collect();
+    let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(&flags_with_smoke).args([
+        "--image",
+        &second.reference,
+        "--smoke-timeout",
+        "2s",
+    ]));
+    std::fs::write(&sandbox.config_path, &config).unwrap();
+    assert!(!output.status.success(), "a deploy whose smoke check failed succeeded:\n{stderr}");
+    assert!(
+        stderr.contains("smoke check") && stderr.contains(&format!("rolling back to {first_deployed}")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ok: sandboxdep runs") && stdout.is_empty(),
+        "a failure printed success:\n{stdout}{stderr}"
+    );
+    let (live, history) = live_image(&sandbox);
+    assert!(live.contains(&first_deployed), "the smoke failure did not roll back:\n{history}");
+    assert!(history.contains("FAILED: step \"smoke check GET /version\""), "{history}");
+
+    // Ctrl-C in the middle of the rollout wait: the children stop, the lock
+    // is released, the attempt is recorded as interrupted, and a re-run
+    // succeeds. A desired count above what the sandbox reports running
+    // keeps the new deployment in progress for as long as the test wants.
+    let ecs = |args: &[&str]| {
+        testkit::assert_loopback_endpoint(&sandbox.endpoint_url);
+        let output = std::process::Command::new("aws")
+            .args(["ecs", "update-service", "--cluster", "guestbook-sandboxdep", "--service", "guestbook-sandboxdep"])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", sandbox.dir.path())
+            .envs(sandbox.exports.iter().map(|(key, value)| (key, value)))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "aws ecs update-service {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    ecs(&["--desired-count", "5"]);
+    let mut interrupted = {
+        use std::os::unix::process::CommandExt;
+        sandbox
+            .xtask()
+            .arg("deploy")
+            .args(DEPLOY_FLAGS)
+            .args(["--image", &second.reference])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let mut lines = BufReader::new(interrupted.stderr.take().unwrap()).lines();
+    let mut log = read_until(&mut lines, "tracking deployment ecs-svc/");
+    assert!(log.contains("tracking deployment"), "the deploy never reached the wait:\n{log}");
+    // As a terminal does: SIGINT to the whole foreground process group.
+    let group = format!("-{}", interrupted.id());
+    assert!(std::process::Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    log.extend(lines.map_while(Result::ok).map(|line| line + "\n"));
+    let status = interrupted.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C did not end the deploy with 130:\n{log}");
+    assert!(log.contains("cleanup: release the deploy lock of sandboxdep"), "{log}");
+    assert!(!log.contains("could not release the deploy lock"), "{log}");
+    let (_, history) = live_image(&sandbox);
+    assert!(history.contains("interrupted"), "the interrupted attempt is not recorded:\n{history}");
+    ecs(&["--desired-count", "1"]);
+    let second_deployed = deploy(&sandbox, &second);
+    let (live, history) = live_image(&sandbox);
+    assert!(live.contains(&second_deployed), "the re-run after Ctrl-C did not take:\n{history}");
 
     // Promotion: a second environment in the same sandbox takes the digest
     // live in the first, unchanged, without a build.
@@ -131,7 +228,7 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     let (output, _, stderr) =
         run(sandbox.xtask().args(["promote", "--from", "sandboxdep", "--to", "sandboxqa", "--yes"]));
     assert!(output.status.success(), "promote failed:\n{stderr}");
-    let digest = first_deployed.split_once('@').unwrap().1;
+    let digest = second_deployed.split_once('@').unwrap().1;
     assert!(stderr.contains(&format!("sandboxqa runs {digest}, the digest live in sandboxdep")), "{stderr}");
     assert!(!stderr.contains("build and push the image\n==> push"), "promotion rebuilt or pushed:\n{stderr}");
     let (output, stdout, _) = run(sandbox.xtask().args(["--env", "sandboxqa", "status"]));

@@ -33,7 +33,7 @@ fn built() -> &'static serde_json::Value {
         ensure_builder_image();
         let (output, stdout, stderr) = run(xtask().args(["build-image", "--offline", "--json", "--smoke"]));
         assert!(output.status.success(), "build-image failed:\n{stderr}");
-        serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("--json printed no JSON ({err}):\n{stdout}"))
+        crate::support::json_result(&stdout)
     })
 }
 

@@ -41,7 +41,7 @@ fn built() -> &'static Built {
         assert!(output.status.success(), "builder-image failed:\n{stderr}");
         let (output, stdout, stderr) = run(xtask().args(["build-image", "--offline", "--json"]));
         assert!(output.status.success(), "build-image failed:\n{stderr}");
-        let built: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let built = crate::support::json_result(&stdout);
         Built { id: built["id"].as_str().unwrap().to_owned(), git_sha: built["git_sha"].as_str().unwrap().to_owned() }
     })
 }
@@ -205,9 +205,22 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     let mut environment = Environment::new("deploy");
 
     // From nothing: build the working tree, start the database, the proxy
-    // and the app; print the URL and the version last.
-    let (ok, stdout, stderr) = environment.run(&["deploy", "--offline"]);
+    // and the app; print the URL and the version last. This is the README's
+    // first command as typed: no --offline, no XTASK_OFFLINE. A machine that
+    // cannot pull the base image (ours) must fall back to building offline.
+    let (output, stdout, stderr) = run(environment.xtask().env_remove("XTASK_OFFLINE").arg("deploy"));
+    let ok = output.status.success();
     assert!(ok, "deploy failed:\n{stderr}");
+    let pulled = Command::new("docker")
+        .args(["image", "inspect", "rust:1.95-slim-bookworm", "--format", "{{.RepoDigests}}"])
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&pulled.stdout).contains("sha256:") {
+        assert!(
+            stderr.contains("(offline)"),
+            "the base image is not upstream, yet the build was not offline:\n{stderr}"
+        );
+    }
     assert_eq!(line_value(&stdout, "url: "), Some(environment.url().as_str()), "{stdout}");
     let first_sha = line_value(&stdout, "version: ").expect("a version line").to_owned();
     let head = Command::new("git")

@@ -87,7 +87,7 @@ fn push_verifies_the_digest_in_ecr_and_names_missing_repositories_and_rejected_l
     set_scan_findings(&sandbox, &tag, json!({ "MEDIUM": 2, "LOW": 1 }));
     let (output, stdout, stderr) = run(sandbox.xtask().args(["push", "--json", "--image", &image.reference]));
     assert!(output.status.success(), "push failed:\n{stdout}\n{stderr}");
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout}"));
+    let result: Value = crate::support::json_result(&stdout);
     let digest = result["digest"].as_str().unwrap().to_owned();
     let registry = &sandbox.registry;
     assert_eq!(result["image"], format!("{registry}/guestbook@{digest}"));

@@ -18,6 +18,21 @@ pub fn xtask() -> Command {
     command
 }
 
+/// The `{"event":"result",...}` line of a `--json` run's NDJSON stdout,
+/// checking on the way that every line is a JSON object.
+pub fn json_result(stdout: &str) -> serde_json::Value {
+    let mut result = None;
+    for line in stdout.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("--json printed a line that is not JSON ({err}): {line}"));
+        assert!(event.is_object(), "not an object: {line}");
+        if event["event"] == "result" {
+            result = Some(event);
+        }
+    }
+    result.unwrap_or_else(|| panic!("--json printed no result event:\n{stdout}"))
+}
+
 /// Runs and returns the output; stdout and stderr as text.
 pub fn run(command: &mut Command) -> (Output, String, String) {
     let output = command.output().unwrap_or_else(|err| panic!("running {command:?}: {err}"));

@@ -3,11 +3,15 @@
 
 mod support;
 
+mod ci;
 mod cli;
 mod deploy;
+mod errors;
 mod images;
 mod local;
 mod local_deploy;
+mod output;
+mod pipelines;
 mod push;
 mod sandbox;
 mod secrets;

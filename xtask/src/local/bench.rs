@@ -76,7 +76,12 @@ fn measure(ctx: &Ctx, target: &Target, second_tag: &str) -> Result<Vec<Figure>> 
     let sh = &ctx.sh;
     let first = match ctx.env_var("XTASK_BENCH_IMAGE") {
         Some(image) => image_id(sh, &image)?,
-        None => release::build_working_tree(ctx, target, &Source::read(sh)?, release::offline_from_env(ctx))?,
+        None => release::build_working_tree(
+            ctx,
+            target,
+            &Source::read(sh)?,
+            crate::image::offline_setting(ctx) == Some(true),
+        )?,
     };
     ui::step("making the second image: the first one with one more label (docker commit)");
     let label = format!("LABEL com.example.bench.switch={}", crate::ledger::now_rfc3339());

@@ -22,7 +22,7 @@ pub mod bench;
 mod containers;
 mod database;
 pub mod dev;
-mod http;
+pub mod http;
 pub mod proxy;
 mod release;
 
@@ -54,7 +54,9 @@ pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
     let target = Target::load(ctx)?;
     let image = match &args.image {
         Some(reference) => ImageChoice::Reference(reference.clone()),
-        None => ImageChoice::BuildWorkingTree { offline: args.offline || release::offline_from_env(ctx) },
+        None => {
+            ImageChoice::BuildWorkingTree { offline: args.offline || crate::image::offline_setting(ctx) == Some(true) }
+        }
     };
     let request = ReleaseRequest {
         kind: ReleaseKind::Deploy,

@@ -24,8 +24,8 @@ use super::{Target, containers, database, http, proxy, short_id, short_sha};
 use crate::{
     cleanup,
     image::{
-        AppIdentity, BuildKit, DockerBuild, Source, image_id, image_tags, make_reproducible, release_build_args,
-        require_local_rust_image, vendor_crates,
+        AppIdentity, BuildKit, DockerBuild, Source, image_id, image_tags, make_reproducible, prepare_build,
+        release_build_args,
     },
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     ui,
@@ -315,10 +315,7 @@ pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, offline: 
     let mut app = AppIdentity::load(&ctx.root)?;
     app.name = target.app_name.clone();
     let buildkit = BuildKit::find(&ctx.sh)?;
-    if offline {
-        require_local_rust_image(ctx)?;
-        vendor_crates(ctx)?;
-    }
+    let offline = prepare_build(ctx, offline)?;
     let tags = image_tags(&app.name, source);
     if source.dirty {
         ui::info("the working tree has uncommitted changes: the image is tagged -dirty (fine for a local deploy)");
@@ -348,14 +345,6 @@ pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, offline: 
         ui::success(&format!("built {} in {}", tags[0], ui::format_duration(started.elapsed())));
     }
     Ok(id)
-}
-
-/// XTASK_OFFLINE from the environment or `.env` (clap sees only the
-/// former): set and not a "no".
-pub fn offline_from_env(ctx: &Ctx) -> bool {
-    ctx.env_var("XTASK_OFFLINE").is_some_and(|value| {
-        !matches!(value.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off" | "n" | "f")
-    })
 }
 
 fn kind_word(kind: ReleaseKind) -> &'static str {
@@ -390,6 +379,7 @@ impl Journal {
             kind,
             outcome: Outcome::InProgress,
             finished_at: None,
+            infra_inputs: None,
         };
         let dry_run = ctx.dry_run();
         if dry_run {

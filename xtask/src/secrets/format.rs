@@ -101,7 +101,11 @@ impl fmt::Display for DecryptError {
                 write!(f, "the file is corrupted or was tampered with: {reason}")
             }
             DecryptError::WrongPassword { kdf } => {
-                write!(f, "wrong password, or the file was written with a different -iter/-md (tried `{kdf}`)")
+                write!(
+                    f,
+                    "wrong password, or the file was written with a different -iter/-md (tried `{kdf}`): \
+                     check SECRETS_PASSWORD (or the file given by --password-file / SECRETS_PASSWORD_FILE)"
+                )
             }
             DecryptError::LegacyKdf { digest } => {
                 let md = digest.name();
