@@ -8,10 +8,12 @@
 //! 4. the functional tests (`functional`) against that image, run with a
 //!    throwaway Postgres exactly as `build-image --smoke` runs it, then
 //!    stopped with SIGTERM (it must exit 0);
-//! 5. on the main branch: deploy that image to the first environment of the
-//!    promotion chain in deploy.toml (`--deploy-env` to choose another; `local`
-//!    when deploy.toml has no chain), which for an AWS environment pushes it
-//!    to the registry first, then the functional tests again against the
+//! 5. on the main branch: deploy that image to the first environment
+//!    (`--deploy-env` or XTASK_CI_DEPLOY_ENV; by default the environment of
+//!    `--env`, `local`, which every machine with Docker has: the pipelines
+//!    of a team with an AWS account set it to dev, the start of the
+//!    promotion chain), which for an AWS environment pushes it to the
+//!    registry first, then the functional tests again against the
 //!    environment's URL;
 //! 6. on any other branch: the image tagged `<app>:branch-<branch>`, and
 //!    pushed only when `--push-env ENV` (or XTASK_CI_PUSH_ENV) names an AWS
@@ -52,8 +54,6 @@ use crate::{
 
 /// The branch whose builds are deployed.
 pub const MAIN_BRANCH: &str = "main";
-/// The environment deployed to when deploy.toml has no promotion chain.
-const FALLBACK_DEPLOY_ENVIRONMENT: &str = "local";
 
 /// Run what CI runs: test-local, build-image, test-docker, functional tests of
 /// the image; then on main deploy and test the environment, elsewhere tag
@@ -64,9 +64,11 @@ pub struct Ci {
     /// BRANCH_NAME (Jenkins), else `git rev-parse --abbrev-ref HEAD`)
     #[arg(long)]
     pub branch: Option<String>,
-    /// Where main is deployed (default: the first environment of the
-    /// promotion chain in deploy.toml, else `local`)
-    #[arg(long, value_name = "ENV")]
+    /// Where main is deployed (default: the environment of `--env`, that
+    /// is `local` unless XTASK_ENV says otherwise). Pipelines with an AWS
+    /// account set XTASK_CI_DEPLOY_ENV to the first environment of the
+    /// promotion chain (dev)
+    #[arg(long, value_name = "ENV", env = "XTASK_CI_DEPLOY_ENV")]
     pub deploy_env: Option<String>,
     /// Push the branch image of other branches to this environment's
     /// registry (default: not pushed)
@@ -93,7 +95,10 @@ pub enum StepKind {
 }
 
 impl Ci {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
+    pub fn run(mut self, ctx: &Ctx) -> Result<()> {
+        // Pipelines pass unset variables as empty strings: those mean none.
+        self.push_env = self.push_env.filter(|name| !name.is_empty());
+        self.deploy_env = self.deploy_env.filter(|name| !name.is_empty());
         let plan = self.plan(ctx)?;
         if ctx.dry_run() {
             print!("{}", plan.describe());
@@ -178,7 +183,7 @@ impl Ci {
         if on_main {
             let environment = match &self.deploy_env {
                 Some(environment) => environment.clone(),
-                None => first_of_promotion_chain(&config).unwrap_or_else(|| FALLBACK_DEPLOY_ENVIRONMENT.to_owned()),
+                None => ctx.global.environment.clone(),
             };
             let kind = config.environment(&environment)?.kind;
             let how = match kind {
@@ -385,28 +390,6 @@ fn current_branch(ctx: &Ctx) -> Option<String> {
     (!branch.is_empty() && branch != "HEAD").then(|| branch.to_owned())
 }
 
-/// The first environment of the promotion chain: the start of the longest
-/// `promote_from` chain (ties: the first by name), `None` without a chain.
-pub fn first_of_promotion_chain(config: &Config) -> Option<String> {
-    let mut best: Option<(usize, &str)> = None;
-    for name in config.environments.keys() {
-        let (mut current, mut length) = (name.as_str(), 0);
-        // A cycle in promote_from cannot loop forever: no chain is longer
-        // than the number of environments.
-        while let Some(source) = config.environments.get(current).and_then(|env| env.promote_from.as_ref()) {
-            if length == config.environments.len() {
-                break;
-            }
-            current = source.get_ref();
-            length += 1;
-        }
-        if length > 0 && best.is_none_or(|(best_length, _)| length > best_length) {
-            best = Some((length, current));
-        }
-    }
-    best.map(|(_, start)| start.to_owned())
-}
-
 fn docker_host_port(config: &Config, environment: &str) -> Result<u16> {
     Ok(config.environment(environment)?.host_port.unwrap_or(config.app.port))
 }
@@ -434,33 +417,7 @@ fn environment_url(ctx: &Ctx) -> Result<Option<String>> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    fn config(text: &str) -> Config {
-        Config::parse(Path::new("deploy.toml"), text).unwrap()
-    }
-
-    #[test]
-    fn the_promotion_chain_starts_at_its_first_environment() {
-        let shipped = Config::load(&crate::util::project_root()).unwrap();
-        assert_eq!(first_of_promotion_chain(&shipped).as_deref(), Some("dev"));
-        let app = "[app]\nname = \"gb\"\n";
-        let none = config(&format!("{app}[environments.local]\nkind = \"docker\"\n"));
-        assert_eq!(first_of_promotion_chain(&none), None);
-        let two_chains = config(&format!(
-            "{app}[environments.aa]\nkind = \"docker\"\n[environments.ab]\nkind = \"docker\"\npromote_from = \"aa\"\n\
-             [environments.zz]\nkind = \"docker\"\n[environments.zy]\nkind = \"docker\"\npromote_from = \"zz\"\n\
-             [environments.zx]\nkind = \"docker\"\npromote_from = \"zy\"\n"
-        ));
-        assert_eq!(first_of_promotion_chain(&two_chains).as_deref(), Some("zz"));
-        let cycle = config(&format!(
-            "{app}[environments.aa]\nkind = \"docker\"\npromote_from = \"bb\"\n\
-             [environments.bb]\nkind = \"docker\"\npromote_from = \"aa\"\n"
-        ));
-        assert!(first_of_promotion_chain(&cycle).is_some());
-    }
 
     #[test]
     fn deploy_and_push_flags_parse_with_their_declared_defaults() {

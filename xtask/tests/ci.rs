@@ -18,7 +18,11 @@ use crate::support::{project_root, run, xtask};
 /// Runs `xtask --dry-run ci` with these arguments; stdout, which must be the
 /// plan of a successful run.
 fn ci_plan(args: &[&str]) -> String {
-    let (output, stdout, stderr) = run(xtask().args(["--dry-run", "ci"]).args(args).env_remove("XTASK_CI_PUSH_ENV"));
+    let (output, stdout, stderr) = run(xtask()
+        .args(["--dry-run", "ci"])
+        .args(args)
+        .env_remove("XTASK_CI_PUSH_ENV")
+        .env_remove("XTASK_CI_DEPLOY_ENV"));
     assert!(output.status.success(), "ci --dry-run {args:?} failed:\n{stdout}\n{stderr}");
     stdout
 }
@@ -41,11 +45,17 @@ fn ci_dry_run_plans_a_deploy_on_main_and_a_branch_image_elsewhere() {
     for (index, title) in order.iter().enumerate() {
         assert_eq!(step_number(&main, title), index + 1, "{main}");
     }
-    // The first environment of deploy.toml's promotion chain (dev -> qa -> ...).
-    assert_eq!(step_number(&main, "deploy to dev"), 5, "{main}");
-    assert_eq!(step_number(&main, "functional tests: dev"), 6, "{main}");
+    // By default the environment of --env: local, which this machine has.
+    assert_eq!(step_number(&main, "deploy to local"), 5, "{main}");
+    assert_eq!(step_number(&main, "functional tests: local"), 6, "{main}");
     assert!(main.contains("deploy --image guestbook:git-"), "main deploys the image it tested:\n{main}");
     assert!(!main.contains("branch image"), "{main}");
+
+    // A pipeline with an AWS account deploys main to the start of the
+    // promotion chain.
+    let dev = ci_plan(&["--branch", "main", "--deploy-env", "dev"]);
+    assert_eq!(step_number(&dev, "deploy to dev"), 5, "{dev}");
+    assert_eq!(step_number(&dev, "functional tests: dev"), 6, "{dev}");
 
     let local = ci_plan(&["--branch", "main", "--deploy-env", "local", "--skip", "test-local"]);
     assert_eq!(step_number(&local, "deploy to local"), 5, "{local}");

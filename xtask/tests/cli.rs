@@ -46,6 +46,29 @@ fn malformed_configuration_names_file_line_and_field() {
 }
 
 /// The completion script of one shell, checked to name the tasks.
+#[test]
+fn bench_prints_one_table_and_a_benchmark_that_cannot_run_is_a_failed_row() {
+    // secrets is quick; deploy cannot run without the secrets password.
+    let (output, stdout, stderr) = run(xtask()
+        .args(["bench", "secrets", "deploy"])
+        .env_remove("SECRETS_PASSWORD")
+        .env_remove("SECRETS_PASSWORD_FILE"));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("figure")
+            && header.contains("value")
+            && header.contains("goal")
+            && header.ends_with("result")
+    );
+    assert_eq!(stdout.lines().filter(|line| line.starts_with("figure")).count(), 1, "one table:\n{stdout}");
+    let encrypt = stdout.lines().find(|line| line.contains("encrypt")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(encrypt.ends_with("pass") || encrypt.ends_with("FAIL"), "{encrypt}");
+    let deploy = stdout.lines().find(|line| line.starts_with("benchmark deploy")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(deploy.contains("did not run") && deploy.ends_with("FAIL"), "{deploy}");
+    assert!(stderr.contains("SECRETS_PASSWORD"), "the error says what to set:\n{stderr}");
+}
+
 /// `--json` lines on stdout, each checked to be a JSON object.
 fn ndjson(stdout: &str) -> Vec<serde_json::Value> {
     stdout

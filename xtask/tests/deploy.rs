@@ -147,8 +147,9 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
         stderr.contains("smoke check") && stderr.contains(&format!("rolling back to {first_deployed}")),
         "{stderr}"
     );
+    // stdout ends with what serves now: the release it rolled back to.
     assert!(
-        !stderr.contains("ok: sandboxdep runs") && stdout.is_empty(),
+        !stderr.contains("ok: sandboxdep runs") && stdout.lines().last() == Some(first_deployed.as_str()),
         "a failure printed success:\n{stdout}{stderr}"
     );
     let (live, history) = live_image(&sandbox);
@@ -161,13 +162,21 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     // keeps the new deployment in progress for as long as the test wants.
     let ecs = |args: &[&str]| {
         testkit::assert_loopback_endpoint(&sandbox.endpoint_url);
-        let output = std::process::Command::new("aws")
+        let mut aws = std::process::Command::new("aws");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AWS_") {
+                aws.env_remove(key);
+            }
+        }
+        // The CLI reads AWS_DEFAULT_REGION; no ~/.aws of the machine.
+        let region = sandbox.exports.iter().find(|(key, _)| key == "AWS_REGION").map(|(_, value)| value.clone());
+        let output = aws
             .args(["ecs", "update-service", "--cluster", "guestbook-sandboxdep", "--service", "guestbook-sandboxdep"])
             .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("HOME", sandbox.dir.path())
             .envs(sandbox.exports.iter().map(|(key, value)| (key, value)))
+            .env("AWS_DEFAULT_REGION", region.unwrap_or_else(|| "us-east-1".to_owned()))
+            .env("AWS_CONFIG_FILE", sandbox.dir.path().join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", sandbox.dir.path().join("aws-credentials"))
             .output()
             .unwrap();
         assert!(

@@ -164,9 +164,10 @@ def run_task(self, cluster_str, task_definition_str, count, overrides, started_b
             override.get("name"): override.get("command")
             for override in (overrides or {}).get("containerOverrides", [])
         }
+        task_definition = self.describe_task_definition(task_definition_str)
         for task in tasks:
             task_id = task.task_arn.split("/")[-1]
-            for container in task.task_definition.container_definitions:
+            for container in task_definition.container_definitions:
                 options = (container.get("logConfiguration") or {}).get("options") or {}
                 group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
                 if not group or not prefix or group not in logs.groups:
