@@ -18,15 +18,26 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-#[derive(Debug, Deserialize)]
+/// One request line. Read by hand rather than with serde's derive: the
+/// derive would be the only user of serde_derive and a second `syn` in this
+/// crate's cold build.
+#[derive(Debug)]
 struct Request {
     id: u64,
     op: String,
-    #[serde(default)]
     params: Value,
+}
+
+impl Request {
+    fn parse(line: &str) -> Result<Request, String> {
+        let mut value: Value = serde_json::from_str(line).map_err(|err| err.to_string())?;
+        let id = value["id"].as_u64().ok_or("missing numeric field `id`")?;
+        let op = value["op"].as_str().ok_or("missing string field `op`")?.to_owned();
+        let params = value.get_mut("params").map(Value::take).unwrap_or(Value::Null);
+        Ok(Request { id, op, params })
+    }
 }
 
 /// An API failure as xtask sees it. `SdkError` is the same smithy type in
@@ -108,7 +119,7 @@ async fn serve() -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let response = match serde_json::from_str::<Request>(&line) {
+        let response = match Request::parse(&line) {
             Ok(request) => {
                 let result = dispatch(&clients, &request.op, &request.params).await;
                 match result {

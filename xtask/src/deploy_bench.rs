@@ -240,6 +240,10 @@ impl BenchCheckout {
             .env("CI", "true");
         let exports = self.exports.lock().unwrap_or_else(|poison| poison.into_inner());
         command.envs(exports.iter().map(|(key, value)| (key, value)));
+        // The aws CLI (v1) reads the region from AWS_DEFAULT_REGION only.
+        if let Some((_, region)) = exports.iter().find(|(key, _)| key == "AWS_REGION") {
+            command.env("AWS_DEFAULT_REGION", region);
+        }
         command
     }
 
