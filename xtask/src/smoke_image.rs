@@ -143,12 +143,7 @@ impl RunningImage {
     /// Starts `image` and waits up to 30s for its `/healthz`.
     pub fn start(ctx: &Ctx, image: &str) -> Result<RunningImage> {
         let sh = &ctx.sh;
-        let postgres = if ctx.dry_run() {
-            println!("would start: a throwaway Postgres from the local binaries on 127.0.0.1");
-            None
-        } else {
-            Some(HostPostgres::start()?)
-        };
+        let postgres = HostPostgres::start_unless_dry_run(ctx)?;
         let database_port = postgres.as_ref().map_or("PG_PORT".to_owned(), |postgres| postgres.port.to_string());
         let port = if ctx.dry_run() { 0 } else { testkit::free_port() };
         // Unique per start: `cargo xtask ci` runs one after the smoke test.

@@ -96,12 +96,7 @@ impl TestDocker {
 
 fn run_with_host_postgres(ctx: &Ctx, app_name: &str, image: &str, command: &[String]) -> Result<()> {
     let sh = &ctx.sh;
-    let postgres = if ctx.dry_run() {
-        println!("would start: a throwaway Postgres from the local binaries on 127.0.0.1");
-        None
-    } else {
-        Some(HostPostgres::start()?)
-    };
+    let postgres = HostPostgres::start_unless_dry_run(ctx)?;
     let port = postgres.as_ref().map_or("PORT".to_owned(), |postgres| postgres.port.to_string());
     // With the host's network the container's 127.0.0.1 is the host's, where
     // the throwaway server listens; nothing is published or exposed.
@@ -203,6 +198,15 @@ pub struct HostPostgres {
 }
 
 impl HostPostgres {
+    /// `start`, or with `--dry-run` only the line saying it would.
+    pub fn start_unless_dry_run(ctx: &Ctx) -> Result<Option<HostPostgres>> {
+        if ctx.dry_run() {
+            println!("would start: a throwaway Postgres from the local binaries on 127.0.0.1");
+            return Ok(None);
+        }
+        HostPostgres::start().map(Some)
+    }
+
     pub fn start() -> Result<HostPostgres> {
         let started = Instant::now();
         let options = testkit::PostgresOptions {
