@@ -274,6 +274,23 @@ fn success_status() -> ExitStatus {
     ExitStatus::from_raw(0)
 }
 
+/// This xtask binary, to start one of its own background processes (the
+/// local proxy, the sandbox sync). When cargo rebuilt it while it runs
+/// (`cargo xtask ci` runs test-local, whose `cargo test` builds xtask
+/// again), Linux reports the old file as "<path> (deleted)"; the path then
+/// holds the new build of the same sources, which is the one to start.
+pub fn self_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let rebuilt = exe.to_string_lossy().strip_suffix(" (deleted)").map(PathBuf::from);
+    match rebuilt {
+        Some(rebuilt) if rebuilt.exists() => Ok(rebuilt),
+        _ => bail!("the xtask binary {} is gone: run the task again", exe.display()),
+    }
+}
+
 /// The workspace root: xtask lives one level below it. XTASK_PROJECT_ROOT
 /// points this binary at another checkout of the project (the deploy
 /// benchmark runs it against a clone).

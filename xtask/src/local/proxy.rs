@@ -185,7 +185,7 @@ pub fn ensure_running(ctx: &Ctx, target: &Target) -> Result<()> {
     }
     let upstream_file = target.file("upstream");
     let log_path = target.file("proxy.log");
-    let exe = std::env::current_exe().context("finding the xtask binary to run the proxy")?;
+    let exe = crate::util::self_exe().context("finding the xtask binary to run the proxy")?;
     let description = format!(
         "{} local-proxy --listen {listen} --upstream-file {} (in the background, log {})",
         exe.display(),

@@ -261,7 +261,7 @@ impl UpPlan {
     fn new(sandbox: &SandboxEnvironment, up: &Up) -> Result<UpPlan> {
         let python = which_tool("python3")?;
         let docker_registry = which_tool("docker-registry")?;
-        let xtask = std::env::current_exe().context("finding the xtask binary (for the sync process)")?;
+        let xtask = crate::util::self_exe().context("finding the xtask binary (for the sync process)")?;
         let moto_port = testkit::free_port();
         let sync_address = format!("127.0.0.1:{}", testkit::free_port());
         let endpoint_url = format!("http://127.0.0.1:{moto_port}");
