@@ -268,7 +268,7 @@ impl BenchCheckout {
             .collect();
         let endpoint = exports.iter().find(|(key, _)| key == "AWS_ENDPOINT_URL").map(|(_, value)| value.as_str());
         match endpoint {
-            Some(endpoint) if is_loopback_url(endpoint) => {}
+            Some(endpoint) if testkit::is_loopback_url(endpoint) => {}
             other => {
                 bail!("the benchmark's sandbox exported AWS_ENDPOINT_URL={other:?}: refusing anything but loopback")
             }
@@ -343,10 +343,4 @@ fn git(directory: &Path, args: &[&str]) -> Result<()> {
         bail!("git {} failed in {} ({status})", args.join(" "), directory.display());
     }
     Ok(())
-}
-
-fn is_loopback_url(url: &str) -> bool {
-    let host = url.trim_start_matches("http://").trim_start_matches("https://");
-    let host = host.split(['/', ':']).next().unwrap_or_default();
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }

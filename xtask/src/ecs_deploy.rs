@@ -28,6 +28,7 @@ use crate::{
     image::{Offline, Source},
     infra::{self, Stage, Terraform},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
+    local::http::{self, BaseUrl},
     push::Push,
     rollout::{self, RealClock, RolloutTarget, WaitOptions},
     ui::{self, SummaryRow},
@@ -446,11 +447,16 @@ fn smoke_check(terraform: &Terraform<'_>, git_sha: &str, timeout: Duration) -> R
     let url = required_output(terraform, "service_url")?;
     let deadline = Instant::now() + timeout;
     loop {
-        let attempt = http_get(&format!("{url}/version"));
+        let attempt = BaseUrl::parse(&url)
+            .and_then(|base| http::send(&base, &http::Request::get("/version"), Duration::from_secs(10)));
         match &attempt {
-            Ok((200, body)) if body.contains(git_sha) => return Ok(()),
+            Ok(response) if response.status == 200 && response.body.contains(git_sha) => return Ok(()),
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(2)),
-            Ok((status, body)) => bail!("smoke check: GET {url}/version answered {status} without {git_sha}: {body}"),
+            Ok(response) => bail!(
+                "smoke check: GET {url}/version answered {} without {git_sha}: {}",
+                response.status,
+                response.body
+            ),
             Err(err) => bail!("smoke check: GET {url}/version failed: {err:#}"),
         }
     }
@@ -458,27 +464,6 @@ fn smoke_check(terraform: &Terraform<'_>, git_sha: &str, timeout: Duration) -> R
 
 fn is_smoke_failure(err: &anyhow::Error) -> bool {
     format!("{err:#}").contains("smoke check")
-}
-
-/// A plain HTTP GET (the load balancer listens on port 80).
-fn http_get(url: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").with_context(|| format!("{url}: only http:// URLs are checked"))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let address = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    let socket = std::net::ToSocketAddrs::to_socket_addrs(&address)
-        .with_context(|| format!("resolving {authority}"))?
-        .next()
-        .with_context(|| format!("{authority} has no address"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(5))
-        .with_context(|| format!("connecting to {address}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).context("setting a read timeout")?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").context("sending the request")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).context("reading the answer")?;
-    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Ok((status, body))
 }
 
 pub fn status(ctx: &Ctx, args: &Status) -> Result<()> {

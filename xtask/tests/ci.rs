@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{project_root, run, xtask};
+use crate::support::{http_get, project_root, run, xtask};
 
 /// Runs `xtask --dry-run ci` with these arguments; stdout, which must be the
 /// plan of a successful run.
@@ -126,7 +126,7 @@ impl App {
             .unwrap();
         let app = App { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while get(port, "/healthz").is_none_or(|(status, _)| status != 200) {
+        while http_get(port, "/healthz").is_none_or(|(status, _)| status != 200) {
             assert!(Instant::now() < deadline, "the app did not answer /healthz within 60s:\n{}", app.log());
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -147,17 +147,6 @@ impl Drop for App {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// GET over a new connection (HTTP/1.0): status and body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
 }
 
 /// The outcome (`pass`, `FAIL`, `skip`) and the rest of a check's row in
@@ -190,7 +179,7 @@ const BROWSER_CHECK: &str = "browser: headless Chromium";
 fn functional_tests_pass_against_the_app_and_fail_on_a_wrong_commit() {
     let postgres = testkit::Postgres::start();
     let app = App::start(&postgres.url());
-    let (status, version) = get(app.port, "/version").unwrap();
+    let (status, version) = http_get(app.port, "/version").unwrap();
     assert_eq!(status, 200);
     let git_sha = serde_json::from_str::<serde_json::Value>(&version).unwrap()["git_sha"].as_str().unwrap().to_owned();
 
@@ -207,7 +196,7 @@ fn functional_tests_pass_against_the_app_and_fail_on_a_wrong_commit() {
         assert!(browser.starts_with("skip") && browser.contains("chromium not installed"), "{stderr}");
     }
     // The checks really wrote: one entry through the API, one through the form.
-    let (_, entries) = get(app.port, "/api/entries").unwrap();
+    let (_, entries) = http_get(app.port, "/api/entries").unwrap();
     assert!(entries.contains("\"message\":\"api ft") && entries.contains("\"message\":\"form ft"), "{entries}");
 
     // Another commit than the one running: /version, the page and the

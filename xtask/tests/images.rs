@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{project_root, run, xtask};
+use crate::support::{http_get, project_root, run, xtask};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 static BUILT: OnceLock<serde_json::Value> = OnceLock::new();
@@ -157,11 +157,11 @@ fn the_image_serves_reports_its_commit_and_exits_0_on_sigterm() {
     ]);
     let result = std::panic::catch_unwind(|| {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while get(port, "/healthz").is_none_or(|(status, _)| status != 200) {
+        while http_get(port, "/healthz").is_none_or(|(status, _)| status != 200) {
             assert!(Instant::now() < deadline, "no healthy /healthz within 30s");
             std::thread::sleep(Duration::from_millis(200));
         }
-        let (status, body) = get(port, "/version").unwrap();
+        let (status, body) = http_get(port, "/version").unwrap();
         assert_eq!(status, 200);
         let version: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(version["git_sha"], built()["git_sha"]);
@@ -178,17 +178,6 @@ fn the_image_serves_reports_its_commit_and_exits_0_on_sigterm() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{process_alive, project_root, run, xtask};
+use crate::support::{http_get, process_alive, project_root, run, xtask};
 
 /// What `/version` of the second version reports.
 const SECOND_SHA: &str = "5ec0d0000000000000000000000000000000beef";
@@ -90,7 +90,7 @@ impl Environment {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        get(self.host_port, path).unwrap_or_else(|| panic!("GET {}{path} got no answer", self.url()))
+        http_get(self.host_port, path).unwrap_or_else(|| panic!("GET {}{path} got no answer", self.url()))
     }
 
     fn served_sha(&self) -> String {
@@ -146,18 +146,6 @@ fn docker(args: &[&str]) -> String {
     let output = Command::new("docker").args(args).output().unwrap();
     assert!(output.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-/// GET over a new connection (HTTP/1.0): status and body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
 }
 
 /// `base` with the commit in its binary (and its revision label) replaced
@@ -285,7 +273,7 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     assert!(environment.containers().is_empty());
     assert!(!process_alive(proxy_pid), "the proxy survived down");
     assert!(!process_alive(database_pid), "the database survived down");
-    assert!(get(environment.host_port, "/version").is_none(), "{} still answers", environment.url());
+    assert!(http_get(environment.host_port, "/version").is_none(), "{} still answers", environment.url());
     assert!(environment.state_dir().join("postgres/data/PG_VERSION").exists(), "down without --volumes lost the data");
 }
 
@@ -307,7 +295,7 @@ fn a_release_that_never_gets_ready_is_removed_and_the_old_one_keeps_serving() {
         std::thread::spawn(move || {
             let mut failures = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if get(port, "/version").is_none_or(|(status, _)| status != 200) {
+                if http_get(port, "/version").is_none_or(|(status, _)| status != 200) {
                     failures += 1;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -475,7 +463,7 @@ fn dev_serves_from_source_and_restarts_on_a_change() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // A cold debug build of the app on two cores.
         wait_for("watching app/src", Duration::from_secs(600));
-        let (status, body) = get(port, "/readyz").expect("dev serves nothing");
+        let (status, body) = http_get(port, "/readyz").expect("dev serves nothing");
         assert_eq!(status, 200, "{body}");
 
         // A changed modification time is a change; the content stays, and
@@ -487,7 +475,7 @@ fn dev_serves_from_source_and_restarts_on_a_change() {
         wait_for("app/src/version.rs changed: rebuilding", Duration::from_secs(10));
         file.set_modified(original).unwrap();
         wait_for("restarted on", Duration::from_secs(300));
-        let (status, _) = get(port, "/healthz").expect("dev serves nothing after the restart");
+        let (status, _) = http_get(port, "/healthz").expect("dev serves nothing after the restart");
         assert_eq!(status, 200);
     }));
     // Ctrl-C, as a terminal sends it: the app stops with dev.
@@ -497,5 +485,5 @@ fn dev_serves_from_source_and_restarts_on_a_change() {
         std::panic::resume_unwind(panic);
     }
     assert_eq!(status.code(), Some(130));
-    assert!(get(port, "/healthz").is_none(), "the app survived Ctrl-C");
+    assert!(http_get(port, "/healthz").is_none(), "the app survived Ctrl-C");
 }

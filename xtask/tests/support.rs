@@ -33,6 +33,19 @@ pub fn json_result(stdout: &str) -> serde_json::Value {
     result.unwrap_or_else(|| panic!("--json printed no result event:\n{stdout}"))
 }
 
+/// GET over a new connection (HTTP/1.0) to 127.0.0.1: status and body, or
+/// None when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
 /// Runs and returns the output; stdout and stderr as text.
 pub fn run(command: &mut Command) -> (Output, String, String) {
     let output = command.output().unwrap_or_else(|err| panic!("running {command:?}: {err}"));
