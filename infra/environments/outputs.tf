@@ -82,3 +82,8 @@ output "bastion_instance_id" {
   description = "Bastion instance for `aws ssm start-session`, or null when disabled."
   value       = var.enable_bastion ? aws_instance.bastion[0].id : null
 }
+
+output "db_resource_id" {
+  description = "The database instance's unique id: a deploy keys the migrations it applied to it (a recreated database gets a new one)."
+  value       = aws_db_instance.main.resource_id
+}

@@ -79,6 +79,7 @@ fn release_item(release: &Release) -> Value {
         ("migration_version", release.migration_version.clone()),
         ("finished_at", release.finished_at.clone()),
         ("infra_inputs", release.infra_inputs.clone()),
+        ("migrations", release.migrations.clone()),
     ] {
         if let Some(value) = value {
             item[key] = json!(value);
@@ -98,6 +99,7 @@ fn release_from_item(item: &Value) -> Release {
         runs_as: optional("runs_as"),
         migration_version: optional("migration_version"),
         infra_inputs: optional("infra_inputs"),
+        migrations: optional("migrations"),
         who: text("who"),
         kind: match item["kind"].as_str() {
             Some("rollback") => ReleaseKind::Rollback,

@@ -32,6 +32,10 @@ pub struct Deploy {
     /// Skip the database migrations
     #[arg(long)]
     pub skip_migrate: bool,
+    /// Run the migrations even when the last deploy applied these same ones
+    /// to this database (AWS environments; `local` always runs them)
+    #[arg(long, conflicts_with = "skip_migrate")]
+    pub force_migrate: bool,
     /// Skip the smoke check of /version after the rollout
     #[arg(long)]
     pub skip_smoke: bool,

@@ -140,6 +140,8 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         Some(fingerprint)
     };
 
+    let migrations = plan_migrations(ctx, &terraform, args, &origin, &history)?;
+
     let mut release = Release {
         environment: name.clone(),
         started_at: ledger::now_rfc3339(),
@@ -155,6 +157,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         outcome: Outcome::InProgress,
         finished_at: None,
         infra_inputs,
+        migrations: None,
     };
     let _interrupted = if ctx.dry_run() {
         println!("would call: dynamodb.put_item (release {} of {image}, in progress)", release.started_at);
@@ -164,7 +167,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         Some(record_interruption(&aws, &tables.releases, &release))
     };
 
-    let result = roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &image, &git_sha);
+    let result = roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &mut release, migrations);
     let outcome = match &result {
         Ok(task_definition) => {
             release.runs_as = Some(task_definition.clone());
@@ -198,6 +201,58 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     Ok(image)
 }
 
+/// What the migration step of a deploy does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MigrationPlan {
+    /// Run the image's migrations; on success the release records `key`.
+    Run { key: String },
+    /// The database has these migrations already (or --skip-migrate).
+    Skip { key: Option<String>, why: String },
+}
+
+const MIGRATION_STEP: &str = "run the database migrations";
+
+/// Decides whether the deploy runs its migration task. It is skipped only
+/// when the image is built from this checkout and its migrations, for this
+/// same database instance, are what the ledger says a deploy applied last:
+/// nothing could be pending. Any other image (`--image`, a promotion) runs
+/// them, and records a key that matches nothing.
+fn plan_migrations(
+    ctx: &Ctx,
+    terraform: &Terraform<'_>,
+    args: &Deploy,
+    origin: &Origin,
+    history: &[Release],
+) -> Result<MigrationPlan> {
+    if args.skip_migrate {
+        return Ok(MigrationPlan::Skip { key: None, why: "--skip-migrate".to_owned() });
+    }
+    let database_id = match (origin, &args.image) {
+        (Origin::Checkout, None) => terraform.output(Stage::Environment, "db_resource_id")?,
+        _ => None,
+    };
+    let Some(database_id) = database_id else {
+        return Ok(MigrationPlan::Run {
+            key: format!("unknown: migrations of {}", args.image.as_deref().unwrap_or("a promoted image")),
+        });
+    };
+    let key = crate::migrate::migrations_key(&ctx.root, &database_id)?;
+    Ok(decide_migrations(key, ledger::last_applied_migrations(history), args.force_migrate))
+}
+
+fn decide_migrations(key: String, last_applied: Option<&str>, force: bool) -> MigrationPlan {
+    if last_applied == Some(key.as_str()) && !force {
+        let why = format!(
+            "{} is what the last deploy applied to this database ({}); --force-migrate runs them anyway",
+            crate::migrate::MIGRATIONS_DIR,
+            &key[..12]
+        );
+        MigrationPlan::Skip { key: Some(key), why }
+    } else {
+        MigrationPlan::Run { key }
+    }
+}
+
 /// Migrations, the rollout itself, the wait and the smoke check; returns
 /// the task definition the service runs.
 #[allow(clippy::too_many_arguments)]
@@ -208,23 +263,31 @@ fn roll_out(
     aws: &SharedAws,
     environment: &Environment,
     args: &Deploy,
-    image: &str,
-    git_sha: &str,
+    release: &mut Release,
+    migrations: MigrationPlan,
 ) -> Result<String> {
-    if !args.skip_migrate {
-        steps.run("run the database migrations", || migrate(ctx, terraform, aws, image))?;
+    let (image, git_sha) = (release.image.clone(), release.git_sha.clone());
+    match migrations {
+        MigrationPlan::Skip { key, why } => {
+            steps.skip(MIGRATION_STEP, &why);
+            release.migrations = key;
+        }
+        MigrationPlan::Run { key } => {
+            release.migration_version = steps.run(MIGRATION_STEP, || migrate(ctx, terraform, aws, &image))?;
+            release.migrations = Some(key);
+        }
     }
     if !confirm(ctx, &format!("roll out {image} to {}?", ctx.global.environment))? {
         bail!("rollout cancelled");
     }
-    let task_definition = steps.run("roll out", || start_rollout(terraform, aws, image))?;
+    let task_definition = steps.run("roll out", || start_rollout(terraform, aws, &image))?;
     if ctx.dry_run() {
         println!("would wait for the deployment of the new task definition, then GET <service_url>/version");
         return Ok(task_definition);
     }
     steps.run("wait for the rollout", || wait(terraform, aws, &task_definition, args.timeout))?;
     if !args.skip_smoke && environment.smoke_check {
-        steps.run("smoke check GET /version", || smoke_check(terraform, git_sha, args.smoke_timeout))?;
+        steps.run("smoke check GET /version", || smoke_check(terraform, &git_sha, args.smoke_timeout))?;
     }
     Ok(task_definition)
 }
@@ -310,12 +373,13 @@ pub fn run_migrations(ctx: &Ctx, image: Option<&str>) -> Result<()> {
         Some(DeployLock::acquire(&aws, &tables.locks, &name, &ledger::who(), MIGRATION_TIMEOUT + LOCK_MARGIN)?)
     };
     ui::step(&format!("running the migrations of {image} on {name}"));
-    migrate(ctx, &terraform, &aws, &image)
+    migrate(ctx, &terraform, &aws, &image).map(|_| ())
 }
 
 /// `app migrate` from the image being deployed, as a one-off ECS task in
-/// the service's network; its exit code is the verdict.
-fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -> Result<()> {
+/// the service's network; its exit code is the verdict. Returns the schema
+/// version the task reported, when its logs said.
+fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -> Result<Option<String>> {
     let family = format!("{}-migrate", required_output(terraform, "task_definition_family")?);
     let service_task_definition = required_output(terraform, "task_definition_arn")?;
     let cluster = required_output(terraform, "cluster_name")?;
@@ -330,7 +394,7 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
     )?;
     if ctx.dry_run() {
         println!("would call: ecs.run_task (command [\"migrate\"], family {family}) and wait for its exit code");
-        return Ok(());
+        return Ok(None);
     }
     let task_definition = registered["task_definition_arn"].as_str().unwrap_or_default().to_owned();
     let started = aws.call(
@@ -348,6 +412,7 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
         log_stream: format!("{LOG_STREAM_PREFIX}/{container}/{}", task_arn.rsplit('/').next().unwrap_or_default()),
         next_token: None,
         broken: false,
+        schema_version: None,
     };
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut last_status = String::new();
@@ -373,7 +438,7 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
             return match container_state["exit_code"].as_i64() {
                 Some(0) => {
                     ui::success("migrations applied (exit code 0)");
-                    Ok(())
+                    Ok(logs.schema_version)
                 }
                 Some(code) => bail!(
                     "the migration task exited with {code}: {}; its output is above and in CloudWatch Logs {} / {}; nothing was rolled out",
@@ -409,6 +474,8 @@ struct TaskLogs {
     /// Logs are for people: after one unexpected error they are no longer
     /// read, and the migration's exit code still decides.
     broken: bool,
+    /// From `app migrate`'s last line, "database schema is at version N".
+    schema_version: Option<String>,
 }
 
 impl TaskLogs {
@@ -423,7 +490,11 @@ impl TaskLogs {
         match answer {
             Ok(answer) => {
                 for event in answer["events"].as_array().into_iter().flatten() {
-                    ui::info(&format!("  migrate | {}", event["message"].as_str().unwrap_or_default().trim_end()));
+                    let message = event["message"].as_str().unwrap_or_default().trim_end();
+                    if let Some(version) = message.strip_prefix("database schema is at version ") {
+                        self.schema_version = Some(version.trim().to_owned());
+                    }
+                    ui::info(&format!("  migrate | {message}"));
                 }
                 if let Some(token) = answer["next_token"].as_str() {
                     self.next_token = Some(token.to_owned());
@@ -553,6 +624,7 @@ fn roll_back_to(
         outcome: Outcome::InProgress,
         finished_at: None,
         infra_inputs: None,
+        migrations: None,
     };
     if ctx.dry_run() {
         start_rollout(terraform, aws, &target.image)?;
@@ -668,5 +740,22 @@ impl Steps {
         }
         self.rows.push(SummaryRow { name: name.to_owned(), outcome, duration: started.elapsed() });
         result.with_context(|| format!("step {name:?} failed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_skipped_only_when_the_database_has_exactly_them() {
+        let key = "a".repeat(64);
+        assert!(matches!(decide_migrations(key.clone(), Some(&key), false), MigrationPlan::Skip { key: Some(_), .. }));
+        assert_eq!(decide_migrations(key.clone(), Some(&key), true), MigrationPlan::Run { key: key.clone() });
+        assert_eq!(
+            decide_migrations(key.clone(), Some(&"b".repeat(64)), false),
+            MigrationPlan::Run { key: key.clone() }
+        );
+        assert_eq!(decide_migrations(key.clone(), None, false), MigrationPlan::Run { key });
     }
 }

@@ -41,6 +41,11 @@ pub struct Release {
     /// with, when the deploy checked them (see `infra::input_fingerprint`).
     #[serde(default)]
     pub infra_inputs: Option<String>,
+    /// The migrations this release's deploy applied, as a key (see
+    /// `migrations_key`): set once its migration step passed, whatever came
+    /// after, since the schema changed then. None when it ran none.
+    #[serde(default)]
+    pub migrations: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +99,14 @@ pub fn last_infra_inputs(history: &[Release]) -> Option<&str> {
         .iter()
         .filter(|release| release.outcome == Outcome::Succeeded)
         .find_map(|release| release.infra_inputs.as_deref())
+}
+
+/// The migrations the environment's database last had applied by a
+/// deploy: the key recorded by the newest release whose migration step
+/// passed. A deploy whose image carries exactly these migrations for this
+/// same database skips its migration task (nothing would be pending).
+pub fn last_applied_migrations(history: &[Release]) -> Option<&str> {
+    history.iter().find_map(|release| release.migrations.as_deref())
 }
 
 /// Whether `image` ever succeeded in the environment (promotion gate).
@@ -230,6 +243,7 @@ mod tests {
             outcome,
             finished_at: None,
             infra_inputs: None,
+            migrations: None,
         }
     }
 
@@ -248,6 +262,26 @@ mod tests {
         assert_eq!(rollback_target(&history).unwrap().image, "repo@sha256:d1");
         assert!(succeeded_with(&history, "sha256:d1"));
         assert!(!succeeded_with(&history, "sha256:d2"));
+    }
+
+    #[test]
+    fn applied_migrations_come_from_the_newest_release_whose_migrations_passed() {
+        let with_migrations = |started_at: &str, outcome: Outcome, migrations: Option<&str>| Release {
+            migrations: migrations.map(str::to_owned),
+            ..release(started_at, "repo@sha256:d1", outcome)
+        };
+        let history = vec![
+            // A rollback runs no migrations: the schema stays as it was.
+            Release {
+                kind: ReleaseKind::Rollback,
+                ..with_migrations("2026-11-23T10:04:00.000Z", Outcome::Succeeded, None)
+            },
+            // The rollout failed after the migrations passed: they are applied.
+            with_migrations("2026-11-23T10:03:00.000Z", Outcome::Failed("circuit breaker".to_owned()), Some("new")),
+            with_migrations("2026-11-23T10:02:00.000Z", Outcome::Succeeded, Some("old")),
+        ];
+        assert_eq!(last_applied_migrations(&history), Some("new"));
+        assert_eq!(last_applied_migrations(&history[..1]), None);
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! `cargo xtask migrate`: the database migrations of an image, on their own.
 //! The same image runs them as `app migrate`; its exit code is the verdict.
+//! Also the key a deploy records for the migrations it applied, so the next
+//! deploy of the same migrations to the same database can skip the task.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::{
@@ -24,5 +28,56 @@ impl Migrate {
             EnvironmentKind::Docker => crate::local::migrate(ctx, self.image.as_deref()),
             EnvironmentKind::Aws => crate::ecs_deploy::run_migrations(ctx, self.image.as_deref()),
         }
+    }
+}
+
+/// The app's migrations, embedded in its binary by `sqlx::migrate!`.
+pub const MIGRATIONS_DIR: &str = "app/migrations";
+
+/// "These migrations against this database": the SHA-256 of the migration
+/// files (names and contents) under `root` and the database instance's
+/// identity. The identity matters: an environment destroyed and applied
+/// again has a new, empty database with the same name, and its ledger would
+/// otherwise claim the migrations were applied.
+pub fn migrations_key(root: &Path, database_id: &str) -> Result<String> {
+    let directory = root.join(MIGRATIONS_DIR);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&directory).with_context(|| format!("reading {}", directory.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", directory.display()))?;
+        files.push(entry.path());
+    }
+    files.sort();
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(database_id.as_bytes());
+    hasher.update(b"\0");
+    for file in files {
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        hasher.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+        hasher.update(b"\0");
+        hasher.update(&bytes);
+        hasher.update(b"\0");
+    }
+    Ok(hasher.finish().iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrations_key_changes_with_a_file_or_the_database() {
+        let root = std::env::temp_dir().join(format!("xtask-migrations-key-{}", std::process::id()));
+        let directory = root.join(MIGRATIONS_DIR);
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::write(directory.join("0001_create.sql"), "create table a (id int);").unwrap();
+        let first = migrations_key(&root, "db-1").unwrap();
+        assert_eq!(first, migrations_key(&root, "db-1").unwrap(), "the key is deterministic");
+        assert_ne!(first, migrations_key(&root, "db-2").unwrap(), "a new database needs its migrations");
+        std::fs::write(directory.join("0002_add.sql"), "alter table a add b int;").unwrap();
+        let second = migrations_key(&root, "db-1").unwrap();
+        assert_ne!(first, second, "a new migration file");
+        std::fs::write(directory.join("0002_add.sql"), "alter table a add c int;").unwrap();
+        assert_ne!(second, migrations_key(&root, "db-1").unwrap(), "an edited migration file");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

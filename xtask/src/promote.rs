@@ -133,6 +133,7 @@ impl Promote {
             skip_infra: false,
             force_infra: false,
             skip_migrate: self.skip_migrate,
+            force_migrate: false,
             skip_smoke: false,
             smoke_timeout: std::time::Duration::from_secs(60),
             confirm_env: self.confirm_env.clone(),

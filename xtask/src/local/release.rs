@@ -380,6 +380,7 @@ impl Journal {
             outcome: Outcome::InProgress,
             finished_at: None,
             infra_inputs: None,
+            migrations: None,
         };
         let dry_run = ctx.dry_run();
         if dry_run {
