@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::{
     image::{
-        AppIdentity, BuildKit, DockerBuild, Offline, Source, image_tags, make_reproducible, prepare_build,
+        AppIdentity, BuildKit, BuildMode, DockerBuild, Offline, Source, image_tags, make_reproducible, prepare_build,
         release_build_args,
     },
     smoke_image::{SmokeReport, smoke},
@@ -43,6 +43,11 @@ pub struct BuildImage {
     /// Image repository (default: app.name in deploy.toml)
     #[arg(long)]
     pub name: Option<String>,
+    /// Compile incrementally, reusing rustc's state from earlier builds
+    /// (what `deploy` does): much faster after a small change, but not
+    /// byte-for-byte reproducible
+    #[arg(long)]
+    pub incremental: bool,
 }
 
 /// The result, printed as JSON with `--json`.
@@ -72,12 +77,12 @@ impl BuildImage {
         if source.dirty {
             ui::warn("the working tree has uncommitted changes: the image is tagged -dirty");
         }
-        ui::step(&format!("building {}{}", tags.join(", "), if offline { " (offline)" } else { "" }));
+        ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(offline, self.incremental)));
         let started = Instant::now();
         let build = DockerBuild {
             context: ctx.root.clone(),
             stage: "runtime".to_owned(),
-            build_args: release_build_args(&app, &source, offline),
+            build_args: release_build_args(&app, &source, BuildMode { offline, incremental: self.incremental }),
             offline,
             no_cache: self.no_cache,
             iidfile: None,
@@ -102,4 +107,13 @@ impl BuildImage {
         }
         Ok(())
     }
+}
+
+/// " (offline, incremental)" and the like, for the build's announcement.
+pub fn build_mode_words(offline: bool, incremental: bool) -> String {
+    let words: Vec<&str> = [(offline, "offline"), (incremental, "incremental")]
+        .into_iter()
+        .filter_map(|(on, word)| on.then_some(word))
+        .collect();
+    if words.is_empty() { String::new() } else { format!(" ({})", words.join(", ")) }
 }

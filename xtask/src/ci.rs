@@ -244,7 +244,8 @@ impl Ci {
         match step.kind {
             StepKind::TestLocal => TestLocal { steps: Vec::new(), cargo_test_args: Vec::new() }.run(ctx)?,
             StepKind::BuildImage => {
-                BuildImage { offline: self.offline, smoke: false, no_cache: false, name: None }.run(ctx)?
+                BuildImage { offline: self.offline, smoke: false, no_cache: false, name: None, incremental: false }
+                    .run(ctx)?
             }
             StepKind::TestDocker => {
                 TestDocker { offline: self.offline, postgres: PostgresMode::Auto, cargo_test_args: Vec::new() }

@@ -19,6 +19,10 @@ pub struct Deploy {
     /// Deploy this image (tag, ID or `repo@sha256:...`) instead of building one
     #[arg(long)]
     pub image: Option<String>,
+    /// Compile the image from scratch, as `build-image` and CI do (byte-for-byte
+    /// reproducible), instead of incrementally from the last build's state
+    #[arg(long, conflicts_with = "image")]
+    pub clean_build: bool,
     /// Allow uncommitted changes outside the `local` environment
     #[arg(long)]
     pub allow_dirty: bool,

@@ -25,12 +25,15 @@ use anyhow::{Context, Result, bail};
 use crate::{
     bench::Figure,
     cleanup,
-    image::{AppIdentity, Source, offline_setting, release_build_args},
+    image::{AppIdentity, BuildMode, Source, offline_setting, release_build_args},
     ui,
     util::{Ctx, require_tool},
 };
 
 const ENVIRONMENT: &str = "sandbox";
+/// Where the benchmark's app-only change goes, and the text it extends.
+const APP_CHANGE_FILE: &str = "app/src/routes.rs";
+const APP_CHANGE_TEXT: &str = "Sign the guestbook";
 /// The step names of `cargo xtask deploy` (its `--json` events) in order.
 const OUR_STEPS: [&str; 9] = [
     "check the working tree",
@@ -290,13 +293,18 @@ impl BenchCheckout {
         }
     }
 
-    /// Commits a change to one source file of the app: the image must be
-    /// rebuilt, the infrastructure is the same.
+    /// Commits a change to the app's code, as a feature would: a new text on
+    /// the page, in the library the routes live in (not a comment, which the
+    /// compiler would see through). The image must be rebuilt, the
+    /// infrastructure is the same.
     fn commit_app_change(&self, number: u32) -> Result<()> {
-        let path = self.checkout.join("app/src/main.rs");
-        let mut text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        text.push_str(&format!("\n// An app-only change made by `cargo xtask bench deploy` ({number}).\n"));
-        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let path = self.checkout.join(APP_CHANGE_FILE);
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let changed = text.replacen(APP_CHANGE_TEXT, &format!("{APP_CHANGE_TEXT} (bench change {number})"), 1);
+        if changed == text {
+            bail!("{APP_CHANGE_FILE} no longer contains {APP_CHANGE_TEXT:?}: update the deploy benchmark");
+        }
+        fs::write(&path, changed).with_context(|| format!("writing {}", path.display()))?;
         git(&self.checkout, &["commit", "--quiet", "--all", "--message", &format!("bench: app-only change {number}")])
     }
 
@@ -306,7 +314,7 @@ impl BenchCheckout {
         sh.change_dir(&self.checkout);
         let source = Source::read(&sh)?;
         let offline = offline_setting(ctx) == Some(true);
-        let mut build_args: Vec<String> = release_build_args(&app, &source, offline)
+        let mut build_args: Vec<String> = release_build_args(&app, &source, BuildMode { offline, incremental: false })
             .into_iter()
             .map(|(name, value)| format!("--build-arg={name}={value}"))
             .collect();

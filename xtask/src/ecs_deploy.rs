@@ -94,8 +94,14 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
             Some(image) if image.contains("@sha256:") => return Ok(image.clone()),
             Some(image) => image.clone(),
             None => {
-                BuildImage { offline: Offline { enabled: args.offline }, smoke: false, no_cache: false, name: None }
-                    .run(ctx)?;
+                BuildImage {
+                    offline: Offline { enabled: args.offline },
+                    smoke: false,
+                    no_cache: false,
+                    name: None,
+                    incremental: !args.clean_build,
+                }
+                .run(ctx)?;
                 format!("{}:{}", config.app_name(), Source::read(&ctx.sh)?.commit_tag())
             }
         };

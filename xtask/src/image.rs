@@ -169,9 +169,21 @@ impl AppIdentity {
     }
 }
 
+/// How a release image is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BuildMode {
+    /// Crates vendored on the host, no network (see `Offline`).
+    pub offline: bool,
+    /// rustc's incremental state kept between builds (INCREMENTAL=1 in
+    /// docker/Dockerfile): a small change compiles in seconds, but the bytes
+    /// may differ from a clean build's, so only deploys that build their own
+    /// image use it.
+    pub incremental: bool,
+}
+
 /// The build arguments of a release build: what app/build.rs bakes in, the
-/// OCI labels, and where crates come from.
-pub fn release_build_args(app: &AppIdentity, source: &Source, offline: bool) -> Vec<(String, String)> {
+/// OCI labels, where crates come from, and whether to compile incrementally.
+pub fn release_build_args(app: &AppIdentity, source: &Source, mode: BuildMode) -> Vec<(String, String)> {
     let mut args = vec![
         ("GIT_SHA".to_owned(), source.git_sha.clone()),
         ("SOURCE_DATE_EPOCH".to_owned(), source.source_date_epoch.to_string()),
@@ -183,7 +195,10 @@ pub fn release_build_args(app: &AppIdentity, source: &Source, offline: bool) -> 
     if !app.source_url.is_empty() {
         args.push(("SOURCE_URL".to_owned(), app.source_url.clone()));
     }
-    args.extend(crates_build_arg(offline));
+    args.extend(crates_build_arg(mode.offline));
+    if mode.incremental {
+        args.push(("INCREMENTAL".to_owned(), "1".to_owned()));
+    }
     args
 }
 
@@ -816,6 +831,28 @@ mod tests {
                 "docker/Dockerfile.dockerignore lets neither {member}/ nor {member}/Cargo.toml into the context"
             );
         }
+    }
+
+    /// A plain `docker build` must stay the clean, reproducible build; only
+    /// a build that asks for it (deploy) compiles incrementally.
+    #[test]
+    fn builds_are_clean_unless_they_ask_to_be_incremental() {
+        let dockerfile = fs::read_to_string(crate::util::project_root().join(DOCKERFILE)).unwrap();
+        assert!(
+            dockerfile.lines().any(|line| line.trim() == "ARG INCREMENTAL=0"),
+            "docker/Dockerfile lacks `ARG INCREMENTAL=0`"
+        );
+        let app = AppIdentity {
+            name: "guestbook".to_owned(),
+            version: "0.1.0".to_owned(),
+            port: 8080,
+            source_url: String::new(),
+        };
+        let source = source(false, None);
+        let incremental = ("INCREMENTAL".to_owned(), "1".to_owned());
+        assert!(!release_build_args(&app, &source, BuildMode::default()).contains(&incremental));
+        let mode = BuildMode { offline: false, incremental: true };
+        assert!(release_build_args(&app, &source, mode).contains(&incremental));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use xshell::cmd;
 use crate::{
     bench::Figure,
     image::{
-        AppIdentity, BaseImages, BuildKit, DockerBuild, Source, VENDOR_DIR, image_exists, make_reproducible,
+        AppIdentity, BaseImages, BuildKit, BuildMode, DockerBuild, Source, VENDOR_DIR, image_exists, make_reproducible,
         release_build_args, vendor_crates, workspace_members,
     },
     ui,
@@ -51,7 +51,7 @@ pub fn image(ctx: &Ctx) -> Result<Vec<Figure>> {
     let build = |stage: &str, no_cache: bool| DockerBuild {
         context: context.clone(),
         stage: stage.to_owned(),
-        build_args: release_build_args(&app, &source, true),
+        build_args: release_build_args(&app, &source, BuildMode { offline: true, incremental: false }),
         offline: true,
         no_cache,
         iidfile: None,

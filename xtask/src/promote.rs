@@ -129,6 +129,7 @@ impl Promote {
         let target_ctx = Ctx::new(crate::flags::GlobalArgs { environment: self.to.clone(), ..ctx.global.clone() })?;
         let args = Deploy {
             image: Some(target_image.clone()),
+            clean_build: false,
             allow_dirty: true,
             skip_infra: false,
             force_infra: false,

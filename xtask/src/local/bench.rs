@@ -80,7 +80,7 @@ fn measure(ctx: &Ctx, target: &Target, second_tag: &str) -> Result<Vec<Figure>> 
             ctx,
             target,
             &Source::read(sh)?,
-            crate::image::offline_setting(ctx) == Some(true),
+            crate::image::BuildMode { offline: crate::image::offline_setting(ctx) == Some(true), incremental: false },
         )?,
     };
     ui::step("making the second image: the first one with one more label (docker commit)");

@@ -54,9 +54,12 @@ pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
     let target = Target::load(ctx)?;
     let image = match &args.image {
         Some(reference) => ImageChoice::Reference(reference.clone()),
-        None => {
-            ImageChoice::BuildWorkingTree { offline: args.offline || crate::image::offline_setting(ctx) == Some(true) }
-        }
+        None => ImageChoice::BuildWorkingTree {
+            mode: crate::image::BuildMode {
+                offline: args.offline || crate::image::offline_setting(ctx) == Some(true),
+                incremental: !args.clean_build,
+            },
+        },
     };
     let request = ReleaseRequest {
         kind: ReleaseKind::Deploy,

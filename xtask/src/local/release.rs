@@ -22,9 +22,10 @@ use anyhow::{Context, Result, bail};
 
 use super::{Target, containers, database, http, proxy, short_id, short_sha};
 use crate::{
+    build_image::build_mode_words,
     cleanup,
     image::{
-        AppIdentity, BuildKit, DockerBuild, Source, image_id, image_tags, make_reproducible, prepare_build,
+        AppIdentity, BuildKit, BuildMode, DockerBuild, Source, image_id, image_tags, make_reproducible, prepare_build,
         release_build_args,
     },
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
@@ -43,7 +44,7 @@ const SWITCH_GRACE: Duration = Duration::from_millis(500);
 pub enum ImageChoice {
     /// Build the working tree (`<app>:git-<sha12>[-dirty]`), like
     /// `cargo xtask build-image`.
-    BuildWorkingTree { offline: bool },
+    BuildWorkingTree { mode: BuildMode },
     /// Any image on this machine: a tag or an ID.
     Reference(String),
     /// An image ID from the ledger, with the commit it was recorded with.
@@ -199,7 +200,7 @@ fn run(
 ) -> Result<ReleaseReport> {
     let sh = &ctx.sh;
     let image_id = match (&planned.choice, &planned.source) {
-        (ImageChoice::BuildWorkingTree { offline }, Some(source)) => build_working_tree(ctx, target, source, *offline)?,
+        (ImageChoice::BuildWorkingTree { mode }, Some(source)) => build_working_tree(ctx, target, source, *mode)?,
         _ => image_id(sh, &planned.reference)?,
     };
     journal.update(|record| record.image = image_id.clone());
@@ -311,21 +312,22 @@ fn run(
 
 /// Builds the working tree's image the way `cargo xtask build-image` does
 /// (same tags, build arguments and reproducible ID).
-pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, offline: bool) -> Result<String> {
+pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, requested: BuildMode) -> Result<String> {
     let mut app = AppIdentity::load(&ctx.root)?;
     app.name = target.app_name.clone();
     let buildkit = BuildKit::find(&ctx.sh)?;
-    let offline = prepare_build(ctx, offline)?;
+    let offline = prepare_build(ctx, requested.offline)?;
+    let mode = BuildMode { offline, ..requested };
     let tags = image_tags(&app.name, source);
     if source.dirty {
         ui::info("the working tree has uncommitted changes: the image is tagged -dirty (fine for a local deploy)");
     }
-    ui::step(&format!("building {}{}", tags.join(", "), if offline { " (offline)" } else { "" }));
+    ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(offline, mode.incremental)));
     let started = Instant::now();
     let build = DockerBuild {
         context: ctx.root.clone(),
         stage: "runtime".to_owned(),
-        build_args: release_build_args(&app, source, offline),
+        build_args: release_build_args(&app, source, mode),
         offline,
         no_cache: false,
         iidfile: None,
