@@ -10,7 +10,12 @@
 //! with XTASK_PROJECT_ROOT. Both contenders start warm: the clone is
 //! deployed once first (infrastructure applied, Docker's layer cache and
 //! the builder image in place), then each gets a fresh commit that changes
-//! one source file of the app.
+//! one line of the app's routes.
+//!
+//! Both build with docker/Dockerfile and the same arguments; the deploy
+//! adds INCREMENTAL=1, as every deploy that builds its own image does (see
+//! the Dockerfile's build stage), while the script makes the plain
+//! `docker build` a team would write.
 
 use std::{
     collections::BTreeMap,
