@@ -244,6 +244,23 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     assert!(output.status.success());
     let live = stdout.lines().find(|line| line.contains(": live ")).unwrap_or_default();
     assert!(live.contains(digest) && stdout.contains("promotion"), "{stdout}");
+
+    // A deploy that builds this checkout (incrementally) runs the
+    // migrations once; the next one with the same migrations against the
+    // same database skips the task, and says why.
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS));
+    assert!(output.status.success(), "a deploy that builds failed:\n{stderr}");
+    assert!(stderr.contains("(offline, incremental)") || stderr.contains("(incremental)"), "{stderr}");
+    assert!(stderr.contains("migrations applied (exit code 0)"), "{stderr}");
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS));
+    assert!(output.status.success(), "the second deploy that builds failed:\n{stderr}");
+    assert!(
+        stderr.contains("run the database migrations: skipped, app/migrations is what the last deploy applied"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("migration task"), "{stderr}");
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).arg("--force-migrate"));
+    assert!(output.status.success() && stderr.contains("migrations applied (exit code 0)"), "{stderr}");
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
