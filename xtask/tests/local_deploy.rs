@@ -205,10 +205,12 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
         .unwrap();
     if !String::from_utf8_lossy(&pulled.stdout).contains("sha256:") {
         assert!(
-            stderr.contains("(offline)"),
+            stderr.contains("(offline, incremental)"),
             "the base image is not upstream, yet the build was not offline:\n{stderr}"
         );
     }
+    // A deploy that builds compiles incrementally (see docker/Dockerfile).
+    assert!(stderr.contains("incremental)"), "the deploy's build was not incremental:\n{stderr}");
     assert_eq!(line_value(&stdout, "url: "), Some(environment.url().as_str()), "{stdout}");
     let first_sha = line_value(&stdout, "version: ").expect("a version line").to_owned();
     let head = Command::new("git")
