@@ -6,6 +6,8 @@
 //! time) so `/version` names the commit. One commit gives one image ID: the
 //! files carry the commit time, and the image config's timestamps are set to
 //! it after the build (see `image` for why Docker 20.10 needs that step).
+//! `--incremental` (what deploys that build use) trades that for speed and
+//! is tagged `<app>:git-<sha12>-incremental` only.
 //!
 //! `--offline` (or XTASK_OFFLINE=1, what CI sets) builds without network:
 //! crates vendored on the host, `--network none`, and local base images
@@ -38,14 +40,14 @@ pub struct BuildImage {
     #[arg(long)]
     pub smoke: bool,
     /// Ignore Docker's build cache (a clean build)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "incremental")]
     pub no_cache: bool,
     /// Image repository (default: app.name in deploy.toml)
     #[arg(long)]
     pub name: Option<String>,
     /// Compile incrementally, reusing rustc's state from earlier builds
     /// (what `deploy` does): much faster after a small change, but not
-    /// byte-for-byte reproducible
+    /// byte-for-byte reproducible, so tagged `git-<sha12>-incremental` only
     #[arg(long)]
     pub incremental: bool,
 }
@@ -73,7 +75,8 @@ impl BuildImage {
         let buildkit = BuildKit::find(&ctx.sh)?;
         let source = Source::read(&ctx.sh)?;
         let offline = prepare_build(ctx, self.offline.enabled)?;
-        let tags = image_tags(&app.name, &source);
+        let mode = BuildMode { offline, incremental: self.incremental };
+        let tags = image_tags(&app.name, &source, mode);
         if source.dirty {
             ui::warn("the working tree has uncommitted changes: the image is tagged -dirty");
         }
@@ -82,7 +85,7 @@ impl BuildImage {
         let build = DockerBuild {
             context: ctx.root.clone(),
             stage: "runtime".to_owned(),
-            build_args: release_build_args(&app, &source, BuildMode { offline, incremental: self.incremental }),
+            build_args: release_build_args(&app, &source, mode),
             offline,
             no_cache: self.no_cache,
             iidfile: None,

@@ -25,7 +25,7 @@ use crate::{
     build_image::BuildImage,
     config::{Config, Environment},
     deploy::{Deploy, Rollback, Status},
-    image::{Offline, Source},
+    image::{BuildMode, Offline, Source, image_tags},
     infra::{self, Stage, Terraform},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     local::http::{self, BaseUrl},
@@ -89,6 +89,13 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         })?)
     };
 
+    // The migrations the image is built with, read before the build and
+    // checked after it: a migration saved meanwhile may or may not be in the
+    // image, and then what it carries is not known.
+    let built_migrations = match (&origin, &args.image) {
+        (Origin::Checkout, None) => Some(crate::migrate::migrations_fingerprint(&ctx.root)?),
+        _ => None,
+    };
     let image = steps.run("build and push the image", || {
         let local_image = match &args.image {
             Some(image) if image.contains("@sha256:") => return Ok(image.clone()),
@@ -102,7 +109,8 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
                     incremental: !args.clean_build,
                 }
                 .run(ctx)?;
-                format!("{}:{}", config.app_name(), Source::read(&ctx.sh)?.commit_tag())
+                let mode = BuildMode { offline: args.offline, incremental: !args.clean_build };
+                image_tags(config.app_name(), &Source::read(&ctx.sh)?, mode).remove(0)
             }
         };
         let push = Push { image: Some(local_image), gate: args.gate.clone() };
@@ -114,6 +122,15 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
             None => "<pushed image>@sha256:<digest>".to_owned(),
         })
     })?;
+
+    let built_migrations = match built_migrations {
+        Some(before) if crate::migrate::migrations_fingerprint(&ctx.root)? == before => Some(before),
+        Some(_) => {
+            ui::warn(&format!("{} changed during the build: the migrations will run", crate::migrate::MIGRATIONS_DIR));
+            None
+        }
+        None => None,
+    };
 
     let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases.clone() };
     let history = if ctx.dry_run() { Vec::new() } else { store.history(&name, 20)? };
@@ -146,7 +163,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         Some(fingerprint)
     };
 
-    let migrations = plan_migrations(ctx, &terraform, args, &origin, &history)?;
+    let migrations = plan_migrations(&terraform, args, &image, built_migrations.as_deref(), &history)?;
 
     let mut release = Release {
         environment: name.clone(),
@@ -212,50 +229,53 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
 enum MigrationPlan {
     /// Run the image's migrations; on success the release records `key`.
     Run { key: String },
-    /// The database has these migrations already (or --skip-migrate).
-    Skip { key: Option<String>, why: String },
+    /// The database has these migrations already (or --skip-migrate); the
+    /// release records `key` and the schema `version` they left.
+    Skip { key: Option<String>, version: Option<String>, why: String },
 }
 
 const MIGRATION_STEP: &str = "run the database migrations";
 
 /// Decides whether the deploy runs its migration task. It is skipped only
-/// when the image is built from this checkout and its migrations, for this
-/// same database instance, are what the ledger says a deploy applied last:
+/// when the image is built from this checkout (`built_migrations`: the
+/// fingerprint of its migrations) and its migrations, for this same
+/// database instance, are what the ledger says a deploy applied last:
 /// nothing could be pending. Any other image (`--image`, a promotion) runs
 /// them, and records a key that matches nothing.
 fn plan_migrations(
-    ctx: &Ctx,
     terraform: &Terraform<'_>,
     args: &Deploy,
-    origin: &Origin,
+    image: &str,
+    built_migrations: Option<&str>,
     history: &[Release],
 ) -> Result<MigrationPlan> {
     if args.skip_migrate {
-        return Ok(MigrationPlan::Skip { key: None, why: "--skip-migrate".to_owned() });
+        return Ok(MigrationPlan::Skip { key: None, version: None, why: "--skip-migrate".to_owned() });
     }
-    let database_id = match (origin, &args.image) {
-        (Origin::Checkout, None) => terraform.output(Stage::Environment, "db_resource_id")?,
-        _ => None,
+    let Some(fingerprint) = built_migrations else {
+        return Ok(MigrationPlan::Run { key: format!("unknown: the migrations of {image}") });
     };
-    let Some(database_id) = database_id else {
+    let Some(database_id) = terraform.output(Stage::Environment, "db_resource_id")? else {
         return Ok(MigrationPlan::Run {
-            key: format!("unknown: migrations of {}", args.image.as_deref().unwrap_or("a promoted image")),
+            key: "unknown: the environment has no db_resource_id output (apply it to let deploys skip migrations)"
+                .to_owned(),
         });
     };
-    let key = crate::migrate::migrations_key(&ctx.root, &database_id)?;
-    Ok(decide_migrations(key, ledger::last_applied_migrations(history), args.force_migrate))
+    let key = crate::migrate::migrations_key(fingerprint, &database_id);
+    Ok(decide_migrations(key, ledger::last_migrated(history), args.force_migrate))
 }
 
-fn decide_migrations(key: String, last_applied: Option<&str>, force: bool) -> MigrationPlan {
-    if last_applied == Some(key.as_str()) && !force {
-        let why = format!(
-            "{} is what the last deploy applied to this database ({}); --force-migrate runs them anyway",
-            crate::migrate::MIGRATIONS_DIR,
-            &key[..12]
-        );
-        MigrationPlan::Skip { key: Some(key), why }
-    } else {
-        MigrationPlan::Run { key }
+fn decide_migrations(key: String, last_migrated: Option<&Release>, force: bool) -> MigrationPlan {
+    match last_migrated {
+        Some(release) if release.migrations.as_deref() == Some(key.as_str()) && !force => {
+            let why = format!(
+                "{} is what the last deploy applied to this database ({}); --force-migrate runs them anyway",
+                crate::migrate::MIGRATIONS_DIR,
+                &key[..12]
+            );
+            MigrationPlan::Skip { key: Some(key), version: release.migration_version.clone(), why }
+        }
+        _ => MigrationPlan::Run { key },
     }
 }
 
@@ -274,9 +294,10 @@ fn roll_out(
 ) -> Result<String> {
     let (image, git_sha) = (release.image.clone(), release.git_sha.clone());
     match migrations {
-        MigrationPlan::Skip { key, why } => {
+        MigrationPlan::Skip { key, version, why } => {
             steps.skip(MIGRATION_STEP, &why);
             release.migrations = key;
+            release.migration_version = version;
         }
         MigrationPlan::Run { key } => {
             release.migration_version = steps.run(MIGRATION_STEP, || migrate(ctx, terraform, aws, &image))?;
@@ -753,15 +774,35 @@ impl Steps {
 mod tests {
     use super::*;
 
+    fn migrated(key: &str) -> Release {
+        Release {
+            environment: "dev".to_owned(),
+            started_at: "2026-12-01T10:00:00.000Z".to_owned(),
+            image: "repo@sha256:d1".to_owned(),
+            git_sha: "0123456789abcdef".to_owned(),
+            runs_as: None,
+            migration_version: Some("1".to_owned()),
+            who: "dev@example.com".to_owned(),
+            kind: ReleaseKind::Deploy,
+            outcome: Outcome::Succeeded,
+            finished_at: None,
+            infra_inputs: None,
+            migrations: Some(key.to_owned()),
+        }
+    }
+
     #[test]
     fn migrations_are_skipped_only_when_the_database_has_exactly_them() {
         let key = "a".repeat(64);
-        assert!(matches!(decide_migrations(key.clone(), Some(&key), false), MigrationPlan::Skip { key: Some(_), .. }));
-        assert_eq!(decide_migrations(key.clone(), Some(&key), true), MigrationPlan::Run { key: key.clone() });
+        let same = migrated(&key);
+        let why = "app/migrations is what the last deploy applied to this database (aaaaaaaaaaaa); --force-migrate runs them anyway";
         assert_eq!(
-            decide_migrations(key.clone(), Some(&"b".repeat(64)), false),
-            MigrationPlan::Run { key: key.clone() }
+            decide_migrations(key.clone(), Some(&same), false),
+            MigrationPlan::Skip { key: Some(key.clone()), version: Some("1".to_owned()), why: why.to_owned() }
         );
+        assert_eq!(decide_migrations(key.clone(), Some(&same), true), MigrationPlan::Run { key: key.clone() });
+        let other = migrated(&"b".repeat(64));
+        assert_eq!(decide_migrations(key.clone(), Some(&other), false), MigrationPlan::Run { key: key.clone() });
         assert_eq!(decide_migrations(key.clone(), None, false), MigrationPlan::Run { key });
     }
 }

@@ -107,8 +107,14 @@ impl Source {
 }
 
 /// The image's tags: `<name>:git-<sha12>[-dirty]` first, then
-/// `<name>:branch-<branch>` when there is a branch.
-pub fn image_tags(name: &str, source: &Source) -> Vec<String> {
+/// `<name>:branch-<branch>` when there is a branch. An incremental build is
+/// not the commit's reproducible image and must never take its tags (ECR
+/// keeps tags immutable: CI's clean build of the same commit would then be
+/// refused): it is only `<name>:git-<sha12>[-dirty]-incremental`.
+pub fn image_tags(name: &str, source: &Source, mode: BuildMode) -> Vec<String> {
+    if mode.incremental {
+        return vec![format!("{name}:{}-incremental", source.commit_tag())];
+    }
     let mut tags = vec![format!("{name}:{}", source.commit_tag())];
     if let Some(tag) = source.branch.as_deref().and_then(branch_tag) {
         tags.push(format!("{name}:{tag}"));
@@ -751,10 +757,18 @@ mod tests {
     #[test]
     fn tags_name_the_commit_and_the_branch() {
         assert_eq!(
-            image_tags("guestbook", &source(false, Some("main"))),
+            image_tags("guestbook", &source(false, Some("main")), BuildMode::default()),
             ["guestbook:git-0123456789ab", "guestbook:branch-main"]
         );
-        assert_eq!(image_tags("guestbook", &source(true, None)), ["guestbook:git-0123456789ab-dirty"]);
+        assert_eq!(
+            image_tags("guestbook", &source(true, None), BuildMode::default()),
+            ["guestbook:git-0123456789ab-dirty"]
+        );
+        let incremental = BuildMode { offline: true, incremental: true };
+        assert_eq!(
+            image_tags("guestbook", &source(false, Some("main")), incremental),
+            ["guestbook:git-0123456789ab-incremental"]
+        );
     }
 
     #[test]

@@ -41,9 +41,11 @@ pub struct Release {
     /// with, when the deploy checked them (see `infra::input_fingerprint`).
     #[serde(default)]
     pub infra_inputs: Option<String>,
-    /// The migrations this release's deploy applied, as a key (see
-    /// `migrations_key`): set once its migration step passed, whatever came
-    /// after, since the schema changed then. None when it ran none.
+    /// The migrations applied to the database when this release rolled out,
+    /// as a key (see `migrate::migrations_key`): set once its migration step
+    /// passed, whatever came after (the schema changed then), or when the
+    /// step was skipped because they were applied already. None when it ran
+    /// none.
     #[serde(default)]
     pub migrations: Option<String>,
 }
@@ -101,12 +103,12 @@ pub fn last_infra_inputs(history: &[Release]) -> Option<&str> {
         .find_map(|release| release.infra_inputs.as_deref())
 }
 
-/// The migrations the environment's database last had applied by a
-/// deploy: the key recorded by the newest release whose migration step
-/// passed. A deploy whose image carries exactly these migrations for this
-/// same database skips its migration task (nothing would be pending).
-pub fn last_applied_migrations(history: &[Release]) -> Option<&str> {
-    history.iter().find_map(|release| release.migrations.as_deref())
+/// The release that last applied migrations to the environment's database:
+/// the newest that recorded a migrations key (its migration step passed). A
+/// deploy whose image carries exactly these migrations for this same
+/// database skips its migration task (nothing would be pending).
+pub fn last_migrated(history: &[Release]) -> Option<&Release> {
+    history.iter().find(|release| release.migrations.is_some())
 }
 
 /// Whether `image` ever succeeded in the environment (promotion gate).
@@ -280,8 +282,8 @@ mod tests {
             with_migrations("2026-11-23T10:03:00.000Z", Outcome::Failed("circuit breaker".to_owned()), Some("new")),
             with_migrations("2026-11-23T10:02:00.000Z", Outcome::Succeeded, Some("old")),
         ];
-        assert_eq!(last_applied_migrations(&history), Some("new"));
-        assert_eq!(last_applied_migrations(&history[..1]), None);
+        assert_eq!(last_migrated(&history).and_then(|release| release.migrations.as_deref()), Some("new"));
+        assert_eq!(last_migrated(&history[..1]), None);
     }
 
     #[test]

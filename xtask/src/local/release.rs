@@ -135,9 +135,9 @@ struct PlannedImage {
 
 fn plan_image(ctx: &Ctx, target: &Target, choice: &ImageChoice) -> Result<PlannedImage> {
     match choice {
-        ImageChoice::BuildWorkingTree { .. } => {
+        ImageChoice::BuildWorkingTree { mode } => {
             let source = Source::read(&ctx.sh)?;
-            let tag = image_tags(&target.app_name, &source).remove(0);
+            let tag = image_tags(&target.app_name, &source, *mode).remove(0);
             Ok(PlannedImage {
                 choice: choice.clone(),
                 reference: tag,
@@ -311,14 +311,14 @@ fn run(
 }
 
 /// Builds the working tree's image the way `cargo xtask build-image` does
-/// (same tags, build arguments and reproducible ID).
+/// with the same mode (`--incremental` for a deploy, unless --clean-build).
 pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, requested: BuildMode) -> Result<String> {
     let mut app = AppIdentity::load(&ctx.root)?;
     app.name = target.app_name.clone();
     let buildkit = BuildKit::find(&ctx.sh)?;
     let offline = prepare_build(ctx, requested.offline)?;
     let mode = BuildMode { offline, ..requested };
-    let tags = image_tags(&app.name, source);
+    let tags = image_tags(&app.name, source, mode);
     if source.dirty {
         ui::info("the working tree has uncommitted changes: the image is tagged -dirty (fine for a local deploy)");
     }
