@@ -26,7 +26,7 @@ use xshell::{Cmd, Shell, cmd};
 
 use crate::{
     cleanup, config, ui,
-    util::{Ctx, SpawnOptions, cargo, require_tool, spawn_and_wait, spawn_with_progress, write_atomic},
+    util::{Ctx, SpawnOptions, cargo, hex, require_tool, spawn_and_wait, spawn_with_progress, write_atomic},
 };
 
 /// The Dockerfile, relative to the build context (the project root).
@@ -705,10 +705,6 @@ pub fn reproducible_config(config: &[u8], created: &str) -> Result<Vec<u8>> {
         }
     }
     Ok(serde_json::to_vec(&config)?)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ`.

@@ -324,7 +324,7 @@ impl<'a> Terraform<'a> {
             }
             hasher.update(b"\0");
         }
-        Ok(hasher.finish().iter().map(|byte| format!("{byte:02x}")).collect())
+        Ok(crate::util::hex(&hasher.finish()))
     }
 
     /// What runs now (the environment's `image` output), else the image

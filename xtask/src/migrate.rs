@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
-    util::Ctx,
+    util::{Ctx, hex},
 };
 
 /// Run the database migrations (`app migrate`) of an image against an environment
@@ -67,10 +67,6 @@ pub fn migrations_key(fingerprint: &str, database_id: &str) -> String {
     hasher.update(b"\0");
     hasher.update(fingerprint.as_bytes());
     hex(&hasher.finish())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

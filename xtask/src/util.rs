@@ -85,6 +85,11 @@ impl Ctx {
     }
 }
 
+/// Bytes as lower-case hex (digests).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Reads a `.env` file into a list; a missing file is an empty list.
 pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
     if !path.exists() {

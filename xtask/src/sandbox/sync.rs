@@ -19,7 +19,7 @@ use super::http;
 use crate::{
     aws::{AwsApi, AwsProcess},
     push::{EcrToken, ecr_token},
-    util::Ctx,
+    util::{Ctx, hex},
 };
 
 /// The manifest types a push event can carry; blobs (layers) are ignored.
@@ -205,10 +205,6 @@ pub fn manifest_pushes(envelope: &Value) -> Vec<ManifestPush> {
             })
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ use openssl::{
     symm::{Cipher, Crypter, Mode},
 };
 
+use crate::util::hex;
+
 /// PBKDF2 iterations of every file the command line writes and reads
 /// (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
 pub const ITERATIONS: u32 = 600_000;
@@ -449,10 +451,6 @@ fn is_ascii_text(byte: u8) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Overwrites key material and plaintext before the memory is freed. Best
