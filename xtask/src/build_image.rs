@@ -80,7 +80,7 @@ impl BuildImage {
         if source.dirty {
             ui::warn("the working tree has uncommitted changes: the image is tagged -dirty");
         }
-        ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(offline, self.incremental)));
+        ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(mode)));
         let started = Instant::now();
         let build = DockerBuild {
             context: ctx.root.clone(),
@@ -113,8 +113,8 @@ impl BuildImage {
 }
 
 /// " (offline, incremental)" and the like, for the build's announcement.
-pub fn build_mode_words(offline: bool, incremental: bool) -> String {
-    let words: Vec<&str> = [(offline, "offline"), (incremental, "incremental")]
+pub fn build_mode_words(mode: BuildMode) -> String {
+    let words: Vec<&str> = [(mode.offline, "offline"), (mode.incremental, "incremental")]
         .into_iter()
         .filter_map(|(on, word)| on.then_some(word))
         .collect();

@@ -322,7 +322,7 @@ pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, requested
     if source.dirty {
         ui::info("the working tree has uncommitted changes: the image is tagged -dirty (fine for a local deploy)");
     }
-    ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(offline, mode.incremental)));
+    ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(mode)));
     let started = Instant::now();
     let build = DockerBuild {
         context: ctx.root.clone(),
