@@ -68,6 +68,12 @@ pub struct BuiltImage {
 
 impl BuildImage {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        self.build(ctx).map(|_| ())
+    }
+
+    /// Builds (and reports) the image; returns its first tag, the reference
+    /// to use for this build.
+    pub fn build(self, ctx: &Ctx) -> Result<String> {
         let mut app = AppIdentity::load(&ctx.root)?;
         if let Some(name) = &self.name {
             app.name = name.clone();
@@ -80,7 +86,7 @@ impl BuildImage {
         if source.dirty {
             ui::warn("the working tree has uncommitted changes: the image is tagged -dirty");
         }
-        ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(mode)));
+        ui::step(&format!("building {}{}", tags.join(", "), mode.announcement()));
         let started = Instant::now();
         let build = DockerBuild {
             context: ctx.root.clone(),
@@ -97,7 +103,7 @@ impl BuildImage {
 
         let smoke = if self.smoke { Some(smoke(ctx, &tags[0], &source.git_sha)?) } else { None };
         if ctx.dry_run() {
-            return Ok(());
+            return Ok(tags[0].clone());
         }
         let built = BuiltImage { image: tags[0].clone(), id, tags, created: source.created(), source, offline, smoke };
         if ctx.global.json {
@@ -108,15 +114,6 @@ impl BuildImage {
             println!("image: {}", built.image);
             println!("id: {}", built.id);
         }
-        Ok(())
+        Ok(built.image)
     }
-}
-
-/// " (offline, incremental)" and the like, for the build's announcement.
-pub fn build_mode_words(mode: BuildMode) -> String {
-    let words: Vec<&str> = [(mode.offline, "offline"), (mode.incremental, "incremental")]
-        .into_iter()
-        .filter_map(|(on, word)| on.then_some(word))
-        .collect();
-    if words.is_empty() { String::new() } else { format!(" ({})", words.join(", ")) }
 }

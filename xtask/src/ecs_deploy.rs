@@ -25,7 +25,7 @@ use crate::{
     build_image::BuildImage,
     config::{Config, Environment},
     deploy::{Deploy, Rollback, Status},
-    image::{BuildMode, Offline, Source, image_tags},
+    image::{Offline, Source},
     infra::{self, Stage, Terraform},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     local::http::{self, BaseUrl},
@@ -100,18 +100,14 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         let local_image = match &args.image {
             Some(image) if image.contains("@sha256:") => return Ok(image.clone()),
             Some(image) => image.clone(),
-            None => {
-                BuildImage {
-                    offline: Offline { enabled: args.offline },
-                    smoke: false,
-                    no_cache: false,
-                    name: None,
-                    incremental: !args.clean_build,
-                }
-                .run(ctx)?;
-                let mode = BuildMode { offline: args.offline, incremental: !args.clean_build };
-                image_tags(config.app_name(), &Source::read(&ctx.sh)?, mode).remove(0)
+            None => BuildImage {
+                offline: Offline { enabled: args.offline },
+                smoke: false,
+                no_cache: false,
+                name: None,
+                incremental: !args.clean_build,
             }
+            .build(ctx)?,
         };
         let push = Push { image: Some(local_image), gate: args.gate.clone() };
         Ok(match push.execute(ctx)? {

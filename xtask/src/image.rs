@@ -187,6 +187,17 @@ pub struct BuildMode {
     pub incremental: bool,
 }
 
+impl BuildMode {
+    /// " (offline, incremental)" and the like, for a build's announcement.
+    pub fn announcement(self) -> String {
+        let words: Vec<&str> = [(self.offline, "offline"), (self.incremental, "incremental")]
+            .into_iter()
+            .filter_map(|(on, word)| on.then_some(word))
+            .collect();
+        if words.is_empty() { String::new() } else { format!(" ({})", words.join(", ")) }
+    }
+}
+
 /// The build arguments of a release build: what app/build.rs bakes in, the
 /// OCI labels, where crates come from, and whether to compile incrementally.
 pub fn release_build_args(app: &AppIdentity, source: &Source, mode: BuildMode) -> Vec<(String, String)> {

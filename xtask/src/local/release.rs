@@ -22,7 +22,6 @@ use anyhow::{Context, Result, bail};
 
 use super::{Target, containers, database, http, proxy, short_id, short_sha};
 use crate::{
-    build_image::build_mode_words,
     cleanup,
     image::{
         AppIdentity, BuildKit, BuildMode, DockerBuild, Source, image_id, image_tags, make_reproducible, prepare_build,
@@ -322,7 +321,7 @@ pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, requested
     if source.dirty {
         ui::info("the working tree has uncommitted changes: the image is tagged -dirty (fine for a local deploy)");
     }
-    ui::step(&format!("building {}{}", tags.join(", "), build_mode_words(mode)));
+    ui::step(&format!("building {}{}", tags.join(", "), mode.announcement()));
     let started = Instant::now();
     let build = DockerBuild {
         context: ctx.root.clone(),
