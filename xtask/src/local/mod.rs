@@ -23,6 +23,7 @@ mod containers;
 mod database;
 pub mod dev;
 pub mod http;
+pub mod http1;
 pub mod proxy;
 mod release;
 

@@ -5,10 +5,10 @@
 //!
 //! The order is what keeps the URL up: the old container serves until the
 //! new one has answered `/readyz` (and `/version`, with the expected commit),
-//! then the proxy's upstream file is rewritten, and only after a short grace
-//! period, in which connections already on their way to the old container
-//! arrive, does the old container get SIGTERM and drain. A release that
-//! fails at any step before the switch leaves the old one serving untouched.
+//! then the proxy sends new requests to the new one and reports when the
+//! requests in flight on the old one are answered, and only then does the
+//! old container get SIGTERM. A release that fails at any step before the
+//! switch leaves the old one serving untouched.
 
 use std::{
     sync::{
@@ -32,11 +32,10 @@ use crate::{
     util::Ctx,
 };
 
-/// Between the upstream switch and the old container's SIGTERM: a
-/// connection the proxy accepted just before the switch may still be
-/// connecting to the old container; it must get there before the old
-/// container stops accepting.
-const SWITCH_GRACE: Duration = Duration::from_millis(500);
+/// The longest a switch waits for the requests in flight on the old release
+/// (normally milliseconds); past it, the old container's own drain on
+/// SIGTERM finishes them.
+const SWITCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -271,11 +270,8 @@ fn run(
         spec.name,
         if old.is_empty() { String::new() } else { format!(" (from {})", old.join(", ")) }
     ));
-    proxy::point_at(ctx, target, spec.port)?;
+    proxy::switch_to(ctx, target, spec.port, &spec.name, SWITCH_DRAIN_TIMEOUT)?;
     new_container.keep();
-    if !ctx.dry_run() && !old.is_empty() {
-        std::thread::sleep(SWITCH_GRACE);
-    }
     let stopping = Instant::now();
     for name in &old {
         containers::stop_and_remove(ctx, name)?;
