@@ -40,6 +40,10 @@ pub struct Deploy {
     /// to this database (AWS environments; `local` always runs them)
     #[arg(long, conflicts_with = "skip_migrate")]
     pub force_migrate: bool,
+    /// Roll out even when the environment already runs this exact image (a
+    /// new container locally, a new deployment of the same revision on ECS)
+    #[arg(long)]
+    pub force: bool,
     /// Skip the smoke check of /version after the rollout
     #[arg(long)]
     pub skip_smoke: bool,

@@ -132,13 +132,15 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     let history = if ctx.dry_run() { Vec::new() } else { store.history(&name, 20)? };
     let previous = ledger::live_release(&history).cloned();
 
+    let mut infra_unchanged = false;
     let infra_inputs = if args.skip_infra {
         steps.skip("apply the infrastructure if its inputs changed", "--skip-infra");
         None
     } else {
         let fingerprint = terraform.input_fingerprint(&config)?;
         let unchanged = ledger::last_infra_inputs(&history) == Some(fingerprint.as_str());
-        if unchanged && !args.force_infra {
+        infra_unchanged = unchanged && !args.force_infra;
+        if infra_unchanged {
             steps.skip(
                 "apply the infrastructure if its inputs changed",
                 &format!(
@@ -158,6 +160,34 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         }
         Some(fingerprint)
     };
+
+    // Nothing to do when ECS runs this digest already, from the revision
+    // the live release registered (so from the same template: its inputs
+    // are unchanged), in one completed deployment: a new deployment would
+    // replace every task for nothing.
+    if !args.force
+        && infra_unchanged
+        && let Some(live) = &previous
+        && live.image == image
+        && let Some(task_definition) = &live.runs_as
+        && service_runs_only(&terraform, &aws, task_definition)?
+    {
+        steps.skip(
+            "roll out",
+            &format!("{name} already runs {image} ({task_definition}) and its infrastructure inputs are unchanged; --force rolls out anyway"),
+        );
+        ui::print_summary(&format!("deploy to {name}"), &steps.rows);
+        ui::success(&format!("{name} runs {image} ({task_definition}): nothing changed, nothing recorded"));
+        if ctx.global.json {
+            println!(
+                "{}",
+                json!({ "event": "deployed", "environment": name, "image": image, "task_definition": task_definition, "git_sha": live.git_sha, "unchanged": true })
+            );
+        } else {
+            println!("{image}");
+        }
+        return Ok(image);
+    }
 
     let migrations = plan_migrations(&terraform, args, &image, built_migrations.as_deref(), &history)?;
 
@@ -313,6 +343,29 @@ fn roll_out(
         steps.run("smoke check GET /version", || smoke_check(terraform, &git_sha, args.smoke_timeout))?;
     }
     Ok(task_definition)
+}
+
+/// Whether the environment's service runs `task_definition` and nothing
+/// else: one deployment, PRIMARY, of that revision, completed.
+fn service_runs_only(terraform: &Terraform<'_>, aws: &SharedAws, task_definition: &str) -> Result<bool> {
+    let cluster = required_output(terraform, "cluster_name")?;
+    let service = required_output(terraform, "service_name")?;
+    let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
+    let described = aws
+        .call("ecs.describe_service", json!({ "cluster": cluster, "service": service }))
+        .with_context(|| format!("describing the service {service} to compare what it runs"))?;
+    let deployments = described["deployments"].as_array().cloned().unwrap_or_default();
+    Ok(match deployments.as_slice() {
+        [only] => {
+            let completed = match only["rollout_state"].as_str() {
+                Some(state) => state == "COMPLETED",
+                // Services without rollout states: all tasks running.
+                None => only["running"] == only["desired"],
+            };
+            only["status"] == "PRIMARY" && only["task_definition"] == task_definition && completed
+        }
+        _ => false,
+    })
 }
 
 /// Registers a revision of the service's task definition family that runs

@@ -172,6 +172,25 @@ impl FileLedger {
             })
             .collect()
     }
+
+    /// Takes one attempt out again (a deploy that found nothing to change).
+    pub fn remove(&mut self, environment: &str, started_at: &str) -> Result<()> {
+        let mut all = self.read_all()?;
+        all.retain(|existing| !(existing.environment == environment && existing.started_at == started_at));
+        self.write_all(&all)
+    }
+
+    fn write_all(&self, all: &[Release]) -> Result<()> {
+        let mut text = Vec::new();
+        for record in all {
+            serde_json::to_writer(&mut text, record).context("encoding a release record")?;
+            text.write_all(b"\n").context("encoding a release record")?;
+        }
+        if let Some(parent) = self.path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        crate::util::write_atomic(&self.path, &text, 0o644)
+    }
 }
 
 impl LedgerStore for FileLedger {
@@ -182,15 +201,7 @@ impl LedgerStore for FileLedger {
         });
         all.push(release.clone());
         all.sort_by(|a, b| a.started_at.cmp(&b.started_at));
-        let mut text = Vec::new();
-        for record in &all {
-            serde_json::to_writer(&mut text, record).context("encoding a release record")?;
-            text.write_all(b"\n").context("encoding a release record")?;
-        }
-        if let Some(parent) = self.path.parent() {
-            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        crate::util::write_atomic(&self.path, &text, 0o644)
+        self.write_all(&all)
     }
 
     fn history(&mut self, environment: &str, limit: usize) -> Result<Vec<Release>> {

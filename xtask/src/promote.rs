@@ -128,6 +128,8 @@ impl Promote {
         // The ordinary deploy of that digest to the target, with its wait.
         let target_ctx = Ctx::new(crate::flags::GlobalArgs { environment: self.to.clone(), ..ctx.global.clone() })?;
         let args = Deploy {
+            // A target that runs this digest already has nothing to do.
+            force: false,
             image: Some(target_image.clone()),
             clean_build: false,
             allow_dirty: true,

@@ -1,28 +1,29 @@
-//! `cargo xtask bench local-switch`: how a local release switch looks to a
-//! client. A client thread asks `GET /version` through the stable URL in a
-//! steady stream (a new connection per request, up to 200 a second) while
-//! two images take turns in five releases; every connection error, non-200
-//! answer and timeout is a failed request.
+//! `cargo xtask bench local-switch`: how local release switches look to
+//! clients under load. Keep-alive clients (`load.rs`: 16 connections,
+//! `GET /api/entries` with a `POST /api/entries` in every 10 requests) ask
+//! through the stable URL as fast as they are answered while two images take
+//! turns in 10 releases; every connection closed under a request, timeout
+//! and 5xx is a failed request.
 //!
-//! It runs in an environment of its own (`bench-switch`, on a free port,
-//! with its own database), not in `local`, and takes it down afterwards.
+//! The load is bounded twice: by a request count (1,000,000) and by the end
+//! of the switches. XTASK_BENCH_SHORT=1 is the test suite's short version:
+//! 2 switches, 4 clients pausing 25 ms between requests (a few hundred
+//! requests in all).
+//!
+//! It runs in an environment of its own (`bench-switch-<pid>`, on a free
+//! port, with its own database), not in `local`, and takes it down after.
 //! The first image is the working tree's (built like `deploy` builds it) or
 //! XTASK_BENCH_IMAGE; the second is the same image with one more label,
 //! made with `docker commit`, so that the switch is between two image IDs
 //! without a second build.
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use super::{
-    Target, http,
+    Target,
+    load::{Load, LoadSpec},
     release::{self, ImageChoice, ReleaseRequest},
 };
 use crate::{
@@ -35,19 +36,19 @@ use crate::{
     util::Ctx,
 };
 
-const ENVIRONMENT: &str = "bench-switch";
 /// Releases under load: the second image, the first, the second, ...
-const SWITCHES: usize = 5;
-/// The pause between two requests of the client thread.
-const REQUEST_INTERVAL: Duration = Duration::from_millis(5);
+const SWITCHES: usize = 10;
+const POST_EVERY: u64 = 10;
+/// The throughput the goal asks for, on a 2-core machine.
+const GOAL_REQUESTS_PER_SECOND: f64 = 2000.0;
 
 pub fn local_switch(ctx: &Ctx) -> Result<Vec<Figure>> {
     let config = Config::load(&ctx.root)?;
     let target = Target {
         app_name: config.app_name().to_owned(),
-        environment: ENVIRONMENT.to_owned(),
+        environment: format!("bench-switch-{}", std::process::id()),
         host_port: testkit::free_port(),
-        state_dir: ctx.root.join("target/local").join(ENVIRONMENT),
+        state_dir: ctx.root.join("target/local").join(format!("bench-switch-{}", std::process::id())),
     };
     let second_tag = format!("{}-bench:switch-{}", target.app_name, std::process::id());
     // What an interrupted run left behind.
@@ -95,35 +96,51 @@ fn measure(ctx: &Ctx, target: &Target, second_tag: &str) -> Result<Vec<Figure>> 
 }
 
 fn switch_under_load(ctx: &Ctx, target: &Target, first: &str, second: &str) -> Result<Vec<Figure>> {
+    let short = ctx.env_var("XTASK_BENCH_SHORT").is_some_and(|value| value == "1");
+    let (switches, spec) = if short {
+        let spec = LoadSpec {
+            port: target.host_port,
+            connections: 4,
+            max_requests: 5_000,
+            post_every: POST_EVERY,
+            pause: Duration::from_millis(25),
+        };
+        (2, spec)
+    } else {
+        let spec = LoadSpec {
+            port: target.host_port,
+            connections: 16,
+            max_requests: 1_000_000,
+            post_every: POST_EVERY,
+            pause: Duration::ZERO,
+        };
+        (SWITCHES, spec)
+    };
     let request = |image: &str| ReleaseRequest {
         kind: ReleaseKind::Deploy,
         image: ImageChoice::Reference(image.to_owned()),
         migrate: true,
         smoke: true,
         health_timeout: Duration::from_secs(60),
+        force: true,
     };
     ui::step("deploying the first image");
     release::release(ctx, target, &request(first)).context("deploying the first image")?;
 
-    let stats = Arc::new(Mutex::new(ClientStats::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (stats, stop, port) = (stats.clone(), stop.clone(), target.host_port);
-        std::thread::spawn(move || client_loop(port, &stats, &stop))
-    };
-    let snapshot = || stats.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
-    std::thread::sleep(Duration::from_secs(1));
+    ui::step(&format!(
+        "{} keep-alive clients on {} (GET /api/entries, a POST in every {POST_EVERY}), at most {} requests",
+        spec.connections,
+        target.url(),
+        spec.max_requests
+    ));
+    let load = Load::start(&spec);
+    std::thread::sleep(Duration::from_millis(500));
     let mut reports = Vec::new();
-    let mut during_deploys = 0;
     let mut result = Ok(());
-    for round in 1..=SWITCHES {
+    for round in 1..=switches {
         let image = if round % 2 == 1 { second } else { first };
-        ui::step(&format!("switch {round} of {SWITCHES} while a client asks {}/version in a loop", target.url()));
-        let before = snapshot();
-        let report = release::release(ctx, target, &request(image));
-        let after = snapshot();
-        during_deploys += (after.ok + after.failed) - (before.ok + before.failed);
-        match report {
+        ui::step(&format!("switch {round} of {switches} under load ({} requests so far)", load.sent()));
+        match release::release(ctx, target, &request(image)) {
             Ok(report) => reports.push(report),
             Err(err) => {
                 result = Err(err.context(format!("switch {round}")));
@@ -131,15 +148,12 @@ fn switch_under_load(ctx: &Ctx, target: &Target, first: &str, second: &str) -> R
             }
         }
     }
-    std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::SeqCst);
-    let _ = client.join();
+    std::thread::sleep(Duration::from_millis(500));
+    let load = load.finish();
     result?;
-    let overall = snapshot();
-    for failure in overall.first_failures.iter() {
+    for failure in &load.failures {
         ui::warn(&format!("failed request: {failure}"));
     }
-    let deploy_time: Duration = reports.iter().map(|report| report.total).sum();
     let spread = |value: fn(&release::ReleaseReport) -> Duration| {
         let mut values: Vec<Duration> = reports.iter().map(value).collect();
         values.sort();
@@ -150,25 +164,37 @@ fn switch_under_load(ctx: &Ctx, target: &Target, first: &str, second: &str) -> R
     let (switch_text, switch_max) = spread(|report| report.ready_to_old_stopped);
     let (ready_text, _) = spread(|report| report.ready_after);
     let (stop_text, _) = spread(|report| report.old_stop);
-    let failed = overall.failed;
+    let rate = load.requests_per_second();
+    let millis = |duration: Duration| format!("{:.1}ms", duration.as_secs_f64() * 1000.0);
     Ok(vec![
         Figure {
-            name: format!("failed requests across {SWITCHES} release switches"),
-            value: format!("{failed} of {}", overall.ok + overall.failed),
+            name: format!("failed requests across {switches} switches ({} keep-alive clients)", spec.connections),
+            value: format!("{} of {} ({} POSTs stored)", load.failed, load.requests, load.posts_ok),
             goal: "0".to_owned(),
-            pass: Some(failed == 0),
+            pass: Some(load.failed == 0),
         },
         Figure {
-            name: "requests while deploying".to_owned(),
-            value: format!("{during_deploys} ({:.0}/s)", during_deploys as f64 / deploy_time.as_secs_f64().max(0.001)),
+            name: "requests/s through the stable URL while switching".to_owned(),
+            value: format!("{rate:.0} ({} requests in {:.1}s)", load.requests, load.elapsed.as_secs_f64()),
+            goal: format!(">= {GOAL_REQUESTS_PER_SECOND:.0}"),
+            pass: Some(rate >= GOAL_REQUESTS_PER_SECOND),
+        },
+        Figure {
+            name: "latency p50 / p99 / max".to_owned(),
+            value: format!(
+                "{} / {} / {}",
+                millis(load.percentile(0.5)),
+                millis(load.percentile(0.99)),
+                millis(load.latencies.last().copied().unwrap_or_default())
+            ),
             goal: "-".to_owned(),
             pass: None,
         },
         Figure {
-            name: "slowest request".to_owned(),
-            value: format!("{:.3}s", overall.slowest.as_secs_f64()),
-            goal: "<= 1s".to_owned(),
-            pass: Some(overall.slowest <= Duration::from_secs(1)),
+            name: "client reconnects (a closed keep-alive connection)".to_owned(),
+            value: load.reconnects.to_string(),
+            goal: "-".to_owned(),
+            pass: None,
         },
         Figure {
             name: "deploy time, median (migrate, start, ready, switch, drain)".to_owned(),
@@ -195,37 +221,4 @@ fn switch_under_load(ctx: &Ctx, target: &Target, first: &str, second: &str) -> R
             pass: None,
         },
     ])
-}
-
-#[derive(Debug, Clone, Default)]
-struct ClientStats {
-    ok: u64,
-    failed: u64,
-    slowest: Duration,
-    first_failures: Vec<String>,
-}
-
-fn client_loop(port: u16, stats: &Mutex<ClientStats>, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        let started = Instant::now();
-        let outcome = match http::get(port, "/version", Duration::from_secs(5)) {
-            Ok(answer) if answer.status == 200 => Ok(()),
-            Ok(answer) => Err(format!("HTTP {}: {}", answer.status, answer.body.trim())),
-            Err(err) => Err(format!("{err:#}")),
-        };
-        let elapsed = started.elapsed();
-        let mut stats = stats.lock().unwrap_or_else(|poison| poison.into_inner());
-        stats.slowest = stats.slowest.max(elapsed);
-        match outcome {
-            Ok(()) => stats.ok += 1,
-            Err(failure) => {
-                stats.failed += 1;
-                if stats.first_failures.len() < 5 {
-                    stats.first_failures.push(failure);
-                }
-            }
-        }
-        drop(stats);
-        std::thread::sleep(REQUEST_INTERVAL);
-    }
 }

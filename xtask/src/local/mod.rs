@@ -24,6 +24,7 @@ mod database;
 pub mod dev;
 pub mod http;
 pub mod http1;
+pub mod load;
 pub mod proxy;
 mod release;
 
@@ -68,6 +69,7 @@ pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
         migrate: !args.skip_migrate,
         smoke: !args.skip_smoke,
         health_timeout: args.timeout.min(HEALTH_TIMEOUT_CAP),
+        force: args.force,
     };
     release::release(ctx, &target, &request)?;
     Ok(())
@@ -103,6 +105,8 @@ pub fn rollback(ctx: &Ctx, args: &Rollback) -> Result<()> {
         migrate: true,
         smoke: true,
         health_timeout: args.timeout.min(HEALTH_TIMEOUT_CAP),
+        // The rollback target runs another image than the live release.
+        force: false,
     };
     release::release(ctx, &target, &request)?;
     Ok(())

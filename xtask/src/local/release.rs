@@ -58,6 +58,8 @@ pub struct ReleaseRequest {
     /// the stable URL after it.
     pub smoke: bool,
     pub health_timeout: Duration,
+    /// Roll out even when the environment already serves this exact image.
+    pub force: bool,
 }
 
 /// What a release did and how long it took.
@@ -75,6 +77,9 @@ pub struct ReleaseReport {
     /// SIGTERM to exit of the old containers (their drain).
     pub old_stop: Duration,
     pub replaced: Vec<String>,
+    /// The environment already served this image: nothing was started,
+    /// stopped or recorded.
+    pub unchanged: bool,
 }
 
 /// Runs one release; prints the URL and the version it serves last (stdout).
@@ -82,8 +87,18 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
     let started = Instant::now();
     let _lock = target.lock(ctx)?;
     let planned = plan_image(ctx, target, &request.image)?;
+    if !request.force
+        && let Some(image_id) = known_image_id(ctx, target, &planned)
+        && let Some(live) = serving_release(ctx, target, &image_id)?
+    {
+        return Ok(unchanged(ctx, target, &live, started));
+    }
     let journal = Journal::start(ctx, target, request.kind, &planned)?;
     match run(ctx, target, request, planned, &journal, started) {
+        Ok(report) if report.unchanged => {
+            journal.discard()?;
+            Ok(report)
+        }
         Ok(report) => {
             journal.finish(Outcome::Succeeded)?;
             if !ctx.dry_run() {
@@ -118,6 +133,64 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
             journal.finish(Outcome::Failed(reason))?;
             Err(err)
         }
+    }
+}
+
+/// The image's ID when it is known without building: a reference or a
+/// pinned ID, or the tag of a clean working tree's build that exists
+/// already (the same commit builds the same image).
+fn known_image_id(ctx: &Ctx, target: &Target, planned: &PlannedImage) -> Option<String> {
+    let reference = match (&planned.choice, &planned.source) {
+        (ImageChoice::BuildWorkingTree { .. }, Some(source)) if !source.dirty => planned.reference.clone(),
+        (ImageChoice::BuildWorkingTree { .. }, _) => return None,
+        _ => planned.reference.clone(),
+    };
+    let _ = target;
+    image_id(&ctx.sh, &reference).ok()
+}
+
+/// The live release when it runs `image_id` and serves the stable URL now:
+/// its container runs, and the proxy sends requests to it.
+fn serving_release(ctx: &Ctx, target: &Target, image_id: &str) -> Result<Option<Release>> {
+    let history = target.ledger().history(&target.environment, usize::MAX)?;
+    let Some(live) = ledger::live_release(&history) else { return Ok(None) };
+    if live.image != image_id || proxy::running_pid(target).is_none() {
+        return Ok(None);
+    }
+    let upstream = proxy::upstream_port(target);
+    let serving = containers::list(&ctx.sh, target)?.into_iter().any(|container| {
+        Some(&container.name) == live.runs_as.as_ref() && container.running && Some(container.port) == upstream
+    });
+    Ok(serving.then(|| live.clone()))
+}
+
+/// Says that nothing changed, in words and as a skipped step (`--json`).
+fn unchanged(ctx: &Ctx, target: &Target, live: &Release, started: Instant) -> ReleaseReport {
+    let why = format!(
+        "{} already runs {} (git {}, released {}): nothing to do (--force rolls it out again)",
+        target.environment,
+        short_id(&live.image),
+        short_sha(&live.git_sha),
+        live.started_at
+    );
+    ui::success(&why);
+    crate::ndjson::event(serde_json::json!({
+        "event": "step", "step": "roll out", "outcome": "skipped", "seconds": 0.0, "reason": why,
+    }));
+    if !ctx.dry_run() {
+        println!("url: {}", target.url());
+        println!("version: {}", live.git_sha);
+    }
+    ReleaseReport {
+        image_id: live.image.clone(),
+        git_sha: live.git_sha.clone(),
+        served_sha: None,
+        total: started.elapsed(),
+        ready_after: Duration::ZERO,
+        ready_to_old_stopped: Duration::ZERO,
+        old_stop: Duration::ZERO,
+        replaced: Vec::new(),
+        unchanged: true,
     }
 }
 
@@ -201,6 +274,12 @@ fn run(
         (ImageChoice::BuildWorkingTree { mode }, Some(source)) => build_working_tree(ctx, target, source, *mode)?,
         _ => image_id(sh, &planned.reference)?,
     };
+    if !request.force
+        && let Some(live) = serving_release(ctx, target, &image_id)?
+    {
+        // A build of a changed working tree that came out the same.
+        return Ok(unchanged(ctx, target, &live, started));
+    }
     journal.update(|record| record.image = image_id.clone());
     let named = if planned.reference == image_id { String::new() } else { format!(" ({})", planned.reference) };
     let (verb, preposition) = match request.kind {
@@ -302,6 +381,7 @@ fn run(
         ready_to_old_stopped,
         old_stop,
         replaced: old,
+        unchanged: false,
     })
 }
 
@@ -421,6 +501,15 @@ impl Journal {
         record.outcome = outcome;
         record.finished_at = Some(ledger::now_rfc3339());
         self.target.ledger().put(&record)
+    }
+
+    /// Takes the attempt out of the ledger again: it changed nothing.
+    fn discard(&self) -> Result<()> {
+        if self.finished.swap(true, Ordering::SeqCst) || self.dry_run {
+            return Ok(());
+        }
+        let record = self.lock().clone();
+        self.target.ledger().remove(&record.environment, &record.started_at)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Release> {
