@@ -166,6 +166,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     // are unchanged), in one completed deployment: a new deployment would
     // replace every task for nothing.
     if !args.force
+        && !args.force_migrate
         && infra_unchanged
         && let Some(live) = &previous
         && live.image == image

@@ -252,8 +252,20 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     assert!(output.status.success(), "a deploy that builds failed:\n{stderr}");
     assert!(stderr.contains("(offline, incremental)") || stderr.contains("(incremental)"), "{stderr}");
     assert!(stderr.contains("migrations applied (exit code 0)"), "{stderr}");
-    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS));
-    assert!(output.status.success(), "the second deploy that builds failed:\n{stderr}");
+    // The same checkout again: ECS runs this digest already, so nothing is
+    // registered, rolled out, migrated or recorded.
+    let (_, before) = live_image(&sandbox);
+    let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS));
+    assert!(output.status.success(), "the same deploy again failed:\n{stderr}");
+    assert!(stderr.contains("roll out: skipped, sandboxdep already runs"), "{stderr}");
+    assert!(!stderr.contains("tracking deployment") && !stderr.contains("migration task"), "{stderr}");
+    assert!(stdout.lines().last().unwrap_or_default().contains("/guestbook@sha256:"), "{stdout}");
+    let (_, after) = live_image(&sandbox);
+    assert_eq!(before, after, "a deploy that changed nothing was recorded");
+    // --force rolls it out again; the migrations stay skipped, and say why.
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).arg("--force"));
+    assert!(output.status.success(), "deploy --force failed:\n{stderr}");
+    assert!(stderr.contains("tracking deployment ecs-svc/"), "{stderr}");
     assert!(
         stderr.contains("run the database migrations: skipped, app/migrations is what the last deploy applied"),
         "{stderr}"

@@ -229,6 +229,19 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     let first_id = docker(&["inspect", "--format", "{{.Config.Image}}", &first_container[0].0]);
     assert!(first_id.starts_with("sha256:"), "containers run image IDs, not tags: {first_id}");
 
+    // The same command again: the environment serves this commit's image
+    // already, so nothing is built, started or recorded.
+    let ledger = fs::read_to_string(environment.state_dir().join("releases.jsonl")).unwrap();
+    let started = Instant::now();
+    let (output, stdout, stderr) = run(environment.xtask().env_remove("XTASK_OFFLINE").arg("deploy"));
+    assert!(output.status.success(), "the same deploy again failed:\n{stderr}");
+    assert!(stderr.contains("already runs") && stderr.contains("nothing to do"), "{stderr}");
+    assert!(!stderr.contains("building "), "an unchanged commit was built again:\n{stderr}");
+    assert_eq!(line_value(&stdout, "version: "), Some(first_sha.as_str()), "{stdout}");
+    assert_eq!(environment.containers(), first_container, "a deploy that changed nothing touched the container");
+    assert_eq!(fs::read_to_string(environment.state_dir().join("releases.jsonl")).unwrap(), ledger);
+    eprintln!("the unchanged deploy took {:?}", started.elapsed());
+
     // A second version: the old container is replaced, not kept.
     let second = environment.own_image(format!("guestbook-localtest:second-{}", std::process::id()));
     image_reporting(&first_id, &first_sha, SECOND_SHA, &second);
@@ -240,6 +253,15 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     assert_eq!(containers.len(), 1, "the old container is still there: {containers:?}");
     assert_ne!(containers[0].0, first_container[0].0);
     assert!(stderr.contains("no pending migrations"), "the migrations ran with the new image:\n{stderr}");
+    // Unchanged again; --force starts a new container of the same image.
+    let (ok, _, stderr) = environment.run(&["deploy", "--image", &second]);
+    assert!(ok && stderr.contains("nothing to do"), "{stderr}");
+    assert_eq!(environment.containers(), containers);
+    let (ok, stdout, stderr) = environment.run(&["deploy", "--image", &second, "--force"]);
+    assert!(ok, "deploy --force failed:\n{stderr}");
+    assert_eq!(line_value(&stdout, "version: "), Some(SECOND_SHA));
+    let forced = environment.containers();
+    assert!(forced.len() == 1 && forced[0].0 != containers[0].0, "--force kept the container: {forced:?}");
 
     // Back to the first release.
     let (ok, stdout, stderr) = environment.run(&["rollback"]);
@@ -261,7 +283,9 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     assert!(live.contains(&SECOND_SHA[..12]) && live.contains("running"), "{status}");
     let history: Vec<&str> =
         status.lines().filter(|line| line.contains("  deploy ") || line.contains("  rollback ")).collect();
-    assert_eq!(history.len(), 4, "{status}");
+    // deploy, deploy, deploy --force, rollback, rollback: the unchanged
+    // deploys left no record.
+    assert_eq!(history.len(), 5, "{status}");
     assert!(history[0].trim_start().starts_with("live") && history[0].contains("rollback"), "{status}");
 
     // down stops everything and keeps nothing running; twice is fine.
@@ -488,4 +512,33 @@ fn dev_serves_from_source_and_restarts_on_a_change() {
     }
     assert_eq!(status.code(), Some(130));
     assert!(http_get(port, "/healthz").is_none(), "the app survived Ctrl-C");
+}
+
+/// The switch benchmark's short version: keep-alive clients, POSTs among
+/// their requests, two release switches under them; not one request may
+/// fail, and no client connection may be closed under its feet (the proxy
+/// owns them). The benchmark's speed figures are not asserted here.
+#[test]
+fn keep_alive_clients_lose_no_request_across_two_switches() {
+    let built = built();
+    let (output, stdout, stderr) =
+        run(xtask().env("XTASK_BENCH_IMAGE", &built.id).env("XTASK_BENCH_SHORT", "1").args(["bench", "local-switch"]));
+    assert!(output.status.success(), "bench local-switch failed:\n{stderr}");
+    let row = |name: &str| {
+        let line =
+            stdout.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("no {name:?} row:\n{stdout}"));
+        line[name.len()..].trim().to_owned()
+    };
+    let failed = row("failed requests across 2 switches (4 keep-alive clients)");
+    let numbers: Vec<u64> = failed
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|word| !word.is_empty())
+        .map(|word| word.parse().unwrap())
+        .collect();
+    let (failures, requests, posts) = (numbers[0], numbers[1], numbers[2]);
+    assert_eq!(failures, 0, "requests failed across the switches:\n{stdout}\n{stderr}");
+    assert!(requests >= 200, "too few requests to tell anything ({requests}):\n{stdout}");
+    assert!(posts >= 10, "too few POSTs were stored ({posts}):\n{stdout}");
+    let reconnects = row("client reconnects (a closed keep-alive connection)");
+    assert!(reconnects.starts_with("0 "), "clients lost their connections: {reconnects}\n{stdout}");
 }
