@@ -61,9 +61,12 @@ pub fn free_port() -> u16 {
 /// Finds a binary on PATH (and in `extra_dirs`), or fails the test with how to
 /// install it.
 pub fn which(binary: &str, install_hint: &str) -> PathBuf {
-    try_which(binary, &[]).unwrap_or_else(|| {
+    // The project's pinned Python tools (`cargo xtask setup`), also when a
+    // test runs under a plain `cargo test` that did not put them on PATH.
+    let project_tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/python/bin");
+    try_which(binary, &[project_tools]).unwrap_or_else(|| {
         let ci_note = if crate::in_ci() { " (CI=true: a missing component fails the run)" } else { "" };
-        panic!("`{binary}` is not on PATH: {install_hint}{ci_note}")
+        panic!("`{binary}` is not on PATH: {install_hint} (or `cargo xtask setup`){ci_note}")
     })
 }
 

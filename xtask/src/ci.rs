@@ -2,7 +2,7 @@
 //! table at the end (also when a step fails: that step is FAIL, the ones
 //! after it are skipped, and the task exits non-zero).
 //!
-//! 1. `test-local`: fmt, clippy, the workspace tests, Terraform;
+//! 1. `test-all`: the full suite (fmt, clippy, every test, Terraform);
 //! 2. `build-image`: the runtime image of this commit;
 //! 3. `test-docker`: the app's tests inside the build image;
 //! 4. the functional tests (`functional`) against that image, run with a
@@ -47,7 +47,7 @@ use crate::{
     push::Push,
     smoke_image::RunningImage,
     test_docker::{PostgresMode, TestDocker},
-    test_local::TestLocal,
+    test_local::TestAll,
     ui::{self, Outcome, SummaryRow},
     util::Ctx,
 };
@@ -55,7 +55,7 @@ use crate::{
 /// The branch whose builds are deployed.
 pub const MAIN_BRANCH: &str = "main";
 
-/// Run what CI runs: test-local, build-image, test-docker, functional tests of
+/// Run what CI runs: test-all, build-image, test-docker, functional tests of
 /// the image; then on main deploy and test the environment, elsewhere tag
 /// (and with --push-env push) a branch image
 #[derive(Debug, Args)]
@@ -84,7 +84,7 @@ pub struct Ci {
 /// The steps `ci` can run, in their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StepKind {
-    TestLocal,
+    TestAll,
     BuildImage,
     TestDocker,
     FunctionalImage,
@@ -160,9 +160,9 @@ impl Ci {
         }
         let mut steps = vec![
             PlannedStep::new(
-                StepKind::TestLocal,
-                "test-local",
-                "cargo fmt --check, clippy -D warnings, the workspace tests, terraform fmt and validate",
+                StepKind::TestAll,
+                "test-all",
+                "the full suite: fmt, clippy, every test (end-to-end ones included), terraform fmt and validate",
             ),
             PlannedStep::new(StepKind::BuildImage, "build-image", format!("build {commit_image}")),
             PlannedStep::new(
@@ -242,7 +242,7 @@ impl Ci {
 
     fn run_step(&self, ctx: &Ctx, plan: &Plan, step: &PlannedStep) -> Result<Outcome> {
         match step.kind {
-            StepKind::TestLocal => TestLocal { steps: Vec::new(), cargo_test_args: Vec::new() }.run(ctx)?,
+            StepKind::TestAll => TestAll { test_threads: None }.run(ctx)?,
             StepKind::BuildImage => {
                 BuildImage { offline: self.offline, smoke: false, no_cache: false, name: None, incremental: false }
                     .run(ctx)?

@@ -83,7 +83,12 @@ pub struct Rollback {
 impl Deploy {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         match environment_kind(ctx)? {
-            EnvironmentKind::Docker => crate::local::deploy(ctx, &self),
+            EnvironmentKind::Docker => {
+                // The README's first command works on a fresh machine: what
+                // a local deploy needs is installed first (announced).
+                crate::setup::ensure(ctx, crate::setup::Need::LocalDeploy)?;
+                crate::local::deploy(ctx, &self)
+            }
             EnvironmentKind::Aws => crate::ecs_deploy::deploy(ctx, &self),
         }
     }

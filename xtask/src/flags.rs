@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     bench, build_image, builder_image, ci, completions, deploy, doctor, functional, infra, local, migrate, promote,
-    push, sandbox, secrets, smoke_image, test_docker, test_local, util::Ctx,
+    push, sandbox, secrets, setup, smoke_image, test_docker, test_local, util::Ctx,
 };
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
@@ -61,10 +61,14 @@ pub enum Task {
     /// The stable URL's proxy of a local environment (started in the background by `deploy`)
     #[command(hide = true)]
     LocalProxy(local::proxy::LocalProxy),
-    /// Run every check: fmt, clippy, the workspace tests (with a throwaway Postgres), terraform
+    /// Tier 1, while editing: fmt, clippy, unit tests, the app's tests (throwaway Postgres), the fast task runner tests, terraform
     TestLocal(test_local::TestLocal),
+    /// The full suite (what CI runs): tier 1, then the end-to-end tests against Docker, Terraform and the sandbox
+    TestAll(test_local::TestAll),
     /// Check the tools and services the tasks need, with a fix for each missing one
     Doctor(doctor::Doctor),
+    /// Install what the tasks and tests need: Debian packages, a project-local Python environment (pinned)
+    Setup(setup::Setup),
     /// Plan, apply or destroy an AWS environment's infrastructure (Terraform stages in order)
     Infra(infra::Infra),
     /// Start, stop or inspect the sandbox: an AWS emulator and a registry on this machine
@@ -80,7 +84,7 @@ pub enum Task {
     SmokeImage(smoke_image::SmokeImage),
     /// Push the image built for this commit to ECR, check its digest and gate on its scan
     Push(push::Push),
-    /// What CI runs: test-local, build-image, test-docker, functional tests of the image; on main deploy and test again
+    /// What CI runs: test-all, build-image, test-docker, functional tests of the image; on main deploy and test again
     Ci(ci::Ci),
     /// Test every route of a running app at any base URL, and its page in headless Chromium
     FunctionalTest(functional::FunctionalTest),
@@ -102,7 +106,9 @@ impl Task {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
             Task::TestLocal(task) => task.run(ctx),
+            Task::TestAll(task) => task.run(ctx),
             Task::Doctor(task) => task.run(ctx),
+            Task::Setup(task) => task.run(ctx),
             Task::Deploy(task) => task.run(ctx),
             Task::Status(task) => task.run(ctx),
             Task::Rollback(task) => task.run(ctx),

@@ -29,6 +29,7 @@ mod push;
 mod rollout;
 mod sandbox;
 mod secrets;
+mod setup;
 mod smoke_image;
 mod test_docker;
 mod test_local;
@@ -40,6 +41,7 @@ use std::{process::ExitCode, time::Instant};
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
+    setup::put_tools_on_path();
     let matches = flags::Cli::command().get_matches();
     let task = matches.subcommand_name().unwrap_or_default().to_owned();
     let cli = flags::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());

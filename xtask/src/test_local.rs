@@ -1,6 +1,15 @@
-//! `cargo xtask test-local`: every check a change must pass, on this
-//! machine: formatting, clippy with warnings denied, the workspace tests
-//! against a real Postgres, and Terraform formatting and validation.
+//! The test tiers, as the design describes them:
+//! - `cargo xtask test-local` (tier 1, seconds when warm): formatting,
+//!   clippy with warnings denied, every unit test, the app's integration
+//!   tests against a throwaway Postgres, the task runner's tests that need
+//!   no Docker, Terraform or emulator (the `tests` test binary), and
+//!   Terraform formatting and validation;
+//! - `cargo xtask test-docker` (tier 2, in its own module);
+//! - `cargo xtask test-all` (the full suite, what CI runs): tier 1, then the
+//!   task runner's end-to-end tests against Docker, Terraform and the
+//!   sandbox (the `e2e` test binary), several at a time: they spend most of
+//!   their time waiting (Terraform's fixed waits, container health checks),
+//!   and each has its own sandbox, environment and ports.
 //!
 //! Every step runs even after one fails, so one run shows everything that
 //! needs fixing; the summary at the end has a line and a time per step.
@@ -21,15 +30,40 @@ use crate::{
     util::{Ctx, cargo, require_tool},
 };
 
-/// Run every check: fmt, clippy, the workspace tests, terraform
+/// Tier 1: fmt, clippy, unit tests, the app's and the task runner's fast tests, terraform
 #[derive(Debug, Args)]
 pub struct TestLocal {
-    /// Run only these steps (repeatable); default: all
+    /// Run only these steps (repeatable); default: all of tier 1
     #[arg(long = "step", value_enum)]
     pub steps: Vec<Step>,
     /// Extra arguments for `cargo test` (after `--`), e.g. `-- -p app`
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
+}
+
+/// The full suite: tier 1, then the task runner's end-to-end tests (Docker, Terraform, the sandbox)
+#[derive(Debug, Args)]
+pub struct TestAll {
+    /// End-to-end tests run at once (default: XTASK_TEST_THREADS or 4)
+    #[arg(long)]
+    pub test_threads: Option<usize>,
+}
+
+impl TestAll {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        crate::setup::ensure(ctx, crate::setup::Need::Everything)?;
+        let threads = match (self.test_threads, ctx.env_var("XTASK_TEST_THREADS")) {
+            (Some(threads), _) => threads,
+            (None, Some(value)) => {
+                value.parse().with_context(|| format!("XTASK_TEST_THREADS={value:?} is not a number"))?
+            }
+            (None, None) => 4,
+        };
+        let mut steps = Step::TIER_1.to_vec();
+        steps.push(Step::EndToEnd);
+        let suite = TestLocal { steps, cargo_test_args: Vec::new() };
+        suite.run_steps(ctx, "test-all summary", threads)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,33 +73,41 @@ pub enum Step {
     Test,
     TerraformFmt,
     TerraformValidate,
+    /// The task runner's end-to-end tests (only in test-all by default).
+    EndToEnd,
 }
 
 impl Step {
-    const ALL: [Step; 5] = [Step::Fmt, Step::Clippy, Step::Test, Step::TerraformFmt, Step::TerraformValidate];
+    const TIER_1: [Step; 5] = [Step::Fmt, Step::Clippy, Step::Test, Step::TerraformFmt, Step::TerraformValidate];
 
     fn name(self) -> &'static str {
         match self {
             Step::Fmt => "cargo fmt --check",
             Step::Clippy => "cargo clippy -D warnings",
-            Step::Test => "cargo test --workspace",
+            Step::Test => "cargo test (unit, app, fast task runner tests)",
             Step::TerraformFmt => "terraform fmt -check",
             Step::TerraformValidate => "terraform validate",
+            Step::EndToEnd => "cargo test -p xtask --test e2e",
         }
     }
 }
 
 impl TestLocal {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let steps = if self.steps.is_empty() { Step::ALL.to_vec() } else { self.steps.clone() };
+        crate::setup::ensure(ctx, crate::setup::Need::QuickTests)?;
+        let steps = if self.steps.is_empty() { Step::TIER_1.to_vec() } else { self.steps.clone() };
+        TestLocal { steps, ..self }.run_steps(ctx, "test-local summary", 4)
+    }
+
+    fn run_steps(&self, ctx: &Ctx, title: &str, e2e_threads: usize) -> Result<()> {
         let mut rows = Vec::new();
-        for step in steps {
+        for step in self.steps.iter().copied() {
             if crate::cleanup::interrupted() {
                 break;
             }
             ui::step(step.name());
             let started = Instant::now();
-            let outcome = match self.run_step(ctx, step) {
+            let outcome = match self.run_step(ctx, step, e2e_threads) {
                 Ok(outcome) => outcome,
                 Err(err) => {
                     ui::error(&format!("{}: {err:#}", step.name()));
@@ -74,7 +116,7 @@ impl TestLocal {
             };
             rows.push(SummaryRow { name: step.name().to_owned(), outcome, duration: started.elapsed() });
         }
-        ui::print_summary("test-local summary", &rows);
+        ui::print_summary(title, &rows);
         let failed: Vec<_> =
             rows.iter().filter(|row| matches!(row.outcome, Outcome::Failed(_))).map(|row| row.name.as_str()).collect();
         if !failed.is_empty() {
@@ -83,7 +125,7 @@ impl TestLocal {
         Ok(())
     }
 
-    fn run_step(&self, ctx: &Ctx, step: Step) -> Result<Outcome> {
+    fn run_step(&self, ctx: &Ctx, step: Step, e2e_threads: usize) -> Result<Outcome> {
         let sh = &ctx.sh;
         match step {
             Step::Fmt => {
@@ -96,7 +138,8 @@ impl TestLocal {
                 "cargo clippy",
                 cargo(sh).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
             ),
-            Step::Test => self.run_tests(ctx),
+            Step::Test => self.run_tests(ctx, Tier::Fast),
+            Step::EndToEnd => self.run_tests(ctx, Tier::EndToEnd { threads: e2e_threads }),
             Step::TerraformFmt => {
                 if terraform_roots(&ctx.root).is_empty() {
                     return Ok(Outcome::Skipped("infra/ has no Terraform code yet".to_owned()));
@@ -125,7 +168,7 @@ impl TestLocal {
         }
     }
 
-    fn run_tests(&self, ctx: &Ctx) -> Result<Outcome> {
+    fn run_tests(&self, ctx: &Ctx, tier: Tier) -> Result<Outcome> {
         let extra = &self.cargo_test_args;
         let (database_url, _postgres_guard) = match ctx.env_var("DATABASE_URL") {
             Some(url) => {
@@ -141,16 +184,53 @@ impl TestLocal {
                 (url, Some(guard))
             }
         };
-        // Extra arguments that pick packages replace `--workspace`.
+        // Extra arguments that pick packages replace the tier's selection.
         let picks_packages = extra.iter().any(|arg| arg == "-p" || arg.starts_with("--package"));
-        let scope: &[&str] = if picks_packages { &[] } else { &["--workspace"] };
         // --no-fail-fast: one failing test binary must not hide the others.
-        let cmd =
-            cargo(&ctx.sh).args(["test", "--no-fail-fast"]).args(scope).args(extra).env("DATABASE_URL", &database_url);
-        let outcome = checked(ctx, "cargo test", cmd);
+        let runs: Vec<Vec<String>> = match tier {
+            _ if picks_packages => vec![Vec::new()],
+            // Everything but the task runner's end-to-end binary.
+            Tier::Fast => vec![
+                strings(&["--workspace", "--exclude", "xtask"]),
+                strings(&["-p", "xtask", "--bins", "--test", "tests"]),
+            ],
+            Tier::EndToEnd { .. } => vec![strings(&["-p", "xtask", "--test", "e2e"])],
+        };
+        let threads = match tier {
+            // After the `--` of the extra arguments, if they have one.
+            Tier::EndToEnd { threads } if extra.iter().any(|arg| arg == "--") => {
+                vec![format!("--test-threads={threads}")]
+            }
+            Tier::EndToEnd { threads } => vec!["--".to_owned(), format!("--test-threads={threads}")],
+            Tier::Fast => Vec::new(),
+        };
+        let mut outcome = Ok(Outcome::Passed);
+        for selection in runs {
+            let cmd = cargo(&ctx.sh)
+                .args(["test", "--no-fail-fast"])
+                .args(&selection)
+                .args(extra)
+                .args(&threads)
+                .env("DATABASE_URL", &database_url);
+            let result = checked(ctx, "cargo test", cmd);
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
         // `_postgres_guard` drops here: the server stops, its directory goes.
         outcome
     }
+}
+
+/// Which tests a `cargo test` step runs.
+#[derive(Debug, Clone, Copy)]
+enum Tier {
+    Fast,
+    EndToEnd { threads: usize },
+}
+
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
 }
 
 const TERRAFORM_HINT: &str = "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install";

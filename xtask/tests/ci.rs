@@ -41,7 +41,7 @@ fn step_number(plan: &str, title: &str) -> usize {
 fn ci_dry_run_plans_a_deploy_on_main_and_a_branch_image_elsewhere() {
     let main = ci_plan(&["--branch", "main"]);
     assert!(main.starts_with("ci plan for branch main (commit "), "{main}");
-    let order = ["test-local", "build-image", "test-docker", "functional tests: image"];
+    let order = ["test-all", "build-image", "test-docker", "functional tests: image"];
     for (index, title) in order.iter().enumerate() {
         assert_eq!(step_number(&main, title), index + 1, "{main}");
     }
@@ -57,10 +57,10 @@ fn ci_dry_run_plans_a_deploy_on_main_and_a_branch_image_elsewhere() {
     assert_eq!(step_number(&dev, "deploy to dev"), 5, "{dev}");
     assert_eq!(step_number(&dev, "functional tests: dev"), 6, "{dev}");
 
-    let local = ci_plan(&["--branch", "main", "--deploy-env", "local", "--skip", "test-local"]);
+    let local = ci_plan(&["--branch", "main", "--deploy-env", "local", "--skip", "test-all"]);
     assert_eq!(step_number(&local, "deploy to local"), 5, "{local}");
     assert!(local.contains("http://127.0.0.1:8080"), "{local}");
-    let test_local = local.lines().find(|line| line.contains("1. test-local")).unwrap();
+    let test_local = local.lines().find(|line| line.contains("1. test-all")).unwrap();
     assert!(test_local.contains("(skipped: --skip)"), "{local}");
 
     let feature = ci_plan(&["--branch", "feature/x"]);

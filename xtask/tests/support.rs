@@ -1,4 +1,6 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (both test binaries, each of
+//! which uses some of them).
+#![allow(dead_code)]
 
 use std::{
     path::{Path, PathBuf},

@@ -1,17 +1,12 @@
-//! Integration tests of `cargo xtask`: one test binary, one module per task,
-//! helpers in `support`. They run the real xtask binary against real tools.
+//! The task runner's fast integration tests (tier 1, `cargo xtask
+//! test-local`): the real xtask binary against real tools, but no Docker,
+//! Terraform or emulator. The end-to-end tests are in `e2e.rs`. One module
+//! per task, helpers in `support`.
 
 mod support;
 
-mod ci;
 mod cli;
-mod deploy;
 mod errors;
-mod images;
-mod local;
-mod local_deploy;
 mod output;
 mod pipelines;
-mod push;
-mod sandbox;
 mod secrets;

@@ -1,0 +1,477 @@
+//! `cargo xtask setup`: installs what the tasks and the tests need, pinned
+//! and idempotent, and says what it cannot install with the exact fix.
+//!
+//! Three kinds of prerequisites:
+//! - Debian/Ubuntu packages, through apt-get (with sudo when not root): the
+//!   registry, htpasswd, debootstrap, PostgreSQL, the shells and Groovy the
+//!   tests check our completions and Jenkinsfile with, Chromium;
+//! - Python tools (moto, the aws CLI, check-jsonschema, actionlint,
+//!   zizmor) in a virtual environment of the project's own under
+//!   `target/tools/python`, never the system's pip; every xtask puts its
+//!   `bin` first on PATH (`put_tools_on_path`), so tasks, tests and the
+//!   sandbox all use these pinned versions;
+//! - what only a person can fix: the Docker daemon, Terraform's version.
+//!
+//! `deploy` and the test tasks call `ensure` with what they need: missing
+//! pieces are installed, announced, unless XTASK_NO_INSTALL=1; where they
+//! cannot be (no apt, not root and no sudo), the task stops before doing
+//! anything and lists every missing piece with one command that installs
+//! them all. `doctor` shows the same checks.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::{ui, util::Ctx};
+
+/// The Python tools, pinned: (requirement, the command it provides,
+/// whether tier 1 needs it). awscli 1.45.11 pins the botocore that moto
+/// 5.2.1 is tested with here.
+const PYTHON_TOOLS: &[(&str, &str, bool)] = &[
+    ("moto[server]==5.2.1", "moto_server", false),
+    ("awscli==1.45.11", "aws", false),
+    ("check-jsonschema==0.39.0", "check-jsonschema", true),
+];
+
+/// Install the tools the tasks and tests need (apt packages, a project-local Python environment)
+#[derive(Debug, Args)]
+pub struct Setup {
+    /// Install nothing: list every missing piece with its fix, and fail if one is missing
+    #[arg(long)]
+    pub check: bool,
+}
+
+impl Setup {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let report = Report::gather(Need::Everything);
+        if self.check {
+            report.print();
+            return report.fail_if_missing();
+        }
+        install(ctx, &report)?;
+        let after = if ctx.dry_run() { report } else { Report::gather(Need::Everything) };
+        if !ctx.dry_run() {
+            after.print();
+        }
+        after.fail_if_missing_manual()
+    }
+}
+
+/// What a task needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A local deploy: Docker, PostgreSQL, debootstrap for offline images.
+    LocalDeploy,
+    /// Tier 1 (`test-local`): PostgreSQL, openssl, the shells, Groovy and
+    /// the workflow checkers; no Docker, registry or emulator.
+    QuickTests,
+    /// Everything: the whole test suite, the sandbox, the benchmarks.
+    Everything,
+}
+
+/// Installs what `need` lacks, announcing each install, unless
+/// XTASK_NO_INSTALL=1; fails listing all of it when it cannot.
+pub fn ensure(ctx: &Ctx, need: Need) -> Result<()> {
+    let report = Report::gather(need);
+    if report.missing().next().is_none() {
+        return Ok(());
+    }
+    if ctx.env_var("XTASK_NO_INSTALL").is_some_and(|value| value == "1") {
+        report.print_missing();
+        bail!("missing prerequisites (XTASK_NO_INSTALL=1, so nothing was installed): {}", report.one_command());
+    }
+    install(ctx, &report)?;
+    if ctx.dry_run() {
+        return Ok(());
+    }
+    let after = Report::gather(need);
+    after.fail_if_missing()
+}
+
+/// The project's Python environment; its `bin` goes first on PATH.
+pub fn python_environment() -> PathBuf {
+    // The workspace of this binary's sources, not XTASK_PROJECT_ROOT: the
+    // tools belong to the checkout that built the task runner.
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("target/tools/python")
+}
+
+/// Puts the project's tools first on this process's PATH, so every child
+/// (cargo test, the sandbox, a test's moto) finds the pinned versions.
+/// Called first thing in `main`, while the process has one thread.
+pub fn put_tools_on_path() {
+    let bin = python_environment().join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir == bin) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: main calls this before it starts any thread, so nothing
+        // reads the environment concurrently.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
+}
+
+/// One prerequisite and how it is met.
+#[derive(Debug, Clone)]
+struct Item {
+    name: &'static str,
+    /// What uses it, for the report.
+    purpose: &'static str,
+    state: State,
+    how: How,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Present(String),
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+enum How {
+    Apt(&'static [&'static str]),
+    Python(&'static str),
+    /// Only a person can fix it: the fix.
+    Manual(String),
+}
+
+struct Report {
+    items: Vec<Item>,
+}
+
+impl Report {
+    fn gather(need: Need) -> Report {
+        let everything = need == Need::Everything;
+        let deploy = need == Need::LocalDeploy || everything;
+        let quick = need == Need::QuickTests || everything;
+        let mut items =
+            vec![apt("postgresql", "the local database and the tests' throwaway ones", &["postgresql"], postgres())];
+        if deploy {
+            items.extend([
+                apt(
+                    "debootstrap",
+                    "offline base images (a machine that cannot pull)",
+                    &["debootstrap"],
+                    command("debootstrap"),
+                ),
+                docker_daemon(),
+            ]);
+        }
+        if quick {
+            items.extend([
+                apt("openssl", "the secrets tests (the openssl CLI)", &["openssl"], command("openssl")),
+                apt("zsh", "the completions tests", &["zsh"], command("zsh")),
+                apt("fish", "the completions tests", &["fish"], command("fish")),
+                apt("groovy", "the Jenkinsfile test", &["groovy", "default-jre-headless"], groovy()),
+                apt("python3-venv", "the project's Python environment", &["python3-venv"], python_venv()),
+                terraform(),
+            ]);
+        }
+        if everything {
+            items.extend([
+                apt(
+                    "docker-registry",
+                    "the registry of tests and the sandbox",
+                    &["docker-registry"],
+                    command("docker-registry"),
+                ),
+                apt(
+                    "htpasswd",
+                    "registry credentials in tests and the sandbox",
+                    &["apache2-utils"],
+                    command("htpasswd"),
+                ),
+                apt("chromium", "the page test in headless Chromium", &["chromium"], command("chromium")),
+            ]);
+        }
+        for (requirement, binary, needed_by_quick) in PYTHON_TOOLS {
+            if everything || (quick && *needed_by_quick) {
+                items.push(python_tool(binary, requirement));
+            }
+        }
+        Report { items }
+    }
+
+    fn missing(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().filter(|item| item.state == State::Missing)
+    }
+
+    fn apt_packages(&self) -> Vec<&'static str> {
+        let mut packages: Vec<&'static str> = self
+            .missing()
+            .filter_map(|item| match item.how {
+                How::Apt(packages) => Some(packages),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect();
+        packages.dedup();
+        packages
+    }
+
+    fn python_requirements(&self) -> Vec<&'static str> {
+        self.missing()
+            .filter_map(|item| match item.how {
+                How::Python(requirement) => Some(requirement),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The one command that installs everything installable that is missing.
+    fn one_command(&self) -> String {
+        let mut parts = Vec::new();
+        let packages = self.apt_packages();
+        if !packages.is_empty() {
+            parts.push(format!(
+                "sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
+                packages.join(" ")
+            ));
+        }
+        parts.push("cargo xtask setup".to_owned());
+        let manual: Vec<String> = self
+            .missing()
+            .filter_map(|item| match &item.how {
+                How::Manual(fix) => Some(format!("{}: {fix}", item.name)),
+                _ => None,
+            })
+            .collect();
+        let mut text = parts.join(" && ");
+        if !manual.is_empty() {
+            text.push_str(&format!("; and by hand: {}", manual.join("; ")));
+        }
+        text
+    }
+
+    fn print(&self) {
+        let width = self.items.iter().map(|item| item.name.len()).max().unwrap_or(0);
+        for item in &self.items {
+            match &item.state {
+                State::Present(found) => ui::info(&format!("  ok       {:<width$}  {found}", item.name)),
+                State::Missing => {
+                    ui::info(&format!("  MISSING  {:<width$}  {}: {}", item.name, item.purpose, fix(&item.how)))
+                }
+            }
+        }
+    }
+
+    fn print_missing(&self) {
+        for item in self.missing() {
+            ui::warn(&format!("missing {} ({}): {}", item.name, item.purpose, fix(&item.how)));
+        }
+    }
+
+    fn fail_if_missing(&self) -> Result<()> {
+        let missing: Vec<&str> = self.missing().map(|item| item.name).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        bail!("{} missing: {}; to install them: {}", missing.len(), missing.join(", "), self.one_command())
+    }
+
+    fn fail_if_missing_manual(&self) -> Result<()> {
+        self.fail_if_missing()
+    }
+}
+
+fn fix(how: &How) -> String {
+    match how {
+        How::Apt(packages) => format!("apt-get install {}", packages.join(" ")),
+        How::Python(requirement) => format!("cargo xtask setup (pip install '{requirement}' into target/tools/python)"),
+        How::Manual(fix) => fix.clone(),
+    }
+}
+
+/// Installs the missing apt packages and Python tools of `report`.
+fn install(ctx: &Ctx, report: &Report) -> Result<()> {
+    let packages = report.apt_packages();
+    if !packages.is_empty() {
+        install_apt(ctx, report, &packages)?;
+    }
+    let requirements = report.python_requirements();
+    if !requirements.is_empty() {
+        install_python(ctx, &requirements)?;
+    }
+    Ok(())
+}
+
+fn install_apt(ctx: &Ctx, report: &Report, packages: &[&str]) -> Result<()> {
+    if which::which("apt-get").is_err() {
+        report.print_missing();
+        bail!(
+            "this system has no apt-get: install the packages above with its package manager, then run `cargo xtask setup`"
+        );
+    }
+    let sudo: &[&str] = if running_as_root() {
+        &[]
+    } else if which::which("sudo").is_ok() && quiet_success(Command::new("sudo").args(["-n", "true"])) {
+        &["sudo", "-n"]
+    } else {
+        report.print_missing();
+        bail!("installing needs root, and sudo asks for a password: run `{}`", report.one_command());
+    };
+    ui::step(&format!("installing Debian packages: {} (apt-get)", packages.join(" ")));
+    let update = ctx.sh.cmd(sudo.first().copied().unwrap_or("apt-get"));
+    let update = if sudo.is_empty() { update } else { update.args(&sudo[1..]).arg("apt-get") };
+    let install = ctx.sh.cmd(sudo.first().copied().unwrap_or("apt-get"));
+    let install = if sudo.is_empty() { install } else { install.args(&sudo[1..]).arg("apt-get") };
+    run(ctx, "apt-get update", update.args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(
+        ctx,
+        "apt-get install",
+        install
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn install_python(ctx: &Ctx, requirements: &[&str]) -> Result<()> {
+    let environment = python_environment();
+    let python = environment.join("bin/python");
+    if !python.exists() {
+        let system_python =
+            which::which("python3").context("python3 is not on PATH: apt-get install python3 python3-venv")?;
+        ui::step(&format!("creating the project's Python environment {}", environment.display()));
+        run(ctx, "python3 -m venv", ctx.sh.cmd(system_python).args(["-m", "venv"]).arg(&environment))?;
+    }
+    ui::step(&format!("installing Python tools into {}: {}", environment.display(), requirements.join(" ")));
+    run(
+        ctx,
+        "pip install",
+        ctx.sh.cmd(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(requirements),
+    )
+}
+
+/// Runs one install command (printed instead with --dry-run); its output
+/// shows when it fails.
+fn run(ctx: &Ctx, description: &str, cmd: xshell::Cmd<'_>) -> Result<()> {
+    let status = ctx.run_with_progress(description, cmd)?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(())
+}
+
+fn apt(name: &'static str, purpose: &'static str, packages: &'static [&'static str], state: State) -> Item {
+    Item { name, purpose, state, how: How::Apt(packages) }
+}
+
+fn command(name: &str) -> State {
+    match which::which(name) {
+        Ok(path) => State::Present(path.display().to_string()),
+        Err(_) => State::Missing,
+    }
+}
+
+fn postgres() -> State {
+    let mut search: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
+    if let Ok(entries) = fs::read_dir("/usr/lib/postgresql") {
+        search.extend(entries.flatten().map(|entry| entry.path().join("bin")));
+    }
+    match search.iter().map(|dir| dir.join("initdb")).find(|path| path.is_file()) {
+        Some(initdb) => State::Present(initdb.display().to_string()),
+        None => State::Missing,
+    }
+}
+
+/// Groovy's launcher needs a Java runtime at Debian's default-java link.
+fn groovy() -> State {
+    match (which::which("groovy"), Path::new("/usr/lib/jvm/default-java/bin/java").exists()) {
+        (Ok(path), true) => State::Present(path.display().to_string()),
+        _ => State::Missing,
+    }
+}
+
+fn python_venv() -> State {
+    if python_environment().join("bin/python").exists() {
+        return State::Present("target/tools/python".to_owned());
+    }
+    let Ok(python) = which::which("python3") else { return State::Missing };
+    // Debian's python3 has the venv module but not ensurepip without
+    // python3-venv; pyenv's and python.org's have both.
+    if quiet_success(Command::new(&python).args(["-c", "import ensurepip, venv"])) {
+        State::Present(format!("{} (venv, ensurepip)", python.display()))
+    } else {
+        State::Missing
+    }
+}
+
+fn python_tool(binary: &'static str, requirement: &'static str) -> Item {
+    let installed = python_environment().join("bin").join(binary);
+    let state = if installed.exists() && pinned(requirement) {
+        State::Present(format!("{requirement} ({})", installed.display()))
+    } else {
+        State::Missing
+    };
+    Item { name: binary, purpose: "the tests and the sandbox", state, how: How::Python(requirement) }
+}
+
+/// Whether the environment has the pinned version (read from its
+/// metadata, without starting Python: a second setup takes milliseconds).
+fn pinned(requirement: &str) -> bool {
+    let Some((package, version)) = requirement.split_once("==") else { return true };
+    let package = package.split('[').next().unwrap_or(package).replace('-', "_").to_lowercase();
+    let Ok(libs) = fs::read_dir(python_environment().join("lib")) else { return false };
+    libs.flatten().any(|lib| lib.path().join(format!("site-packages/{package}-{version}.dist-info")).is_dir())
+}
+
+fn docker_daemon() -> Item {
+    let state = if quiet_success(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"])) {
+        State::Present("reachable".to_owned())
+    } else {
+        State::Missing
+    };
+    Item {
+        name: "docker daemon",
+        purpose: "images, the local environment, the sandbox's containers",
+        state,
+        how: How::Manual(
+            "install Docker Engine (apt-get install docker.io) and start it (`systemctl start docker` or `dockerd &`), or set DOCKER_HOST".to_owned(),
+        ),
+    }
+}
+
+fn terraform() -> Item {
+    let output = Command::new("terraform").arg("version").stderr(Stdio::null()).output();
+    let version = output.ok().filter(|output| output.status.success()).and_then(|output| {
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.lines().next().and_then(|line| line.strip_prefix("Terraform v")).map(str::to_owned)
+    });
+    let recent = |version: &str| {
+        let mut numbers = version.split('.').map(|part| part.parse::<u32>().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (1, 11)
+    };
+    let state = match version {
+        Some(version) if recent(&version) => State::Present(format!("Terraform {version}")),
+        _ => State::Missing,
+    };
+    Item {
+        name: "terraform",
+        purpose: "infra, the sandbox, AWS deploys",
+        state,
+        how: How::Manual("install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install".to_owned()),
+    }
+}
+
+fn quiet_success(command: &mut Command) -> bool {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
