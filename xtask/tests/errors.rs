@@ -10,6 +10,7 @@
 //! | unknown environment          | `--env nope status`                                                | the file, the known environments, --env                 | 1    |
 //! | malformed configuration      | XTASK_CONFIG naming a deploy.toml with a misspelt field            | file:line:col, the field, the expected fields           | 1    |
 //! | unknown task or flag         | `cargo xtask deplo`                                                | clap's usage error with a suggestion                    | 2    |
+//! | prerequisites missing        | `setup --check`, `deploy` with XTASK_NO_INSTALL=1, a PATH without them | every missing piece, its use, one command for all   | 1    |
 //!
 //! xtask exits 1 for every failed task and 2 for a command line clap refuses.
 //! Nothing here can reach AWS: AWS_* variables are removed, the endpoint is a
@@ -53,6 +54,56 @@ fn docker_daemon_unreachable() {
     let message = error_message(&stderr);
     assert!(message.starts_with("error: the Docker daemon at DOCKER_HOST=unix:///nonexistent.sock is not reachable"));
     assert!(!stderr.contains("==>"), "build-image started work without a daemon:\n{stderr}");
+}
+
+/// A directory of links to the tools xtask needs to start (and docker),
+/// for a PATH that lacks everything else.
+fn minimal_path(name: &str, tools: &[&str]) -> PathBuf {
+    let bin = scratch_dir(name);
+    for tool in ["cargo", "rustc", "git", "docker"].iter().chain(tools) {
+        if let Ok(found) = which(tool) {
+            let _ = std::os::unix::fs::symlink(found, bin.join(tool));
+        }
+    }
+    bin
+}
+
+#[test]
+fn prerequisites_missing() {
+    let bin = minimal_path("no-prerequisites", &["apt-get", "python3"]);
+    // --check installs nothing and names every missing piece at once.
+    let (code, output) = fails(xtask().args(["setup", "--check"]).env("PATH", &bin));
+    assert_eq!(code, 1, "{output}");
+    for missing in ["zsh", "fish", "groovy", "chromium", "docker-registry", "htpasswd", "debootstrap", "terraform"] {
+        assert!(output.contains(&format!("MISSING  {missing}")), "{missing} not reported:\n{output}");
+    }
+    let message = error_message(&output);
+    assert!(message.contains("apt-get install -y --no-install-recommends") && message.contains(" zsh "), "{message}");
+    assert!(message.contains("cargo xtask setup") && message.contains("install Terraform >= 1.11"), "{message}");
+
+    // The README's first command with installs turned off stops before it
+    // does anything, listing what it lacks.
+    let (code, output) = fails(xtask().arg("deploy").env("PATH", &bin).env("XTASK_NO_INSTALL", "1"));
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("missing debootstrap"), "{output}");
+    assert!(error_message(&output).contains("XTASK_NO_INSTALL=1"), "{output}");
+    assert!(!output.contains("==> building"), "deploy started work:\n{output}");
+
+    // --dry-run prints the installs it would make (as root; otherwise it
+    // says that it needs root and how).
+    let (output, stdout, stderr) = run(xtask().args(["--dry-run", "setup"]).env("PATH", &bin));
+    std::fs::remove_dir_all(&bin).unwrap();
+    let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+    if root {
+        assert!(stdout.contains("would run: apt-get update -q"), "{stdout}\n{stderr}");
+        let install =
+            stdout.lines().find(|line| line.contains("apt-get install")).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(install.contains("zsh") && install.contains("docker-registry"), "{install}");
+        // What no package manager installs still fails the setup.
+        assert!(!output.status.success() && stderr.contains("terraform"), "{stderr}");
+    } else {
+        assert!(!output.status.success() && stderr.contains("needs root"), "{stderr}");
+    }
 }
 
 #[test]
