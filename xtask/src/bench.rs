@@ -15,7 +15,7 @@ use crate::{
 /// Run benchmarks and print their figures next to their goals
 #[derive(Debug, Args)]
 pub struct Bench {
-    /// Which benchmarks (default: every one, in this order; about 15 minutes)
+    /// Which benchmarks (default: every one, in this order; about 40 minutes)
     #[arg(value_enum)]
     pub which: Vec<Which>,
 }
@@ -32,6 +32,8 @@ pub enum Which {
     LocalSwitch,
     /// Each step of `deploy` for an app-only change against a sandbox, next to a naive deploy script
     Deploy,
+    /// The test tiers: test-local cold and warm, test-docker, test-all (about 25 minutes)
+    Tests,
 }
 
 /// One row of the benchmark table.
@@ -55,6 +57,7 @@ impl Bench {
                 Which::Image => crate::image_bench::image(ctx),
                 Which::LocalSwitch => crate::local::bench::local_switch(ctx),
                 Which::Deploy => crate::deploy_bench::deploy(ctx),
+                Which::Tests => tests(ctx),
             };
             // One benchmark that cannot run (a missing tool, say) must not
             // cost the figures of the others: it becomes a failed row.
@@ -157,6 +160,42 @@ fn startup(ctx: &Ctx) -> Result<Vec<Figure>> {
             goal: "<= 0.15s".to_owned(),
             pass: Some(warm <= Duration::from_millis(150)),
         },
+    ])
+}
+
+/// The wall time of each test tier, as a developer runs it: `cargo xtask
+/// test-local` in an empty target directory (cold: everything compiles)
+/// and again (warm), `test-docker`, and `test-all`.
+fn tests(ctx: &Ctx) -> Result<Vec<Figure>> {
+    let sh = &ctx.sh;
+    let cold_target = ctx.root.join("target/bench-tests-cold");
+    let _ = std::fs::remove_dir_all(&cold_target);
+    ui::step("tier 1, cold: cargo xtask test-local with an empty target directory");
+    let cold = time_command(
+        ctx,
+        "test-local (cold)",
+        cargo(sh).args(["xtask", "test-local"]).env("CARGO_TARGET_DIR", &cold_target),
+    );
+    let _ = std::fs::remove_dir_all(&cold_target);
+    let cold = cold?;
+    ui::step("tier 1, warm: cargo xtask test-local");
+    let _ = cargo(sh).args(["xtask", "test-local"]).quiet().ignore_stdout().ignore_stderr().run();
+    let warm = time_command(ctx, "test-local (warm)", cargo(sh).args(["xtask", "test-local"]))?;
+    ui::step("tier 2: cargo xtask test-docker");
+    let docker = time_command(ctx, "test-docker", cargo(sh).args(["xtask", "test-docker"]))?;
+    ui::step("the full suite: cargo xtask test-all");
+    let all = time_command(ctx, "test-all", cargo(sh).args(["xtask", "test-all"]))?;
+    let figure = |name: &str, took: Duration, goal: Option<Duration>| Figure {
+        name: name.to_owned(),
+        value: ui::format_duration(took),
+        goal: goal.map_or("-".to_owned(), |goal| format!("<= {}", ui::format_duration(goal))),
+        pass: goal.map(|goal| took <= goal),
+    };
+    Ok(vec![
+        figure("tier 1 (test-local), cold", cold, Some(Duration::from_secs(180))),
+        figure("tier 1 (test-local), warm", warm, Some(Duration::from_secs(30))),
+        figure("tier 2 (test-docker)", docker, None),
+        figure("full suite (test-all)", all, Some(Duration::from_secs(12 * 60))),
     ])
 }
 
