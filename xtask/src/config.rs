@@ -73,6 +73,41 @@ pub struct Environment {
     pub protected: bool,
     /// Port published on the host (docker environments).
     pub host_port: Option<u16>,
+    /// The dependency check of the vulnerability gate (aws environments).
+    #[serde(default)]
+    pub vulnerabilities: VulnerabilityPolicy,
+}
+
+/// `[environments.<name>.vulnerabilities]`: what a finding of the dependency
+/// check does, and the advisories this environment accepts for a while.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VulnerabilityPolicy {
+    /// `block` (the default) stops the push at the threshold; `warn` only
+    /// reports.
+    #[serde(default)]
+    pub mode: GateMode,
+    #[serde(default)]
+    pub ignore: Vec<IgnoredAdvisory>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateMode {
+    #[default]
+    Block,
+    Warn,
+}
+
+/// An advisory accepted until a date, for a stated reason (both required:
+/// an ignore nobody can explain or that never ends is a hole in the gate).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoredAdvisory {
+    pub id: String,
+    pub reason: String,
+    /// `YYYY-MM-DD`, the last day the ignore holds.
+    pub until: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! service. `main` only parses the flags, makes the shell and dispatches; every
 //! task lives in its own module.
 
+mod advisories;
 mod aws;
 mod aws_store;
 mod bench;

@@ -147,6 +147,7 @@ impl Promote {
                 fail_on_severity: Threshold::None,
                 scan_timeout: std::time::Duration::ZERO,
                 allow_unscanned: false,
+                advisory_db: None,
             },
         };
         let deployed = ecs_deploy::deploy_release(&target_ctx, &args, Origin::Promoted { git_sha: live.git_sha })?;

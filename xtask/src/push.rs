@@ -53,6 +53,10 @@ pub struct ScanGate {
     /// a warning) instead of failing
     #[arg(long)]
     pub allow_unscanned: bool,
+    /// A local copy of the RustSec advisory database for the dependency
+    /// check (default: fetched into target/advisory-db)
+    #[arg(long, value_name = "PATH", env = "XTASK_ADVISORY_DB")]
+    pub advisory_db: Option<PathBuf>,
 }
 
 /// The lowest severity that fails a push.
@@ -133,6 +137,21 @@ impl Push {
         };
         let local_image = self.image.clone().unwrap_or_else(|| format!("{repository}:{tag}"));
         check_local_image(ctx, &local_image, self.image.is_some())?;
+        // Before anything leaves the machine: an image whose dependencies
+        // have a known vulnerability is never pushed.
+        let dependencies = if self.gate.fail_on_severity == Threshold::None {
+            DependencyCheck::Off
+        } else {
+            let request = crate::advisories::GateRequest {
+                image: &local_image,
+                of_this_checkout: self.image.is_none(),
+                database: self.gate.advisory_db.as_deref(),
+                threshold_rank: self.gate.fail_on_severity.rank().unwrap_or(u8::MAX),
+                threshold_name: self.gate.fail_on_severity.name(),
+                policy: &environment.vulnerabilities,
+            };
+            crate::advisories::gate(ctx, &request)?
+        };
 
         let mut aws = AwsProcess::start(ctx)?;
         let scan_on_push = describe_repository(&mut aws, &repository, &environment_name)?;
@@ -165,7 +184,7 @@ impl Push {
         wait_until_ecr_reports(&mut aws, &repository, &tag, &digest, ECR_VISIBLE_TIMEOUT)?;
         ui::success(&format!("ECR reports {digest} for {repository}:{tag}"));
 
-        let scan = self.scan_gate(&mut aws, &repository, &digest, scan_on_push, &remote_by_digest)?;
+        let scan = self.scan_gate(&mut aws, &repository, &digest, scan_on_push, &remote_by_digest, &dependencies)?;
         if ctx.global.json {
             let result = json!({
                 "event": "result",
@@ -193,6 +212,7 @@ impl Push {
         digest: &str,
         scan_on_push: bool,
         reference: &str,
+        dependencies: &DependencyCheck,
     ) -> Result<Value> {
         if self.gate.fail_on_severity == Threshold::None {
             ui::warn("scan gate disabled (--fail-on-severity NONE): findings are not checked");
@@ -216,7 +236,22 @@ impl Push {
                     json!({ "status": "COMPLETE", "severity_counts": counts, "threshold": self.gate.fail_on_severity.name() }),
                 )
             }
-            ScanOutcome::Unscanned(reason) => {
+            ScanOutcome::Unsupported(reason) if matches!(dependencies, DependencyCheck::Passed { .. }) => {
+                // The runtime image is FROM scratch: ECR has no OS package
+                // database to scan, and our binary's dependencies were
+                // checked before the push. That is the scan of this image.
+                let DependencyCheck::Passed { packages, advisories } = dependencies else { unreachable!() };
+                ui::success(&format!(
+                    "scan: ECR cannot scan this image ({reason}: a FROM scratch image has no OS packages); the dependency check passed ({packages} locked packages against {advisories} advisories)"
+                ));
+                Ok(json!({
+                    "status": "UNSUPPORTED_IMAGE",
+                    "reason": reason,
+                    "dependencies": { "status": "PASSED", "packages": packages, "advisories": advisories },
+                    "threshold": self.gate.fail_on_severity.name(),
+                }))
+            }
+            ScanOutcome::Unsupported(reason) | ScanOutcome::Unscanned(reason) => {
                 if !self.gate.allow_unscanned {
                     bail!(
                         "{reference} was pushed but NOT scanned: {reason}. An unscanned image does not pass the gate; pass --allow-unscanned to accept it anyway"
@@ -518,8 +553,25 @@ fn wait_until_ecr_reports(
 enum ScanOutcome {
     /// Finding counts by severity.
     Complete(BTreeMap<String, u64>),
+    /// ECR cannot scan this kind of image (no OS package database: basic
+    /// scanning's UnsupportedImageError, enhanced scanning's
+    /// UNSUPPORTED_IMAGE; ECR user guide, troubleshooting image scanning).
+    Unsupported(String),
     /// Why there is no result.
     Unscanned(String),
+}
+
+/// The dependency half of the gate, as the scan half sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DependencyCheck {
+    /// `--fail-on-severity NONE`.
+    Off,
+    /// Not an image built from this project (no revision label).
+    NotApplicable,
+    Passed {
+        packages: usize,
+        advisories: usize,
+    },
 }
 
 /// How often and how long to poll for a scan.
@@ -563,7 +615,13 @@ fn wait_for_scan(
                 let description = answer["description"].as_str().unwrap_or_default();
                 match status.as_str() {
                     "COMPLETE" => return Ok(ScanOutcome::Complete(severity_counts(&answer))),
-                    "UNSUPPORTED_IMAGE" | "FAILED" | "FINDINGS_UNAVAILABLE" | "SCAN_ELIGIBILITY_EXPIRED" => {
+                    "UNSUPPORTED_IMAGE" => {
+                        return Ok(ScanOutcome::Unsupported(format!("ECR's scan ended with {status}: {description}")));
+                    }
+                    "FAILED" if description.contains("UnsupportedImageError") => {
+                        return Ok(ScanOutcome::Unsupported(format!("ECR's scan ended with {status}: {description}")));
+                    }
+                    "FAILED" | "FINDINGS_UNAVAILABLE" | "SCAN_ELIGIBILITY_EXPIRED" => {
                         return Ok(ScanOutcome::Unscanned(format!("ECR's scan ended with {status}: {description}")));
                     }
                     _ => last = format!("scan status {status}"),
@@ -580,7 +638,10 @@ fn wait_for_scan(
                         Ok(_) => {}
                         Err(err) if err.code == "LimitExceededException" => {}
                         Err(err) if err.code == "UnsupportedImageTypeException" => {
-                            return Ok(ScanOutcome::Unscanned(format!("ECR cannot scan this image: {}", err.message)));
+                            return Ok(ScanOutcome::Unsupported(format!(
+                                "ECR cannot scan this image: {}",
+                                err.message
+                            )));
                         }
                         Err(err) => return Err(err).context("starting the image scan"),
                     }
@@ -589,7 +650,7 @@ fn wait_for_scan(
                 }
             }
             Err(err) if err.code == "UnsupportedImageTypeException" => {
-                return Ok(ScanOutcome::Unscanned(format!("ECR cannot scan this image: {}", err.message)));
+                return Ok(ScanOutcome::Unsupported(format!("ECR cannot scan this image: {}", err.message)));
             }
             Err(err) if err.throttling => last = err.to_string(),
             Err(err) => return Err(err).context("reading the image scan findings"),
@@ -770,14 +831,14 @@ mod tests {
             Ok(json!({ "status": "UNSUPPORTED_IMAGE", "description": "UnsupportedImageError" })),
         )]);
         let outcome = wait_for_scan(&mut api, "app", "sha256:x", false, &fast(Duration::ZERO)).unwrap();
-        assert!(matches!(outcome, ScanOutcome::Unscanned(reason) if reason.contains("UNSUPPORTED_IMAGE")));
+        assert!(matches!(outcome, ScanOutcome::Unsupported(reason) if reason.contains("UNSUPPORTED_IMAGE")));
 
         let mut api = scripted(vec![
             ("ecr.describe_image_scan_findings", Err(api_error("ScanNotFoundException"))),
             ("ecr.start_image_scan", Err(api_error("UnsupportedImageTypeException"))),
         ]);
         let outcome = wait_for_scan(&mut api, "app", "sha256:x", false, &fast(Duration::ZERO)).unwrap();
-        assert!(matches!(outcome, ScanOutcome::Unscanned(reason) if reason.contains("cannot scan")));
+        assert!(matches!(outcome, ScanOutcome::Unsupported(reason) if reason.contains("cannot scan")));
 
         let mut pacing = fast(Duration::ZERO);
         pacing.timeout = Duration::ZERO;

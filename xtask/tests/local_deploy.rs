@@ -27,15 +27,16 @@ use crate::support::{http_get, process_alive, project_root, run, xtask};
 /// What `/version` of the second version reports.
 const SECOND_SHA: &str = "5ec0d0000000000000000000000000000000beef";
 
-struct Built {
-    id: String,
-    git_sha: String,
+pub(crate) struct Built {
+    pub id: String,
+    pub git_sha: String,
 }
 
 static BUILT: OnceLock<Built> = OnceLock::new();
 
-/// The working tree's image, built once for these tests.
-fn built() -> &'static Built {
+/// The working tree's image, built once for these tests (and the push
+/// gate's).
+pub(crate) fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         let (output, _, stderr) = run(xtask().arg("builder-image"));
         assert!(output.status.success(), "builder-image failed:\n{stderr}");

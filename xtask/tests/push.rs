@@ -145,6 +145,70 @@ fn push_fails_when_scan_findings_reach_the_threshold() {
     sandbox.down();
 }
 
+/// A RustSec database of one advisory (critical, CVSS 9.8) against the
+/// `anyhow` locked in Cargo.lock, fixed only in `patched`.
+fn advisory_db(dir: &std::path::Path, patched: &str) -> std::path::PathBuf {
+    let db = dir.join(format!("advisory-db-{}", patched.replace(|c: char| !c.is_ascii_alphanumeric(), "")));
+    let folder = db.join("crates/anyhow");
+    fs::create_dir_all(&folder).unwrap();
+    let advisory = format!(
+        "```toml\n[advisory]\nid = \"RUSTSEC-2099-0042\"\npackage = \"anyhow\"\ndate = \"2099-01-01\"\n\
+         cvss = \"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\"\n\n[versions]\npatched = [\"{patched}\"]\n```\n\n\
+         # A test advisory against anyhow\n"
+    );
+    fs::write(folder.join("RUSTSEC-2099-0042.md"), advisory).unwrap();
+    db
+}
+
+/// The vulnerability gate on the image we ship: ECR cannot scan a FROM
+/// scratch image (the sandbox answers as ECR does), so the dependency check
+/// decides. An advisory against a locked crate version blocks the push
+/// before anything is pushed, naming crate, version, advisory and fix; the
+/// same image passes when the advisory is fixed in its version.
+#[test]
+fn the_vulnerability_gate_checks_the_image_dependencies_when_ecr_cannot_scan_it() {
+    let built = crate::local_deploy::built();
+    let sandbox = TestSandbox::up("sandboxgate");
+    apply_repositories(&sandbox);
+    let lock = fs::read_to_string(crate::support::project_root().join("Cargo.lock")).unwrap();
+    let anyhow = lock.split("[[package]]").find(|block| block.contains("name = \"anyhow\"")).unwrap();
+    let version = anyhow.lines().find_map(|line| line.strip_prefix("version = ")).unwrap().trim_matches('"');
+
+    let vulnerable = advisory_db(sandbox.dir.path(), ">= 999.0.0");
+    let (output, stdout, stderr) =
+        run(sandbox.xtask().args(["push", "--image", &built.id, "--advisory-db"]).arg(&vulnerable));
+    assert!(!output.status.success(), "a push with a vulnerable dependency succeeded:\n{stdout}");
+    assert!(stderr.contains("was NOT pushed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("anyhow {version}: RUSTSEC-2099-0042 (CRITICAL)"))
+            && stderr.contains("fixed in >= 999.0.0"),
+        "the finding is not named:\n{stderr}"
+    );
+    assert!(!stderr.contains("docker push"), "the image was pushed anyway:\n{stderr}");
+
+    let fixed = advisory_db(sandbox.dir.path(), &format!(">= {version}"));
+    let (output, stdout, stderr) =
+        run(sandbox.xtask().args(["push", "--json", "--image", &built.id, "--advisory-db"]).arg(&fixed));
+    assert!(output.status.success(), "the real image did not pass the gate:\n{stderr}");
+    assert!(
+        stderr.contains("ECR cannot scan this image") && stderr.contains("the dependency check passed"),
+        "{stderr}"
+    );
+    let result: Value = crate::support::json_result(&stdout);
+    assert_eq!(result["scan"]["status"], "UNSUPPORTED_IMAGE", "{result}");
+    assert_eq!(result["scan"]["dependencies"]["status"], "PASSED", "{result}");
+    let _remote = LocalImage {
+        reference: format!("{}/guestbook:{}", sandbox.registry, result["tag"].as_str().unwrap()),
+        extra_tags: Vec::new(),
+    };
+    // An image we did not build (no revision label) that ECR cannot scan is
+    // not waved through.
+    let foreign = LocalImage::import("push-foreign");
+    let (output, _, stderr) = run(sandbox.xtask().args(["push", "--image", &foreign.reference]));
+    assert!(!output.status.success(), "an unscanned foreign image passed:\n{stderr}");
+    assert!(stderr.contains("NOT scanned") && stderr.contains("UnsupportedImageError"), "{stderr}");
+}
+
 #[test]
 fn push_names_a_missing_local_image_and_an_unreachable_docker_daemon() {
     // Both are found before anything talks to AWS; the endpoint is still

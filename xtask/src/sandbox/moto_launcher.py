@@ -187,6 +187,35 @@ def run_task(self, cluster_str, task_definition_str, count, overrides, started_b
 
 ecs_models.EC2ContainerServiceBackend.run_task = run_task
 
+# ECR scan findings as AWS reports them for the images the sandbox holds.
+# moto answers every scan of an image without configured results with a
+# fixed fake HIGH finding. Real ECR cannot scan an image that has no OS
+# package database, such as our `FROM scratch` runtime image: basic scanning
+# ends FAILED with UnsupportedImageError (ECR user guide, "Troubleshooting
+# image scanning in Amazon ECR"; enhanced scanning says UNSUPPORTED_IMAGE).
+# Every image in the sandbox is such an image (the app's, and the one-file
+# images tests import), so that is the answer unless a test configured
+# findings through moto's API (/moto-api/static/ecr/scan-finding-results).
+from moto.ecr import models as ecr_models  # noqa: E402
+
+_original_describe_image_scan_findings = ecr_models.ECRBackend.describe_image_scan_findings
+
+
+def describe_image_scan_findings(self, registry_id, repository_name, image_id):
+    answer = _original_describe_image_scan_findings(self, registry_id, repository_name, image_id)
+    findings = (answer.get("imageScanFindings") or {}).get("findings") or []
+    if any(finding.get("name") == "CVE-9999-9999" for finding in findings):
+        answer = {key: value for key, value in answer.items() if key != "imageScanFindings"}
+        answer["imageScanStatus"] = {
+            "status": "FAILED",
+            "description": "UnsupportedImageError: The operating system and/or package manager are not supported.",
+        }
+    return answer
+
+
+ecr_models.ECRBackend.describe_image_scan_findings = describe_image_scan_findings
+
+
 from moto.server import main  # noqa: E402  (after the patch, on purpose)
 
 if __name__ == "__main__":
