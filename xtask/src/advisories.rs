@@ -25,9 +25,9 @@ use serde::Deserialize;
 
 use crate::{
     config::{GateMode, VulnerabilityPolicy},
+    ctx::Ctx,
     push::DependencyCheck,
     ui,
-    util::Ctx,
 };
 
 /// Where the database comes from when no `--advisory-db` is given.

@@ -14,10 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{
-    ui,
-    util::{Ctx, cargo},
-};
+use crate::{ctx::Ctx, ui, util::cargo};
 
 /// An AWS API error as the caller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

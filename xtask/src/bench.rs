@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::{
-    ui,
-    util::{Ctx, cargo},
-};
+use crate::{ctx::Ctx, ui, util::cargo};
 
 /// Run benchmarks and print their figures next to their goals
 #[derive(Debug, Args)]

@@ -21,13 +21,13 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
+    ctx::Ctx,
     image::{
         AppIdentity, BuildKit, BuildMode, DockerBuild, Offline, Source, image_tags, make_reproducible, prepare_build,
         release_build_args,
     },
     smoke_image::{SmokeReport, smoke},
     ui,
-    util::Ctx,
 };
 
 /// Build the runtime image: tagged by commit and branch, labelled, reproducible

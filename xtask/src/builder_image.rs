@@ -27,9 +27,9 @@ use xshell::{Shell, cmd};
 
 use crate::{
     cleanup,
+    ctx::Ctx,
     image::{BaseImages, image_exists, run_progress},
     ui,
-    util::Ctx,
 };
 
 /// Make the Dockerfile's base images locally from Debian packages and this

@@ -39,6 +39,7 @@ use crate::{
     build_image::BuildImage,
     cleanup,
     config::{Config, EnvironmentKind},
+    ctx::Ctx,
     deploy::Deploy,
     functional::{FunctionalOptions, run_functional_tests},
     image::{AppIdentity, Offline, Source, branch_tag},
@@ -49,7 +50,6 @@ use crate::{
     test_docker::{PostgresMode, TestDocker},
     test_local::TestAll,
     ui::{self, Outcome, SummaryRow},
-    util::Ctx,
 };
 
 /// The branch whose builds are deployed.

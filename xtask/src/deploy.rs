@@ -9,8 +9,8 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
+    ctx::Ctx,
     push::{ScanGate, parse_duration},
-    util::Ctx,
 };
 
 /// Build, push, migrate and roll out the app to an environment

@@ -30,9 +30,10 @@ use anyhow::{Context, Result, bail};
 use crate::{
     bench::Figure,
     cleanup,
+    ctx::Ctx,
     image::{AppIdentity, BuildMode, Source, offline_setting, release_build_args},
     ui,
-    util::{Ctx, require_tool},
+    util::require_tool,
 };
 
 const ENVIRONMENT: &str = "sandbox";

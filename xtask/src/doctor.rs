@@ -12,7 +12,7 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
-    util::Ctx,
+    ctx::Ctx,
 };
 
 /// Check the tools and services the tasks need

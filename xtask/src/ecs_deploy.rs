@@ -24,6 +24,7 @@ use crate::{
     aws_store::{DeployLock, DynamoLedger, SharedAws, record_interruption},
     build_image::BuildImage,
     config::{Config, Environment},
+    ctx::Ctx,
     deploy::{Deploy, Rollback, Status},
     image::{Offline, Source},
     infra::{self, Stage, Terraform},
@@ -32,7 +33,7 @@ use crate::{
     push::Push,
     rollout::{self, RealClock, RolloutTarget, WaitOptions},
     ui::{self, SummaryRow},
-    util::{Ctx, confirm, type_name_back},
+    util::{confirm, type_name_back},
 };
 
 /// How long the deploy lock is held at most beyond the rollout timeout; a
@@ -331,7 +332,7 @@ fn roll_out(
             release.migrations = Some(key);
         }
     }
-    if !confirm(ctx, &format!("roll out {image} to {}?", ctx.global.environment))? {
+    if !confirm(ctx.global.yes, &format!("roll out {image} to {}?", ctx.global.environment))? {
         bail!("rollout cancelled");
     }
     let task_definition = steps.run("roll out", || start_rollout(terraform, aws, &image))?;
@@ -686,7 +687,7 @@ fn roll_back_to(
         "roll back {name} to {} (commit {}, released {})",
         target.image, target.git_sha, target.started_at
     ));
-    if !confirm(ctx, &format!("roll {name} back to {}?", target.image))? {
+    if !confirm(ctx.global.yes, &format!("roll {name} back to {}?", target.image))? {
         bail!("rollback cancelled");
     }
     let mut release = Release {

@@ -1,11 +1,11 @@
 //! The whole command line. Each task is a flags struct with
 //! `run(self, ctx)`, so the parsed flags are the task.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::{
-    bench, build_image, builder_image, ci, completions, deploy, doctor, functional, infra, local, migrate, promote,
-    push, sandbox, secrets, setup, smoke_image, test_docker, test_local, util::Ctx,
+    bench, build_image, builder_image, ci, completions, ctx::Ctx, deploy, doctor, functional, infra, local, migrate,
+    promote, push, sandbox, secrets, setup, smoke_image, test_docker, test_local,
 };
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
@@ -13,33 +13,9 @@ use crate::{
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub global: crate::ctx::GlobalArgs,
     #[command(subcommand)]
     pub task: Task,
-}
-
-/// Flags every task understands.
-#[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
-    /// Environment to act on (see deploy.toml)
-    #[arg(long = "env", global = true, env = "XTASK_ENV", default_value = "local")]
-    pub environment: String,
-    /// Answer yes to every confirmation (for CI)
-    #[arg(long, global = true)]
-    pub yes: bool,
-    /// Print the commands and API calls a task would make; change nothing
-    #[arg(long, global = true)]
-    pub dry_run: bool,
-    /// Show every command as it runs
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
-    /// Only print errors and final results
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// Machine-readable output: every line on stdout is a JSON object
-    /// (NDJSON): messages, steps, results, and a last `task` event
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

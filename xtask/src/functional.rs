@@ -29,9 +29,10 @@ use serde_json::{Value, json};
 
 use crate::{
     cleanup,
+    ctx::Ctx,
     local::http::{self, BaseUrl, Request, Response},
     ui::{self, Outcome, SummaryRow},
-    util::{Ctx, kill_process_group},
+    util::kill_process_group,
 };
 
 /// How long one request may take.

@@ -25,8 +25,10 @@ use serde::Serialize;
 use xshell::{Cmd, Shell, cmd};
 
 use crate::{
-    cleanup, config, ui,
-    util::{Ctx, SpawnOptions, cargo, hex, require_tool, spawn_and_wait, spawn_with_progress, write_atomic},
+    cleanup, config,
+    ctx::Ctx,
+    ui,
+    util::{SpawnOptions, cargo, hex, require_tool, spawn_and_wait, spawn_with_progress, write_atomic},
 };
 
 /// The Dockerfile, relative to the build context (the project root).

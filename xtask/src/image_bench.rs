@@ -23,12 +23,12 @@ use xshell::cmd;
 
 use crate::{
     bench::Figure,
+    ctx::Ctx,
     image::{
         AppIdentity, BaseImages, BuildKit, BuildMode, DockerBuild, Source, VENDOR_DIR, image_exists, make_reproducible,
         release_build_args, vendor_crates, workspace_members,
     },
     ui,
-    util::Ctx,
 };
 
 pub fn image(ctx: &Ctx) -> Result<Vec<Figure>> {

@@ -15,10 +15,10 @@ use xshell::{Cmd, cmd};
 
 use crate::{
     config::{Config, Environment, EnvironmentKind},
+    ctx::Ctx,
     secrets, ui,
     util::{
-        Ctx, SpawnOptions, StopOnInterrupt, confirm, require_tool, spawn_and_wait_with, spawn_with_progress,
-        type_name_back,
+        SpawnOptions, StopOnInterrupt, confirm, require_tool, spawn_and_wait_with, spawn_with_progress, type_name_back,
     },
 };
 
@@ -448,7 +448,10 @@ impl<'a> Terraform<'a> {
             println!("would run: {cmd}");
             return Ok(());
         }
-        if !confirm(self.ctx, &format!("apply these changes to {} ({})?", self.environment_name, stage.directory()))? {
+        if !confirm(
+            self.ctx.global.yes,
+            &format!("apply these changes to {} ({})?", self.environment_name, stage.directory()),
+        )? {
             bail!("apply of {} cancelled", stage.directory());
         }
         ui::step(&format!("terraform apply {}", stage.directory()));

@@ -12,6 +12,7 @@ mod ci;
 mod cleanup;
 mod completions;
 mod config;
+mod ctx;
 mod deploy;
 mod deploy_bench;
 mod doctor;
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
     let matches = flags::Cli::command().get_matches();
     let task = matches.subcommand_name().unwrap_or_default().to_owned();
     let cli = flags::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    ui::init(&cli.global);
+    ui::init(cli.global.verbosity());
     let capture = match cli.global.json.then(ndjson::Capture::start).transpose() {
         Ok(capture) => capture,
         Err(err) => {
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
     };
     cleanup::install_interrupt_handler();
     let started = Instant::now();
-    let result = util::Ctx::new(cli.global).and_then(|ctx| cli.task.run(&ctx));
+    let result = ctx::Ctx::new(cli.global).and_then(|ctx| cli.task.run(&ctx));
     cleanup::wait_for_interrupt_handler();
     if let Err(err) = &result {
         ui::error(&format!("{err:#}"));

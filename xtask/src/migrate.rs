@@ -10,7 +10,8 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
-    util::{Ctx, hex},
+    ctx::Ctx,
+    util::hex,
 };
 
 /// Run the database migrations (`app migrate`) of an image against an environment

@@ -15,13 +15,13 @@ use crate::{
     aws::{AwsApi, AwsProcess},
     aws_store::DynamoLedger,
     config::Config,
+    ctx::Ctx,
     deploy::Deploy,
     ecs_deploy::{self, Origin},
     infra::{self, Stage, Terraform},
     ledger::{self, LedgerStore},
     push::{ScanGate, Threshold, parse_duration},
     ui,
-    util::Ctx,
 };
 
 /// Give the exact image (digest) live in one environment to the next
@@ -126,7 +126,7 @@ impl Promote {
         ui::success(&format!("{target_image} tagged {tag}"));
 
         // The ordinary deploy of that digest to the target, with its wait.
-        let target_ctx = Ctx::new(crate::flags::GlobalArgs { environment: self.to.clone(), ..ctx.global.clone() })?;
+        let target_ctx = Ctx::new(crate::ctx::GlobalArgs { environment: self.to.clone(), ..ctx.global.clone() })?;
         let args = Deploy {
             // A target that runs this digest already has nothing to do.
             force: false,

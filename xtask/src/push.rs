@@ -22,10 +22,11 @@ use xshell::{Cmd, cmd};
 use crate::{
     aws::{AwsApi, AwsProcess},
     config::Config,
+    ctx::Ctx,
     image, infra,
     secrets::SecretValue,
     ui,
-    util::{Ctx, output_with_progress, require_tool, write_atomic},
+    util::{output_with_progress, require_tool, write_atomic},
 };
 
 /// Push the image built for this commit to the environment's ECR repository

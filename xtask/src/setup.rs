@@ -27,7 +27,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::{ui, util::Ctx};
+use crate::{ctx::Ctx, ui};
 
 /// The Python tools, pinned: (requirement, the command it provides,
 /// whether tier 1 needs it). awscli 1.45.11 pins the botocore that moto

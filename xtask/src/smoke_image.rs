@@ -18,11 +18,11 @@ use xshell::cmd;
 
 use crate::{
     cleanup,
+    ctx::Ctx,
     image::{AppIdentity, Source, run_read},
     local::http,
     test_docker::{HostPostgres, remove_container_on_exit},
     ui,
-    util::Ctx,
 };
 
 /// How long the app may drain after SIGTERM in the smoke test, and how long

@@ -20,12 +20,12 @@ use xshell::cmd;
 
 use crate::{
     cleanup,
+    ctx::Ctx,
     image::{
         AppIdentity, BuildKit, CONTAINER_TEST_COMMAND, DockerBuild, Offline, crates_build_arg, image_exists, image_id,
         prepare_build, remove_if_untagged, run_read,
     },
     ui,
-    util::Ctx,
 };
 
 /// The sidecar image, used only when it is already on this machine.

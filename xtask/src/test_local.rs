@@ -26,8 +26,9 @@ use xshell::cmd;
 
 use crate::{
     cleanup,
+    ctx::Ctx,
     ui::{self, Outcome, SummaryRow},
-    util::{Ctx, cargo, require_tool},
+    util::{cargo, require_tool},
 };
 
 /// Tier 1: fmt, clippy, unit tests, the app's and the task runner's fast tests, terraform

@@ -19,7 +19,7 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{cleanup, flags::GlobalArgs};
+use crate::cleanup;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
@@ -39,14 +39,7 @@ struct Style {
 
 static STYLE: OnceLock<Style> = OnceLock::new();
 
-pub fn init(global: &GlobalArgs) {
-    let verbosity = if global.quiet {
-        Verbosity::Quiet
-    } else if global.verbose {
-        Verbosity::Verbose
-    } else {
-        Verbosity::Normal
-    };
+pub fn init(verbosity: Verbosity) {
     let animate = std::io::stderr().is_terminal() && !in_ci();
     // no-color.org: set and not empty.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());

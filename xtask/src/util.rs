@@ -1,5 +1,6 @@
-//! What every task shares: the context (shell, project root, global flags),
-//! running commands with `--dry-run` honoured, finding tools, atomic writes.
+//! Helpers every task shares: running and supervising child processes,
+//! finding tools, atomic writes, confirmations. The context itself is in
+//! `ctx.rs`.
 
 use std::{
     fs,
@@ -13,77 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell};
 
-use crate::{cleanup, flags::GlobalArgs, ui};
-
-/// Handed to every task's `run`.
-pub struct Ctx {
-    pub sh: Shell,
-    pub root: PathBuf,
-    pub global: GlobalArgs,
-    /// Variables from the project's `.env`, if any. Read into a map instead
-    /// of the process environment: setting variables once threads exist
-    /// (the Ctrl-C handler is one) is unsound.
-    pub dotenv: Vec<(String, String)>,
-}
-
-impl Ctx {
-    pub fn new(global: GlobalArgs) -> Result<Ctx> {
-        let sh = Shell::new().context("creating a shell")?;
-        let root = project_root();
-        sh.change_dir(&root);
-        let dotenv = read_dotenv(&root.join(".env"))?;
-        Ok(Ctx { sh, root, global, dotenv })
-    }
-
-    /// A setting from the process environment, else from `.env`.
-    pub fn env_var(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
-            .filter(|value| !value.is_empty())
-            .or_else(|| self.dotenv.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()))
-    }
-
-    pub fn dry_run(&self) -> bool {
-        self.global.dry_run
-    }
-
-    /// Runs a command that changes something; with `--dry-run` it is only
-    /// printed. Its output streams to the terminal.
-    pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
-        if self.dry_run() {
-            println!("would run: {cmd}");
-            return Ok(());
-        }
-        ui::detail(&format!("$ {cmd}"));
-        cmd.quiet().run()?;
-        Ok(())
-    }
-
-    /// Runs a long command as a child we can stop: on Ctrl-C (or SIGTERM)
-    /// its whole process group is terminated before xtask exits, so no
-    /// `cargo test` or `docker build` is left running behind us.
-    pub fn run_interruptible(&self, description: &str, cmd: Cmd<'_>) -> Result<ExitStatus> {
-        if self.dry_run() {
-            println!("would run: {cmd}");
-            return Ok(success_status());
-        }
-        ui::detail(&format!("$ {cmd}"));
-        let mut command = Command::from(cmd);
-        spawn_and_wait(description, &mut command)
-    }
-
-    /// `run_interruptible` for a long step whose output matters only when
-    /// it fails: shown as `ui::progress` (a spinner on a terminal).
-    pub fn run_with_progress(&self, description: &str, cmd: Cmd<'_>) -> Result<ExitStatus> {
-        if self.dry_run() {
-            println!("would run: {cmd}");
-            return Ok(success_status());
-        }
-        ui::detail(&format!("$ {cmd}"));
-        let mut command = Command::from(cmd);
-        spawn_with_progress(description, &mut command, SpawnOptions::default())
-    }
-}
+use crate::{cleanup, ui};
 
 /// Bytes as lower-case hex (digests).
 pub fn hex(bytes: &[u8]) -> String {
@@ -274,7 +205,7 @@ pub fn kill_process_group(process_group: u32) {
         .status();
 }
 
-fn success_status() -> ExitStatus {
+pub fn success_status() -> ExitStatus {
     use std::os::unix::process::ExitStatusExt;
     ExitStatus::from_raw(0)
 }
@@ -370,11 +301,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     result
 }
 
-/// Asks a yes/no question on the terminal; `--yes` answers yes. Without a
-/// terminal and without `--yes` it refuses rather than hang.
-pub fn confirm(ctx: &Ctx, question: &str) -> Result<bool> {
+/// Asks a yes/no question on the terminal; `yes` (the `--yes` flag)
+/// answers yes. Without a terminal and without `--yes` it refuses rather
+/// than hang.
+pub fn confirm(yes: bool, question: &str) -> Result<bool> {
     use std::io::IsTerminal;
-    if ctx.global.yes {
+    if yes {
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod architecture;
 mod cli;
 mod errors;
 mod output;

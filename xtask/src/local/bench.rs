@@ -30,10 +30,10 @@ use crate::{
     bench::Figure,
     cleanup,
     config::Config,
+    ctx::Ctx,
     image::{Source, image_id, run_read},
     ledger::ReleaseKind,
     ui,
-    util::Ctx,
 };
 
 /// Releases under load: the second image, the first, the second, ...

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell};
 
 use super::{Target, http};
-use crate::{image::run_read, test_docker::remove_container_on_exit, ui, util::Ctx};
+use crate::{ctx::Ctx, image::run_read, test_docker::remove_container_on_exit, ui};
 
 pub const LABEL_APP: &str = "com.example.xtask.app";
 pub const LABEL_ENVIRONMENT: &str = "com.example.xtask.environment";

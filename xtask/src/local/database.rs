@@ -27,10 +27,10 @@ use xshell::{Shell, cmd};
 
 use super::{Target, shown};
 use crate::{
+    ctx::Ctx,
     image::{image_exists, run_read},
     test_docker::POSTGRES_IMAGE,
-    ui,
-    util::{self, Ctx},
+    ui, util,
 };
 
 /// The port of the default environment's database, when free: fixed, so a

@@ -29,8 +29,10 @@ use clap::Args;
 
 use super::{Target, containers, database, http};
 use crate::{
-    cleanup, ui,
-    util::{self, Ctx, cargo},
+    cleanup,
+    ctx::Ctx,
+    ui,
+    util::{self, cargo},
 };
 
 /// What is watched, relative to the project root.

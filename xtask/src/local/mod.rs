@@ -39,10 +39,10 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
+    ctx::Ctx,
     deploy::{Deploy, Rollback, Status},
     ledger::{self, LedgerStore, ReleaseKind},
     ui,
-    util::Ctx,
 };
 
 use release::{ImageChoice, ReleaseRequest};

@@ -23,13 +23,13 @@ use anyhow::{Context, Result, bail};
 use super::{Target, containers, database, http, proxy, short_id, short_sha};
 use crate::{
     cleanup,
+    ctx::Ctx,
     image::{
         AppIdentity, BuildKit, BuildMode, DockerBuild, Source, image_id, image_tags, make_reproducible, prepare_build,
         release_build_args,
     },
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     ui,
-    util::Ctx,
 };
 
 /// The longest a switch waits for the requests in flight on the old release

@@ -43,8 +43,9 @@ use crate::{
     aws::AwsProcess,
     cleanup,
     config::Config,
+    ctx::Ctx,
     infra, push, ui,
-    util::{Ctx, process_running, write_atomic},
+    util::{process_running, write_atomic},
 };
 
 /// Start, stop or inspect the sandbox: an AWS emulator and a registry on this machine

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 use super::http;
 use crate::{
     aws::{AwsApi, AwsProcess},
+    ctx::Ctx,
     push::{EcrToken, ecr_token},
-    util::{Ctx, hex},
+    util::hex,
 };
 
 /// The manifest types a push event can carry; blobs (layers) are ignored.

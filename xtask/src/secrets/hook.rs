@@ -33,7 +33,7 @@ pub struct InstallHooks {
 }
 
 impl InstallHooks {
-    pub fn run(self, ctx: &util::Ctx) -> Result<()> {
+    pub fn run(self, ctx: &crate::ctx::Ctx) -> Result<()> {
         let repo = self.repo.unwrap_or_else(|| ctx.root.clone());
         let hooks_dir = hooks_dir(&repo)?;
         let hook_path = hooks_dir.join("pre-commit");

@@ -33,11 +33,7 @@ use self::{
     format::{DecryptError, DecryptOptions, Decrypted, ITERATIONS, Kdf, LegacyDigest},
     password::PasswordSource,
 };
-use crate::{
-    bench::Figure,
-    cleanup, ui,
-    util::{self, Ctx},
-};
+use crate::{bench::Figure, cleanup, ctx::Ctx, ui, util};
 
 /// The decrypted file, at the project root; `.gitignore` ignores it.
 pub const PLAINTEXT_FILE: &str = "secrets.tfvars";
@@ -330,8 +326,10 @@ fn replace_existing(ctx: &Ctx, output: &Path, content: &[u8], password: &SecretV
         Ok(_) => Ok(true),
         Err(err) => {
             ui::warn(&format!("{} does not decrypt with this password: {err}", output.display()));
-            if util::confirm(ctx, &format!("replace {} (use `secrets rekey` to change a password)?", output.display()))?
-            {
+            if util::confirm(
+                ctx.global.yes,
+                &format!("replace {} (use `secrets rekey` to change a password)?", output.display()),
+            )? {
                 Ok(true)
             } else {
                 bail!("left {} unchanged", output.display());
@@ -375,7 +373,7 @@ impl Decrypt {
                     output.display(),
                     input.display()
                 );
-                if !util::confirm(ctx, &question)? {
+                if !util::confirm(ctx.global.yes, &question)? {
                     bail!("left {} unchanged", output.display());
                 }
             }

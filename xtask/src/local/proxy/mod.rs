@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{Target, shown};
-use crate::{ui, util, util::Ctx};
+use crate::{ctx::Ctx, ui, util};
 
 pub use server::Upstream;
 
