@@ -37,7 +37,7 @@ fn test_local_starts_a_throwaway_postgres_and_removes_it() {
         .find_map(parse_postgres_line)
         .unwrap_or_else(|| panic!("no throwaway Postgres line in:\n{stderr}"));
     assert!(stderr.contains("test-local summary"), "{stderr}");
-    assert!(stderr.contains("cargo test --workspace") && stderr.contains("pass"), "{stderr}");
+    assert!(stderr.contains("cargo test (unit, app, fast task runner tests)") && stderr.contains("pass"), "{stderr}");
     assert!(!process_alive(pid), "postgres {pid} still runs");
     assert!(!data_dir.exists(), "{} left behind", data_dir.display());
 }
