@@ -99,20 +99,22 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             let from = string_param(params, "from")?;
             let family = string_param(params, "family")?;
             let image = string_param(params, "image")?;
-            let described =
-                client.describe_task_definition().task_definition(from).send().await.map_err(ApiError::from)?;
+            let container = string_param(params, "container")?;
+            let described = client
+                .describe_task_definition()
+                .task_definition(from)
+                .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+                .send()
+                .await
+                .map_err(ApiError::from)?;
             let source = described
                 .task_definition()
                 .ok_or_else(|| ApiError::new("ClientException", format!("task definition {from} not found")))?;
-            let containers: Vec<_> = source
-                .container_definitions()
-                .iter()
-                .cloned()
-                .map(|mut container| {
-                    container.image = Some(image.to_owned());
-                    container
-                })
-                .collect();
+            let containers = with_image(source.container_definitions(), container, image)
+                .map_err(|message| ApiError::new("ClientException", format!("{from}: {message}")))?;
+            // Every field of the template but the app container's image, so
+            // what Terraform declares (volumes, sidecars, ephemeral storage,
+            // a proxy, tags) reaches the service unchanged.
             let registered = client
                 .register_task_definition()
                 .family(family)
@@ -124,6 +126,13 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .set_cpu(source.cpu().map(str::to_owned))
                 .set_memory(source.memory().map(str::to_owned))
                 .set_runtime_platform(source.runtime_platform().cloned())
+                .set_volumes(Some(source.volumes().to_vec()))
+                .set_placement_constraints(Some(source.placement_constraints().to_vec()))
+                .set_ephemeral_storage(source.ephemeral_storage().cloned())
+                .set_proxy_configuration(source.proxy_configuration().cloned())
+                .set_pid_mode(source.pid_mode().cloned())
+                .set_ipc_mode(source.ipc_mode().cloned())
+                .set_tags((!described.tags().is_empty()).then(|| described.tags().to_vec()))
                 .send()
                 .await
                 .map_err(ApiError::from)?;
@@ -208,9 +217,52 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
 }
 
 /// A task's containers as xtask reads them: why each stopped.
+/// The template's containers with `image` on the one named `container`
+/// (the app's); sidecars keep their own images.
+fn with_image(
+    containers: &[aws_sdk_ecs::types::ContainerDefinition],
+    container: &str,
+    image: &str,
+) -> Result<Vec<aws_sdk_ecs::types::ContainerDefinition>, String> {
+    if !containers.iter().any(|definition| definition.name() == Some(container)) {
+        let names: Vec<&str> = containers.iter().filter_map(|definition| definition.name()).collect();
+        return Err(format!("no container named {container:?} (it has {names:?})"));
+    }
+    Ok(containers
+        .iter()
+        .cloned()
+        .map(|mut definition| {
+            if definition.name() == Some(container) {
+                definition.image = Some(image.to_owned());
+            }
+            definition
+        })
+        .collect())
+}
+
 fn containers_json(task: &aws_sdk_ecs::types::Task) -> Vec<Value> {
     task.containers()
         .iter()
         .map(|container| json!({ "name": container.name(), "exit_code": container.exit_code(), "reason": container.reason() }))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecs::types::ContainerDefinition;
+
+    use super::with_image;
+
+    #[test]
+    fn only_the_app_container_gets_the_new_image() {
+        let template = [
+            ContainerDefinition::builder().name("guestbook").image("old-app").build(),
+            ContainerDefinition::builder().name("envoy").image("envoy:1.30").build(),
+        ];
+        let copied = with_image(&template, "guestbook", "repo@sha256:new").unwrap();
+        assert_eq!(copied[0].image(), Some("repo@sha256:new"));
+        assert_eq!(copied[1].image(), Some("envoy:1.30"), "the sidecar got the app's image");
+        let err = with_image(&template, "app", "x").unwrap_err();
+        assert!(err.contains("no container named \"app\"") && err.contains("envoy"), "{err}");
+    }
 }

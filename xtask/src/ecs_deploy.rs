@@ -384,9 +384,12 @@ fn start_rollout(terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -> Res
     let family = required_output(terraform, "task_definition_family")?;
     let cluster = required_output(terraform, "cluster_name")?;
     let service = required_output(terraform, "service_name")?;
+    let container = required_output(terraform, "container_name")?;
     let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
-    let registered =
-        aws.call("ecs.clone_task_definition", json!({ "from": template, "family": family, "image": image }))?;
+    let registered = aws.call(
+        "ecs.clone_task_definition",
+        json!({ "from": template, "family": family, "image": image, "container": container }),
+    )?;
     let task_definition =
         registered["task_definition_arn"].as_str().unwrap_or("<new revision of the task definition>").to_owned();
     aws.call(
@@ -468,7 +471,7 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
     let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
     let registered = aws.call(
         "ecs.clone_task_definition",
-        json!({ "from": service_task_definition, "family": family, "image": image }),
+        json!({ "from": service_task_definition, "family": family, "image": image, "container": container }),
     )?;
     if ctx.dry_run() {
         println!("would call: ecs.run_task (command [\"migrate\"], family {family}) and wait for its exit code");
