@@ -321,6 +321,11 @@ fn roll_out(
     migrations: MigrationPlan,
 ) -> Result<String> {
     let (image, git_sha) = (release.image.clone(), release.git_sha.clone());
+    // Asked before the migrations: answering no must leave the database as
+    // it was, not migrated for an image that never rolls out.
+    if !confirm(ctx.global.yes, &format!("roll out {image} to {}?", ctx.global.environment))? {
+        bail!("rollout cancelled: nothing was migrated or rolled out");
+    }
     match migrations {
         MigrationPlan::Skip { key, version, why } => {
             steps.skip(MIGRATION_STEP, &why);
@@ -331,9 +336,6 @@ fn roll_out(
             release.migration_version = steps.run(MIGRATION_STEP, || migrate(ctx, terraform, aws, &image))?;
             release.migrations = Some(key);
         }
-    }
-    if !confirm(ctx.global.yes, &format!("roll out {image} to {}?", ctx.global.environment))? {
-        bail!("rollout cancelled");
     }
     let task_definition = steps.run("roll out", || start_rollout(terraform, aws, &image))?;
     if ctx.dry_run() {
