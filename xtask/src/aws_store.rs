@@ -8,7 +8,11 @@
 //! and it costs nothing at this volume.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -116,28 +120,40 @@ fn release_from_item(item: &Value) -> Release {
 }
 
 /// The per-environment deploy lock, held for the whole deploy (migrations
-/// and wait included). Released on drop and on Ctrl-C; an abandoned lock
-/// expires on its own (DynamoDB TTL plus the `expires_at` check).
+/// and wait included) as a short lease that a thread renews while the
+/// deploy runs: a deploy killed with SIGKILL blocks the environment for one
+/// lease at most, and one that runs long never loses its lock silently.
+/// Renewals are conditional on this deploy's token, so a lock broken with
+/// `cargo xtask unlock` is noticed (`ensure_held`) before the next step
+/// that changes something. Released on drop and on Ctrl-C.
 pub struct DeployLock {
+    environment: String,
+    lost: Arc<AtomicBool>,
+    stop: Option<mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
     _guard: cleanup::CleanupGuard,
 }
 
+/// How long a lock lasts without renewal (XTASK_LOCK_LEASE_SECONDS sets
+/// another, for tests of an abandoned lock); it is renewed four times
+/// within one lease.
+fn lock_lease() -> Duration {
+    let seconds = std::env::var("XTASK_LOCK_LEASE_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(120);
+    Duration::from_secs(seconds)
+}
+
 impl DeployLock {
-    pub fn acquire(
-        aws: &SharedAws,
-        table: &str,
-        environment: &str,
-        who: &str,
-        hold_for: Duration,
-    ) -> Result<DeployLock> {
+    pub fn acquire(aws: &SharedAws, table: &str, environment: &str, who: &str) -> Result<DeployLock> {
         let now = epoch_seconds();
-        let token = format!("{who}:{}:{}", std::process::id(), now);
+        let lease = lock_lease();
+        let token = format!("{who}:{}:{}:{}", hostname(), std::process::id(), now);
         let item = json!({
             "environment": environment,
             "holder": who,
+            "host": hostname(),
             "since": crate::ledger::now_rfc3339(),
             "lock_token": token,
-            "expires_at": now + hold_for.as_secs() as i64,
+            "expires_at": now + lease.as_secs() as i64,
         });
         let result = lock(aws).call(
             "dynamodb.put_item",
@@ -151,24 +167,30 @@ impl DeployLock {
         match result {
             Ok(_) => {}
             Err(err) if err.code == "ConditionalCheckFailedException" => {
-                let holder = lock(aws)
-                    .call("dynamodb.get_item", json!({ "table": table, "key": { "environment": environment } }))
-                    .ok()
-                    .map(|answer| answer["item"].clone())
-                    .unwrap_or(Value::Null);
+                let holder = read_lock(&mut *lock(aws), table, environment).unwrap_or(Value::Null);
                 bail!(
-                    "{environment} is locked by another deploy: {} since {} (expires in {}s). Wait for it to finish; if its holder is gone, the lock expires by itself",
-                    holder["holder"].as_str().unwrap_or("someone"),
-                    holder["since"].as_str().unwrap_or("?"),
-                    holder["expires_at"].as_i64().map_or(0, |at| (at - now).max(0)),
+                    "{environment} is locked by another deploy: {}. Wait for it to finish; if its holder is gone, the lock expires by itself within {}s of its last renewal, or `cargo xtask unlock --env {environment}` breaks it now",
+                    describe_lock(&holder, now),
+                    lease.as_secs()
                 );
             }
             Err(err) => return Err(err).with_context(|| format!("taking the deploy lock in DynamoDB table {table}")),
         }
+        let lost = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let renewer = {
+            let (table, environment, token, item, lost) =
+                (table.to_owned(), environment.to_owned(), token.clone(), item.clone(), lost.clone());
+            std::thread::Builder::new()
+                .name("deploy-lock-renewal".to_owned())
+                .spawn(move || renew_until_stopped(&table, &environment, &token, item, lease, &lost, &stopped))
+                .context("starting the deploy lock's renewal")?
+        };
         let aws = aws.clone();
         let table = table.to_owned();
-        let environment = environment.to_owned();
+        let released_environment = environment.to_owned();
         let guard = cleanup::register(format!("release the deploy lock of {environment}"), move || {
+            let environment = released_environment;
             let released = with_aws(&aws, |aws| {
                 aws.call(
                     "dynamodb.delete_item",
@@ -180,12 +202,126 @@ impl DeployLock {
                     }),
                 )
             });
-            if let Err(err) = released {
-                eprintln!("warning: could not release the deploy lock of {environment} ({err}); it expires by itself");
+            match released {
+                Ok(_) => {}
+                Err(err) if err.code == "ConditionalCheckFailedException" => {}
+                Err(err) => {
+                    eprintln!(
+                        "warning: could not release the deploy lock of {environment} ({err}); it expires by itself"
+                    )
+                }
             }
         });
-        Ok(DeployLock { _guard: guard })
+        Ok(DeployLock {
+            environment: environment.to_owned(),
+            lost,
+            stop: Some(stop),
+            renewer: Some(renewer),
+            _guard: guard,
+        })
     }
+
+    /// Fails when the lock was broken or taken over since it was acquired.
+    pub fn ensure_held(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            bail!(
+                "the deploy lock of {} is no longer ours (broken with `cargo xtask unlock`, or not renewed in time): stopping before changing anything more",
+                self.environment
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DeployLock {
+    fn drop(&mut self) {
+        // Stop renewing before the guard releases the lock.
+        drop(self.stop.take());
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+    }
+}
+
+/// Extends the lease every quarter lease, on an `xtask-aws` of its own (the
+/// main one may be busy for minutes in a rollout wait), until stopped.
+fn renew_until_stopped(
+    table: &str,
+    environment: &str,
+    token: &str,
+    mut item: Value,
+    lease: Duration,
+    lost: &AtomicBool,
+    stopped: &mpsc::Receiver<()>,
+) {
+    let mut aws = None;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(lease / 4) {
+        if aws.is_none() {
+            aws = AwsProcess::spawn_sibling().ok();
+        }
+        let Some(aws) = aws.as_mut() else { continue };
+        item["expires_at"] = json!(epoch_seconds() + lease.as_secs() as i64);
+        let renewed = aws.call(
+            "dynamodb.put_item",
+            json!({
+                "table": table,
+                "item": item,
+                "condition": "lock_token = :token",
+                "values": { ":token": token },
+            }),
+        );
+        match renewed {
+            Ok(_) => {}
+            Err(err) if err.code == "ConditionalCheckFailedException" => {
+                eprintln!(
+                    "warning: the deploy lock of {environment} was broken or taken over; this deploy stops before its next step"
+                );
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            // A failed renewal is retried; the lease has room for three more.
+            Err(err) => eprintln!("warning: renewing the deploy lock of {environment}: {err}"),
+        }
+    }
+}
+
+/// The lock item of an environment, if any.
+pub fn read_lock(aws: &mut dyn AwsApi, table: &str, environment: &str) -> Result<Value> {
+    let answer = aws
+        .call("dynamodb.get_item", json!({ "table": table, "key": { "environment": environment } }))
+        .with_context(|| format!("reading the deploy lock of {environment} in {table}"))?;
+    Ok(answer["item"].clone())
+}
+
+/// `someone@example.com on host since 2026-... (12m 3s ago, lease ends in 95s)`
+pub fn describe_lock(item: &Value, now: i64) -> String {
+    let since = item["since"].as_str().unwrap_or("?");
+    let age = crate::ledger::parse_rfc3339(since).map(|started| now - started);
+    format!(
+        "{} on {} since {since}{}, lease ends in {}s",
+        item["holder"].as_str().unwrap_or("someone"),
+        item["host"].as_str().unwrap_or("an unknown host"),
+        age.map_or(String::new(), |age| format!(
+            " ({} ago)",
+            crate::ui::format_duration(Duration::from_secs(age.max(0) as u64))
+        )),
+        item["expires_at"].as_i64().map_or(0, |at| (at - now).max(0)),
+    )
+}
+
+/// Breaks an environment's lock (whoever holds it).
+pub fn break_lock(aws: &mut dyn AwsApi, table: &str, environment: &str) -> Result<()> {
+    aws.call("dynamodb.delete_item", json!({ "table": table, "key": { "environment": environment } }))
+        .with_context(|| format!("deleting the deploy lock of {environment} in {table}"))?;
+    Ok(())
+}
+
+pub fn now_epoch_seconds() -> i64 {
+    epoch_seconds()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_owned()).unwrap_or_default()
 }
 
 /// Records a release as failed with "interrupted" if Ctrl-C (or SIGTERM)

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::{
@@ -62,6 +62,24 @@ pub struct Deploy {
     pub offline: bool,
     #[command(flatten)]
     pub gate: ScanGate,
+}
+
+/// Show who holds an AWS environment's deploy lock, and break it
+#[derive(Debug, Args)]
+pub struct Unlock {}
+
+impl Unlock {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        match environment_kind(ctx)? {
+            EnvironmentKind::Docker => {
+                bail!(
+                    "{} is a docker environment: its lock is a file lock, released when its holder exits",
+                    ctx.global.environment
+                )
+            }
+            EnvironmentKind::Aws => crate::ecs_deploy::unlock(ctx),
+        }
+    }
 }
 
 /// Show the live release of an environment and the last few attempts

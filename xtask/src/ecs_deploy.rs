@@ -38,7 +38,6 @@ use crate::{
 
 /// How long the deploy lock is held at most beyond the rollout timeout; a
 /// crashed deploy's lock expires after this.
-const LOCK_MARGIN: Duration = Duration::from_secs(30 * 60);
 /// One-off migration tasks get this long to finish.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -81,13 +80,11 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
     let tables = steps.run("find the ledger and the lock", || ledger_tables(&terraform, &name))?;
     let who = ledger::who();
-    let _lock = if ctx.dry_run() {
+    let lock = if ctx.dry_run() {
         println!("would call: dynamodb.put_item (the deploy lock of {name} in {})", tables.locks);
         None
     } else {
-        Some(steps.run("take the deploy lock", || {
-            DeployLock::acquire(&aws, &tables.locks, &name, &who, args.timeout + LOCK_MARGIN)
-        })?)
+        Some(steps.run("take the deploy lock", || DeployLock::acquire(&aws, &tables.locks, &name, &who))?)
     };
 
     // The migrations the image is built with, read before the build and
@@ -218,7 +215,8 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         Some(record_interruption(&aws, &tables.releases, &release))
     };
 
-    let result = roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &mut release, migrations);
+    let result =
+        roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &mut release, migrations, lock.as_ref());
     let outcome = match &result {
         Ok(task_definition) => {
             release.runs_as = Some(task_definition.clone());
@@ -319,8 +317,12 @@ fn roll_out(
     args: &Deploy,
     release: &mut Release,
     migrations: MigrationPlan,
+    lock: Option<&DeployLock>,
 ) -> Result<String> {
     let (image, git_sha) = (release.image.clone(), release.git_sha.clone());
+    // The lock is checked again before each step that changes something:
+    // a lock someone broke means another deploy may be running.
+    let ensure_held = || lock.map_or(Ok(()), DeployLock::ensure_held);
     // Asked before the migrations: answering no must leave the database as
     // it was, not migrated for an image that never rolls out.
     if !confirm(ctx.global.yes, &format!("roll out {image} to {}?", ctx.global.environment))? {
@@ -333,10 +335,12 @@ fn roll_out(
             release.migration_version = version;
         }
         MigrationPlan::Run { key } => {
+            ensure_held()?;
             release.migration_version = steps.run(MIGRATION_STEP, || migrate(ctx, terraform, aws, &image))?;
             release.migrations = Some(key);
         }
     }
+    ensure_held()?;
     let task_definition = steps.run("roll out", || start_rollout(terraform, aws, &image))?;
     if ctx.dry_run() {
         println!("would wait for the deployment of the new task definition, then GET <service_url>/version");
@@ -431,6 +435,34 @@ fn wait(terraform: &Terraform<'_>, aws: &SharedAws, task_definition: &str, timeo
     Ok(())
 }
 
+/// `cargo xtask unlock`: shows who holds the environment's deploy lock, since
+/// when and on which host, and breaks it after a confirmation (or --yes).
+pub fn unlock(ctx: &Ctx) -> Result<()> {
+    let config = Config::load(&ctx.root)?;
+    let name = ctx.global.environment.clone();
+    let environment = infra::aws_environment(&config, &name)?;
+    let terraform = Terraform::new(ctx, &config, environment)?;
+    let tables = ledger_tables(&terraform, &name)?;
+    let mut aws = AwsProcess::start(ctx)?;
+    if ctx.dry_run() {
+        println!("would call: dynamodb.get_item (the deploy lock of {name} in {}), then delete_item", tables.locks);
+        return Ok(());
+    }
+    let item = crate::aws_store::read_lock(&mut aws, &tables.locks, &name)?;
+    if item.is_null() {
+        ui::success(&format!("{name} is not locked: nothing to unlock"));
+        return Ok(());
+    }
+    let now = crate::aws_store::now_epoch_seconds();
+    ui::info(&format!("the deploy lock of {name} is held by {}", crate::aws_store::describe_lock(&item, now)));
+    if !confirm(ctx.global.yes, "break it (the holder's deploy then stops before its next step)?")? {
+        bail!("the lock of {name} is kept");
+    }
+    crate::aws_store::break_lock(&mut aws, &tables.locks, &name)?;
+    ui::success(&format!("the deploy lock of {name} is broken"));
+    Ok(())
+}
+
 /// `cargo xtask migrate` on an AWS environment: the one-off migration task
 /// of `image` (default: what the service runs), under the deploy lock.
 pub fn run_migrations(ctx: &Ctx, image: Option<&str>) -> Result<()> {
@@ -450,11 +482,9 @@ pub fn run_migrations(ctx: &Ctx, image: Option<&str>) -> Result<()> {
             })?
         }
     };
-    let _lock = if ctx.dry_run() {
-        None
-    } else {
-        Some(DeployLock::acquire(&aws, &tables.locks, &name, &ledger::who(), MIGRATION_TIMEOUT + LOCK_MARGIN)?)
-    };
+    let lock =
+        if ctx.dry_run() { None } else { Some(DeployLock::acquire(&aws, &tables.locks, &name, &ledger::who())?) };
+    lock.as_ref().map_or(Ok(()), DeployLock::ensure_held)?;
     ui::step(&format!("running the migrations of {image} on {name}"));
     migrate(ctx, &terraform, &aws, &image).map(|_| ())
 }
@@ -664,11 +694,7 @@ pub fn rollback(ctx: &Ctx, args: &Rollback) -> Result<()> {
     let tables = ledger_tables(&terraform, &name)?;
     let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
     let who = ledger::who();
-    let _lock = if ctx.dry_run() {
-        None
-    } else {
-        Some(DeployLock::acquire(&aws, &tables.locks, &name, &who, args.timeout + LOCK_MARGIN)?)
-    };
+    let _lock = if ctx.dry_run() { None } else { Some(DeployLock::acquire(&aws, &tables.locks, &name, &who)?) };
     let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases };
     let history = store.history(&name, 50)?;
     let target = ledger::rollback_target(&history).cloned().with_context(|| {

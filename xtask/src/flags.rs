@@ -26,6 +26,8 @@ pub enum Task {
     Status(deploy::Status),
     /// Return an environment to its last successful release
     Rollback(deploy::Rollback),
+    /// Show who holds an AWS environment's deploy lock (holder, host, age) and break it
+    Unlock(deploy::Unlock),
     /// Give the exact image (digest) live in one environment to the next, without rebuilding
     Promote(promote::Promote),
     /// Run the database migrations of an image against an environment (exit code is the verdict)
@@ -88,6 +90,7 @@ impl Task {
             Task::Deploy(task) => task.run(ctx),
             Task::Status(task) => task.run(ctx),
             Task::Rollback(task) => task.run(ctx),
+            Task::Unlock(task) => task.run(ctx),
             Task::Promote(task) => task.run(ctx),
             Task::Migrate(task) => task.run(ctx),
             Task::Down(task) => task.run(ctx),

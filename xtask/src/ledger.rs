@@ -142,6 +142,21 @@ fn rfc3339(seconds: i64, millis: u32) -> String {
     format!("{}.{millis:03}Z", whole_seconds.trim_end_matches('Z'))
 }
 
+/// Seconds since 1970 of `YYYY-MM-DDTHH:MM:SS[.fff]Z` (what we write).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    // Howard Hinnant's days_from_civil, the inverse of image::rfc3339's.
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 /// A JSON-lines file, one record per line, rewritten atomically on every
 /// change. For the local environment, which has no shared store.
 pub struct FileLedger {
@@ -242,6 +257,14 @@ pub fn format_history(history: &[Release]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_parses_what_it_writes() {
+        for seconds in [0, 951_782_400, 1_796_410_000, 4_102_444_799] {
+            assert_eq!(parse_rfc3339(&rfc3339(seconds, 123)), Some(seconds));
+        }
+        assert_eq!(parse_rfc3339("not a time"), None);
+    }
 
     fn release(started_at: &str, image: &str, outcome: Outcome) -> Release {
         Release {

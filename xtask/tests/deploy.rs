@@ -282,3 +282,69 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A deploy killed with SIGKILL leaves its lock behind: the next deploy
+/// names the holder, its host and its age; `unlock` shows the same and
+/// breaks it; and an abandoned lease also ends by itself (a short lease
+/// here, XTASK_LOCK_LEASE_SECONDS; 120 s by default).
+#[test]
+fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_frees() {
+    use std::os::unix::process::CommandExt;
+    let sandbox = TestSandbox::up("sandboxlock");
+    let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--stage", "repositories", "--yes"]));
+    assert!(output.status.success(), "applying the repositories stage failed:\n{stderr}");
+    let image = LocalImage::import("lock-holder");
+
+    let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));
+    assert!(output.status.success() && stderr.contains("sandboxlock is not locked"), "{stderr}");
+
+    let kill_after_lock = |lease_seconds: &str| {
+        let mut holder = sandbox
+            .xtask()
+            .env("XTASK_LOCK_LEASE_SECONDS", lease_seconds)
+            .arg("deploy")
+            .args(DEPLOY_FLAGS)
+            .args(["--image", &image.reference])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(holder.stderr.take().unwrap()).lines();
+        let log = read_until(&mut lines, "build and push the image");
+        assert!(log.contains("take the deploy lock"), "{log}");
+        // SIGKILL: no Ctrl-C handler runs, the lock stays.
+        unsafe { libc_kill(-(holder.id() as i32), 9) };
+        let _ = holder.wait();
+    };
+    kill_after_lock("120");
+    let deploy = || {
+        // --skip-infra: past the lock the deploy may fail fast (this
+        // sandbox has no environment stage); only the lock matters here.
+        run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--skip-infra", "--image", &image.reference]))
+    };
+    let (output, _, stderr) = deploy();
+    assert!(!output.status.success(), "a deploy took a lock another deploy holds");
+    assert!(stderr.contains("is locked by another deploy") && stderr.contains(" ago)"), "{stderr}");
+    assert!(stderr.contains("cargo xtask unlock --env sandboxlock"), "{stderr}");
+    // Without a terminal, unlock asks for --yes; with it, it breaks the lock.
+    let (output, _, stderr) = run(sandbox.xtask().arg("unlock").stdin(Stdio::null()));
+    assert!(!output.status.success() && stderr.contains("--yes"), "{stderr}");
+    assert!(stderr.contains("held by") && stderr.contains(" since "), "unlock does not show the holder:\n{stderr}");
+    let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));
+    assert!(output.status.success() && stderr.contains("is broken"), "{stderr}");
+    let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));
+    assert!(output.status.success() && stderr.contains("not locked"), "{stderr}");
+
+    // A short lease, not renewed once its holder is dead, ends by itself.
+    kill_after_lock("2");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (_, _, stderr) = deploy();
+    assert!(!stderr.contains("is locked by another deploy"), "an expired lease still held the lock:\n{stderr}");
+    assert!(stderr.contains("take the deploy lock"), "{stderr}");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
