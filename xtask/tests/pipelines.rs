@@ -260,7 +260,11 @@ fn actionlint_and_zizmor_reject_an_unpinned_leaky_workflow() {
     .unwrap();
     let actionlint = run_tool("actionlint", &["-no-color"], std::slice::from_ref(&path));
     assert!(!actionlint.status.success(), "actionlint passed a broken workflow");
-    assert!(output_text(&actionlint).contains("needs job \"build\" which does not exist"), "{}", output_text(&actionlint));
+    assert!(
+        output_text(&actionlint).contains("needs job \"build\" which does not exist"),
+        "{}",
+        output_text(&actionlint)
+    );
     let zizmor = run_tool("zizmor", &["--offline", "--no-progress"], std::slice::from_ref(&path));
     let report = output_text(&zizmor);
     assert!(!zizmor.status.success(), "zizmor passed an unpinned workflow:\n{report}");
