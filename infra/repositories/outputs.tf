@@ -27,3 +27,8 @@ output "deploy_lock_ttl_attribute" {
   description = "Attribute of the lock table that DynamoDB TTL reads (epoch seconds)."
   value       = var.deploy_lock_ttl_attribute
 }
+
+output "github_deploy_role_arn" {
+  description = "The role GitHub Actions assumes through OIDC (the AWS_DEPLOY_ROLE_ARN variable of the workflows); null without github_repository."
+  value       = one(aws_iam_role.github_deploy[*].arn)
+}

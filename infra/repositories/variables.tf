@@ -65,3 +65,48 @@ variable "pull_account_ids" {
     error_message = "Each pull_account_ids entry must be a 12-digit AWS account id."
   }
 }
+
+variable "github_repository" {
+  description = "The GitHub repository (`owner/name`) whose workflows may deploy through OIDC; empty creates no OIDC provider and no deploy role. The workspace's Cargo.toml `repository` names it."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.github_repository == "" || can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
+    error_message = "The github_repository must be `owner/name` (no wildcard), or empty to disable the deploy role."
+  }
+}
+
+variable "github_environments" {
+  description = "GitHub environments whose jobs may assume the deploy role (the ci deploy job's, XTASK_CI_DEPLOY_ENV, and every promote target hosted in this account)."
+  type        = list(string)
+  default     = ["dev"]
+
+  validation {
+    condition     = alltrue([for name in var.github_environments : can(regex("^[A-Za-z0-9_.-]+$", name))])
+    error_message = "Each github_environments entry must be an environment name, without wildcards."
+  }
+}
+
+variable "create_github_oidc_provider" {
+  description = "Create the account's OIDC provider for token.actions.githubusercontent.com; false when the account already has one (there can be only one per URL)."
+  type        = bool
+  default     = true
+}
+
+variable "terraform_state_bucket" {
+  description = "The S3 state bucket (deploy.toml `state_bucket`); the deploy role may read and write the app's keys in it. Required with github_repository."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.github_repository == "" || var.terraform_state_bucket != ""
+    error_message = "Set terraform_state_bucket (deploy.toml state_bucket) when github_repository is set: a deploy reads the Terraform state."
+  }
+}
+
+variable "github_deploy_policy_arns" {
+  description = "Managed policies also attached to the deploy role, for deploys that apply infrastructure changes (the role alone can only roll out releases)."
+  type        = list(string)
+  default     = []
+}

@@ -8,16 +8,21 @@
 //! 4. the functional tests (`functional`) against that image, run with a
 //!    throwaway Postgres exactly as `build-image --smoke` runs it, then
 //!    stopped with SIGTERM (it must exit 0);
-//! 5. on the main branch: deploy that image to the first environment
+//! 5. on the main branch (unless `--no-deploy`): deploy that image to the first environment
 //!    (`--deploy-env` or XTASK_CI_DEPLOY_ENV; by default the environment of
 //!    `--env`, `local`, which every machine with Docker has: the pipelines
 //!    of a team with an AWS account set it to dev, the start of the
 //!    promotion chain), which for an AWS environment pushes it to the
 //!    registry first, then the functional tests again against the
 //!    environment's URL;
-//! 6. on any other branch: the image tagged `<app>:branch-<branch>`, and
+//! 6. on any other branch (or with `--no-deploy`): the image tagged `<app>:branch-<branch>`, and
 //!    pushed only when `--push-env ENV` (or XTASK_CI_PUSH_ENV) names an AWS
 //!    environment to push it to.
+//!
+//! What is "main" comes from what was pushed, never from a branch name a
+//! contributor chose: on GitHub `GITHUB_REF` must be `refs/heads/main` (a
+//! pull request's is `refs/pull/<n>/merge`, even when its head branch is
+//! called main), see `BuildRef`.
 //!
 //! Why a branch push is opt-in: a push needs a registry and credentials for
 //! it, and a CI machine without AWS (ours: no account, nothing to push to)
@@ -60,10 +65,15 @@ pub const MAIN_BRANCH: &str = "main";
 /// (and with --push-env push) a branch image
 #[derive(Debug, Args)]
 pub struct Ci {
-    /// The branch being built (default: GITHUB_HEAD_REF, GITHUB_REF_NAME,
-    /// BRANCH_NAME (Jenkins), else `git rev-parse --abbrev-ref HEAD`)
+    /// The branch being built (default: on GitHub the pushed branch, or a
+    /// pull request's head branch, which is never main; BRANCH_NAME
+    /// (Jenkins); else `git rev-parse --abbrev-ref HEAD`)
     #[arg(long)]
     pub branch: Option<String>,
+    /// Never deploy, not even main: the test job of a pipeline whose deploy
+    /// runs in a job of its own (the one that holds the credentials)
+    #[arg(long)]
+    pub no_deploy: bool,
     /// Where main is deployed (default: the environment of `--env`, that
     /// is `local` unless XTASK_ENV says otherwise). Pipelines with an AWS
     /// account set XTASK_CI_DEPLOY_ENV to the first environment of the
@@ -148,9 +158,12 @@ impl Ci {
         let config = Config::load(&ctx.root)?;
         let app = AppIdentity::load(&ctx.root)?;
         let source = Source::read(&ctx.sh)?;
-        let branch = self.branch.clone().filter(|branch| !branch.is_empty()).or_else(|| current_branch(ctx));
+        let BuildRef { branch, on_main } = match self.branch.as_deref().filter(|branch| !branch.is_empty()) {
+            Some(branch) => BuildRef::named(branch),
+            None => BuildRef::from_ci(|name| std::env::var(name).ok())
+                .unwrap_or_else(|| BuildRef::from_git(git_branch(ctx))),
+        };
         let commit_image = format!("{}:{}", app.name, source.commit_tag());
-        let on_main = branch.as_deref() == Some(MAIN_BRANCH);
         if let Some(environment) = &self.push_env
             && config.environment(environment)?.kind != EnvironmentKind::Aws
         {
@@ -180,7 +193,7 @@ impl Ci {
         ];
         let mut deploy_environment = None;
         let mut branch_image = None;
-        if on_main {
+        if on_main && !self.no_deploy {
             let environment = match &self.deploy_env {
                 Some(environment) => environment.clone(),
                 None => ctx.global.environment.clone(),
@@ -377,15 +390,51 @@ fn context_for(ctx: &Ctx, environment: &str) -> Result<Ctx> {
     Ctx::new(global)
 }
 
-/// The branch CI names, else git's (none on a detached HEAD).
-fn current_branch(ctx: &Ctx) -> Option<String> {
-    // GITHUB_HEAD_REF: the source branch of a pull request (GITHUB_REF_NAME
-    // is then `<n>/merge`); BRANCH_NAME: Jenkins multibranch pipelines.
-    for name in ["GITHUB_HEAD_REF", "GITHUB_REF_NAME", "BRANCH_NAME"] {
-        if let Some(branch) = std::env::var(name).ok().filter(|value| !value.trim().is_empty()) {
-            return Some(branch.trim().to_owned());
-        }
+/// Which branch is built, and whether it is main (deployed).
+#[derive(Debug, PartialEq, Eq)]
+struct BuildRef {
+    /// Names the branch image; may come from a pull request's head branch.
+    branch: Option<String>,
+    on_main: bool,
+}
+
+impl BuildRef {
+    /// A branch named on the command line: the operator says what it is.
+    fn named(branch: &str) -> BuildRef {
+        BuildRef { branch: Some(branch.to_owned()), on_main: branch == MAIN_BRANCH }
     }
+
+    /// What the CI system says is built, `None` outside CI.
+    ///
+    /// On GitHub only `GITHUB_REF` decides main: it is `refs/heads/main` for
+    /// a push to main and `refs/pull/<n>/merge` for any pull request.
+    /// `GITHUB_HEAD_REF` is the pull request's head branch, which anyone
+    /// opening one names (`main` in a fork, or a same-repository branch), so
+    /// it only names the branch image. Jenkins multibranch builds a pull
+    /// request as `PR-<n>` with CHANGE_ID set.
+    fn from_ci(var: impl Fn(&str) -> Option<String>) -> Option<BuildRef> {
+        let var = |name: &str| var(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
+        if let Some(github_ref) = var("GITHUB_REF") {
+            let pushed_branch = github_ref.strip_prefix("refs/heads/");
+            let branch =
+                var("GITHUB_HEAD_REF").or_else(|| pushed_branch.map(str::to_owned)).or_else(|| var("GITHUB_REF_NAME"));
+            let on_main = pushed_branch == Some(MAIN_BRANCH) && var("GITHUB_HEAD_REF").is_none();
+            return Some(BuildRef { branch, on_main });
+        }
+        let branch = var("BRANCH_NAME")?;
+        let on_main = branch == MAIN_BRANCH && var("CHANGE_ID").is_none();
+        Some(BuildRef { branch: Some(branch), on_main })
+    }
+
+    /// A developer's checkout: its branch, if any.
+    fn from_git(branch: Option<String>) -> BuildRef {
+        let on_main = branch.as_deref() == Some(MAIN_BRANCH);
+        BuildRef { branch, on_main }
+    }
+}
+
+/// git's branch (none on a detached HEAD).
+fn git_branch(ctx: &Ctx) -> Option<String> {
     let branch = cmd!(ctx.sh, "git rev-parse --abbrev-ref HEAD").quiet().ignore_stderr().read().ok()?;
     let branch = branch.trim();
     (!branch.is_empty() && branch != "HEAD").then(|| branch.to_owned())
@@ -427,5 +476,50 @@ mod tests {
         assert!(!deploy.allow_dirty && !deploy.skip_smoke);
         let push: Push = flags_from(&push_args("guestbook:branch-x")).unwrap();
         assert_eq!(push.image.as_deref(), Some("guestbook:branch-x"));
+    }
+
+    fn ci_env(vars: &[(&str, &str)]) -> Option<BuildRef> {
+        BuildRef::from_ci(|name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned()))
+    }
+
+    #[test]
+    fn only_a_push_to_refs_heads_main_is_main_on_github() {
+        let push = ci_env(&[("GITHUB_REF", "refs/heads/main"), ("GITHUB_REF_NAME", "main"), ("GITHUB_HEAD_REF", "")]);
+        assert_eq!(push, Some(BuildRef { branch: Some("main".to_owned()), on_main: true }));
+
+        // A same-repository pull request whose head branch is called main:
+        // GITHUB_HEAD_REF says main, the ref is the pull request's.
+        let pull_request =
+            ci_env(&[("GITHUB_REF", "refs/pull/7/merge"), ("GITHUB_REF_NAME", "7/merge"), ("GITHUB_HEAD_REF", "main")]);
+        assert_eq!(pull_request, Some(BuildRef { branch: Some("main".to_owned()), on_main: false }));
+
+        let feature = ci_env(&[("GITHUB_REF", "refs/heads/feature/x"), ("GITHUB_REF_NAME", "feature/x")]);
+        assert_eq!(feature, Some(BuildRef { branch: Some("feature/x".to_owned()), on_main: false }));
+
+        // A tag called main is not the branch.
+        let tag = ci_env(&[("GITHUB_REF", "refs/tags/main"), ("GITHUB_REF_NAME", "main")]);
+        assert_eq!(tag, Some(BuildRef { branch: Some("main".to_owned()), on_main: false }));
+
+        // GITHUB_HEAD_REF alone (no GITHUB_REF) is not GitHub's word for main.
+        assert_eq!(ci_env(&[("GITHUB_HEAD_REF", "main")]), None);
+    }
+
+    #[test]
+    fn jenkins_main_is_the_branch_job_not_a_change_request() {
+        assert_eq!(
+            ci_env(&[("BRANCH_NAME", "main")]),
+            Some(BuildRef { branch: Some("main".to_owned()), on_main: true })
+        );
+        let change = ci_env(&[("BRANCH_NAME", "main"), ("CHANGE_ID", "12")]);
+        assert_eq!(change, Some(BuildRef { branch: Some("main".to_owned()), on_main: false }));
+        assert!(!ci_env(&[("BRANCH_NAME", "PR-12"), ("CHANGE_ID", "12")]).unwrap().on_main);
+    }
+
+    #[test]
+    fn a_named_or_checked_out_branch_is_main_only_by_name() {
+        assert!(BuildRef::named("main").on_main);
+        assert!(!BuildRef::named("main2").on_main);
+        assert!(BuildRef::from_git(Some("main".to_owned())).on_main);
+        assert_eq!(BuildRef::from_git(None), BuildRef { branch: None, on_main: false });
     }
 }

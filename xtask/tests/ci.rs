@@ -27,6 +27,38 @@ fn ci_plan(args: &[&str]) -> String {
     stdout
 }
 
+#[test]
+fn ci_never_deploys_a_pull_request_or_with_no_deploy() {
+    // A same-repository pull request whose head branch is called main, as
+    // GitHub describes it: only GITHUB_REF (refs/heads/main) means main.
+    let (output, stdout, stderr) = run(xtask()
+        .args(["--dry-run", "ci"])
+        .env_remove("XTASK_CI_PUSH_ENV")
+        .env_remove("XTASK_CI_DEPLOY_ENV")
+        .env_remove("BRANCH_NAME")
+        .env("GITHUB_REF", "refs/pull/7/merge")
+        .env("GITHUB_REF_NAME", "7/merge")
+        .env("GITHUB_HEAD_REF", "main"));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("ci plan for branch main "), "{stdout}");
+    assert!(!stdout.contains("deploy"), "a pull request from a branch called main was deployed:\n{stdout}");
+    assert_eq!(step_number(&stdout, "tag guestbook:branch-main"), 5, "{stdout}");
+
+    let pushed = run(xtask()
+        .args(["--dry-run", "ci"])
+        .env_remove("XTASK_CI_PUSH_ENV")
+        .env_remove("XTASK_CI_DEPLOY_ENV")
+        .env_remove("GITHUB_HEAD_REF")
+        .env("GITHUB_REF", "refs/heads/main")
+        .env("GITHUB_REF_NAME", "main"));
+    assert!(pushed.0.status.success(), "{}\n{}", pushed.1, pushed.2);
+    assert_eq!(step_number(&pushed.1, "deploy to local"), 5, "{}", pushed.1);
+
+    let test_only = ci_plan(&["--branch", "main", "--no-deploy"]);
+    assert!(!test_only.contains("deploy"), "--no-deploy planned a deploy:\n{test_only}");
+    assert_eq!(step_number(&test_only, "functional tests: image"), 4, "{test_only}");
+}
+
 /// The 1-based position of a step in a printed plan.
 fn step_number(plan: &str, title: &str) -> usize {
     plan.lines()

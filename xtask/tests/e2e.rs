@@ -11,5 +11,6 @@ mod deploy;
 mod images;
 mod local;
 mod local_deploy;
+mod oidc;
 mod push;
 mod sandbox;

@@ -187,7 +187,7 @@ fn parse_exports(stdout: &str) -> Vec<(String, String)> {
 }
 
 /// Terraform CLI settings for tests: providers from the local mirror only.
-fn terraform_cli_config() -> String {
+pub(crate) fn terraform_cli_config() -> String {
     format!("provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n  }}\n}}\n", mirror_root().display())
 }
 
