@@ -62,6 +62,7 @@ fn release_item(release: &Release) -> Value {
         Outcome::InProgress => ("in_progress", ""),
         Outcome::Succeeded => ("succeeded", ""),
         Outcome::Failed(reason) => ("failed", reason.as_str()),
+        Outcome::Unknown(reason) => ("unknown", reason.as_str()),
     };
     let kind = match release.kind {
         ReleaseKind::Deploy => "deploy",
@@ -113,6 +114,7 @@ fn release_from_item(item: &Value) -> Release {
         outcome: match item["outcome"].as_str() {
             Some("succeeded") => Outcome::Succeeded,
             Some("failed") => Outcome::Failed(text("reason")),
+            Some("unknown") => Outcome::Unknown(text("reason")),
             _ => Outcome::InProgress,
         },
         finished_at: optional("finished_at"),
@@ -324,16 +326,31 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_owned()).unwrap_or_default()
 }
 
-/// Records a release as failed with "interrupted" if Ctrl-C (or SIGTERM)
-/// stops the deploy while it is in progress; does nothing otherwise. Without
-/// it the ledger would show the attempt in progress forever.
-pub fn record_interruption(aws: &SharedAws, table: &str, release: &Release) -> cleanup::CleanupGuard {
+/// Records a release as interrupted if Ctrl-C (or SIGTERM) stops the deploy
+/// while it is in progress; does nothing otherwise. Before the rollout
+/// started that is a failure; after it (`rolling_out` holds the task
+/// definition ECS was given) the outcome is ECS's to decide, so it is
+/// `unknown` until a later `status` or deploy reconciles it. Without this
+/// the ledger would show the attempt in progress forever.
+pub fn record_interruption(
+    aws: &SharedAws,
+    table: &str,
+    release: &Release,
+    rolling_out: Arc<Mutex<Option<String>>>,
+) -> cleanup::CleanupGuard {
     let (aws, table, mut release) = (aws.clone(), table.to_owned(), release.clone());
     cleanup::register(format!("record the interrupted release in {table}"), move || {
         if !cleanup::interrupted() {
             return;
         }
-        release.outcome = Outcome::Failed("interrupted (Ctrl-C or SIGTERM)".to_owned());
+        let task_definition = rolling_out.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+        release.outcome = match &task_definition {
+            Some(task_definition) => Outcome::Unknown(format!(
+                "interrupted while ECS rolled out {task_definition}; the next status or deploy reads what ECS did"
+            )),
+            None => Outcome::Failed("interrupted (Ctrl-C or SIGTERM)".to_owned()),
+        };
+        release.runs_as = task_definition;
         release.finished_at = Some(crate::ledger::now_rfc3339());
         let item = release_item(&release);
         if let Err(err) = with_aws(&aws, |aws| aws.call("dynamodb.put_item", json!({ "table": table, "item": item }))) {

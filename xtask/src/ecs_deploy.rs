@@ -31,6 +31,7 @@ use crate::{
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     local::http::{self, BaseUrl},
     push::Push,
+    reconcile,
     rollout::{self, RealClock, RolloutTarget, WaitOptions},
     ui::{self, SummaryRow},
     util::{confirm, type_name_back},
@@ -127,6 +128,10 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     };
 
     let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases.clone() };
+    if !ctx.dry_run() {
+        // We hold the lock: no other deploy is running.
+        reconcile_ledger(&terraform, &aws, &mut store, &name, false)?;
+    }
     let history = if ctx.dry_run() { Vec::new() } else { store.history(&name, 20)? };
     let previous = ledger::live_release(&history).cloned();
 
@@ -207,24 +212,34 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
         infra_inputs,
         migrations: None,
     };
+    let rolling_out = Arc::new(Mutex::new(None));
     let _interrupted = if ctx.dry_run() {
         println!("would call: dynamodb.put_item (release {} of {image}, in progress)", release.started_at);
         None
     } else {
         store.put(&release)?;
-        Some(record_interruption(&aws, &tables.releases, &release))
+        Some(record_interruption(&aws, &tables.releases, &release, rolling_out.clone()))
     };
 
-    let result =
-        roll_out(ctx, &mut steps, &terraform, &aws, environment, args, &mut release, migrations, lock.as_ref());
-    let outcome = match &result {
-        Ok(task_definition) => {
-            release.runs_as = Some(task_definition.clone());
-            Outcome::Succeeded
-        }
-        Err(err) => Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+    let result = {
+        let mut started = |release: &Release| rollout_started(ctx, &mut store, &rolling_out, release);
+        roll_out(
+            ctx,
+            &mut steps,
+            &terraform,
+            &aws,
+            environment,
+            args,
+            &mut release,
+            migrations,
+            lock.as_ref(),
+            &mut started,
+        )
     };
-    release.outcome = outcome;
+    if let Ok(task_definition) = &result {
+        release.runs_as = Some(task_definition.clone());
+    }
+    release.outcome = attempt_outcome(&result, &release);
     release.finished_at = Some(ledger::now_rfc3339());
     if !ctx.dry_run() {
         store.put(&release)?;
@@ -318,6 +333,7 @@ fn roll_out(
     release: &mut Release,
     migrations: MigrationPlan,
     lock: Option<&DeployLock>,
+    started: &mut dyn FnMut(&Release) -> Result<()>,
 ) -> Result<String> {
     let (image, git_sha) = (release.image.clone(), release.git_sha.clone());
     // The lock is checked again before each step that changes something:
@@ -342,6 +358,8 @@ fn roll_out(
     }
     ensure_held()?;
     let task_definition = steps.run("roll out", || start_rollout(terraform, aws, &image))?;
+    release.runs_as = Some(task_definition.clone());
+    started(release)?;
     if ctx.dry_run() {
         println!("would wait for the deployment of the new task definition, then GET <service_url>/version");
         return Ok(task_definition);
@@ -658,6 +676,18 @@ pub fn status(ctx: &Ctx, args: &Status) -> Result<()> {
     let tables = ledger_tables(&terraform, &name)?;
     let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
     let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases };
+    // A record `in progress` belongs to a running deploy only while its
+    // lock is held.
+    if !ctx.dry_run() {
+        let lock_item = crate::aws_store::read_lock(
+            &mut *aws.lock().unwrap_or_else(|poison| poison.into_inner()),
+            &tables.locks,
+            &name,
+        )?;
+        let deploy_running =
+            lock_item["expires_at"].as_i64().is_some_and(|expires| expires >= crate::aws_store::now_epoch_seconds());
+        reconcile_ledger(&terraform, &aws, &mut store, &name, deploy_running)?;
+    }
     let history = store.history(&name, args.limit)?;
     match ledger::live_release(&history) {
         Some(live) => println!("{name}: live {} (commit {}, since {})", live.image, live.git_sha, live.started_at),
@@ -696,6 +726,9 @@ pub fn rollback(ctx: &Ctx, args: &Rollback) -> Result<()> {
     let who = ledger::who();
     let _lock = if ctx.dry_run() { None } else { Some(DeployLock::acquire(&aws, &tables.locks, &name, &who)?) };
     let mut store = DynamoLedger { aws: aws.clone(), table: tables.releases };
+    if !ctx.dry_run() {
+        reconcile_ledger(&terraform, &aws, &mut store, &name, false)?;
+    }
     let history = store.history(&name, 50)?;
     let target = ledger::rollback_target(&history).cloned().with_context(|| {
         format!("{name} has no earlier successful release to roll back to (see `cargo xtask status --env {name}`)")
@@ -740,24 +773,101 @@ fn roll_back_to(
         return Ok(());
     }
     store.put(&release)?;
-    let _interrupted = record_interruption(aws, &store.table, &release);
+    let rolling_out = Arc::new(Mutex::new(None));
+    let _interrupted = record_interruption(aws, &store.table, &release, rolling_out.clone());
     let result = (|| -> Result<String> {
         let task_definition = start_rollout(terraform, aws, &target.image)?;
+        release.runs_as = Some(task_definition.clone());
+        rollout_started(ctx, store, &rolling_out, &release)?;
         wait(terraform, aws, &task_definition, args.timeout)?;
         Ok(task_definition)
     })();
     release.finished_at = Some(ledger::now_rfc3339());
-    release.outcome = match &result {
-        Ok(task_definition) => {
-            release.runs_as = Some(task_definition.clone());
-            Outcome::Succeeded
-        }
-        Err(err) => Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
-    };
+    release.outcome = attempt_outcome(&result, &release);
     store.put(&release)?;
     result?;
     ui::success(&format!("{name} is back on {}", target.image));
     println!("{}", target.image);
+    Ok(())
+}
+
+/// Records that ECS was given the release's task definition: from here on a
+/// crash or an interrupt leaves a record that `reconcile_ledger` can settle
+/// from what ECS did.
+fn rollout_started(
+    ctx: &Ctx,
+    store: &mut DynamoLedger,
+    rolling_out: &Mutex<Option<String>>,
+    release: &Release,
+) -> Result<()> {
+    *rolling_out.lock().unwrap_or_else(|poison| poison.into_inner()) = release.runs_as.clone();
+    if ctx.dry_run() { Ok(()) } else { store.put(release) }
+}
+
+/// An attempt's outcome. A wait that timed out after ECS started the
+/// rollout does not know it: ECS may complete it or roll it back later.
+fn attempt_outcome(result: &Result<String>, release: &Release) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Succeeded,
+        Err(err)
+            if release.runs_as.is_some()
+                && matches!(
+                    err.downcast_ref::<rollout::RolloutError>(),
+                    Some(rollout::RolloutError::TimedOut { .. })
+                ) =>
+        {
+            Outcome::Unknown(format!(
+                "the wait timed out while ECS rolled out {}; the next status or deploy reads what ECS did",
+                release.runs_as.as_deref().unwrap_or_default()
+            ))
+        }
+        Err(err) => Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+    }
+}
+
+/// Settles the releases the ledger cannot know the outcome of (see
+/// `reconcile`) from DescribeServices, so the live release is what ECS runs.
+fn reconcile_ledger(
+    terraform: &Terraform<'_>,
+    aws: &SharedAws,
+    store: &mut DynamoLedger,
+    name: &str,
+    deploy_running: bool,
+) -> Result<()> {
+    let history = store.history(name, 20)?;
+    let unsettled: Vec<Release> = reconcile::unsettled(&history, deploy_running).into_iter().cloned().collect();
+    if unsettled.is_empty() {
+        return Ok(());
+    }
+    let (Some(cluster), Some(service)) =
+        (terraform.output(Stage::Environment, "cluster_name")?, terraform.output(Stage::Environment, "service_name")?)
+    else {
+        return Ok(());
+    };
+    let described = aws
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .call("ecs.describe_service", json!({ "cluster": cluster, "service": service }))
+        .with_context(|| format!("describing {service} to settle the releases whose outcome is not known"))?;
+    for mut release in unsettled {
+        let Some(outcome) = reconcile::verdict(&release, &described) else {
+            ui::info(&format!("release {} is still rolling out in ECS: its outcome stays unknown", release.started_at));
+            continue;
+        };
+        ui::info(&format!(
+            "release {} ({}): ECS says {}",
+            release.started_at,
+            release.image,
+            match &outcome {
+                Outcome::Succeeded => "succeeded".to_owned(),
+                Outcome::Failed(reason) => format!("failed: {reason}"),
+                _ => "unknown".to_owned(),
+            }
+        ));
+        release.outcome = outcome;
+        release.finished_at.get_or_insert_with(ledger::now_rfc3339);
+        store.put(&release)?;
+    }
     Ok(())
 }
 

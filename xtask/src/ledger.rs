@@ -64,6 +64,11 @@ pub enum Outcome {
     InProgress,
     Succeeded,
     Failed(String),
+    /// The deploy stopped watching (its wait timed out, or it was
+    /// interrupted) after ECS had started the rollout: ECS may still complete
+    /// it or roll it back. `status`, `deploy` and `rollback` settle it from
+    /// what ECS reports (`reconcile`).
+    Unknown(String),
 }
 
 /// Where releases are kept.
@@ -239,6 +244,7 @@ pub fn format_history(history: &[Release]) -> Vec<String> {
                 Outcome::Succeeded => "succeeded".to_owned(),
                 Outcome::InProgress => "in progress".to_owned(),
                 Outcome::Failed(reason) => format!("FAILED: {reason}"),
+                Outcome::Unknown(reason) => format!("UNKNOWN: {reason}"),
             };
             let kind = match release.kind {
                 ReleaseKind::Deploy => "deploy",

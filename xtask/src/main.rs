@@ -28,6 +28,7 @@ mod migrate;
 mod ndjson;
 mod promote;
 mod push;
+mod reconcile;
 mod rollout;
 mod sandbox;
 mod secrets;
