@@ -40,9 +40,25 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .take(20)
                 .map(|event| json!({ "id": event.id(), "at": epoch_seconds(event.created_at()), "message": event.message() }))
                 .collect();
+            let strategy: Vec<Value> = service
+                .capacity_provider_strategy()
+                .iter()
+                .map(|item| json!({ "capacity_provider": item.capacity_provider(), "weight": item.weight(), "base": item.base() }))
+                .collect();
+            let network =
+                service.network_configuration().and_then(|network| network.awsvpc_configuration()).map(|vpc| {
+                    json!({
+                        "subnets": vpc.subnets(),
+                        "security_groups": vpc.security_groups(),
+                        "assign_public_ip": vpc.assign_public_ip().map(|assign| assign.as_str().to_owned()),
+                    })
+                });
             Ok(json!({
                 "status": service.status(),
                 "task_definition": service.task_definition(),
+                "launch_type": service.launch_type().map(|launch| launch.as_str().to_owned()),
+                "capacity_provider_strategy": strategy,
+                "network": network,
                 "desired": service.desired_count(),
                 "running": service.running_count(),
                 "pending": service.pending_count(),
@@ -157,7 +173,8 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
         }
         "run_task" => {
             use aws_sdk_ecs::types::{
-                AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration, TaskOverride,
+                AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride, LaunchType,
+                NetworkConfiguration, TaskOverride,
             };
             let cluster = string_param(params, "cluster")?;
             let task_definition = string_param(params, "task_definition")?;
@@ -168,9 +185,32 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             let network = AwsVpcConfiguration::builder()
                 .set_subnets(Some(strings("subnets")))
                 .set_security_groups(Some(strings("security_groups")))
-                .assign_public_ip(AssignPublicIp::Disabled)
+                .assign_public_ip(match params["assign_public_ip"].as_str() {
+                    Some("ENABLED") => AssignPublicIp::Enabled,
+                    _ => AssignPublicIp::Disabled,
+                })
                 .build()
                 .map_err(|err| ApiError::new("BadRequest", err.to_string()))?;
+            // Where the service runs, the one-off task runs: its launch type
+            // (FARGATE), or its capacity provider strategy (EC2 capacity);
+            // with neither, the cluster's default strategy decides.
+            let strategy: Vec<CapacityProviderStrategyItem> = params["capacity_provider_strategy"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|item| {
+                    CapacityProviderStrategyItem::builder()
+                        .capacity_provider(item["capacity_provider"].as_str().unwrap_or_default())
+                        .weight(item["weight"].as_i64().unwrap_or(1) as i32)
+                        .base(item["base"].as_i64().unwrap_or(0) as i32)
+                        .build()
+                        .map_err(|err| ApiError::new("BadRequest", err.to_string()))
+                })
+                .collect::<Result<_, _>>()?;
+            // A service has one or the other (ECS API reference, Service):
+            // its launch type wins when both were passed.
+            let launch_type = params["launch_type"].as_str().map(LaunchType::from);
+            let strategy = if launch_type.is_some() { Vec::new() } else { strategy };
             let overrides = TaskOverride::builder()
                 .container_overrides(
                     ContainerOverride::builder().name(container).set_command(Some(strings("command"))).build(),
@@ -180,7 +220,8 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .run_task()
                 .cluster(cluster)
                 .task_definition(task_definition)
-                .launch_type(LaunchType::Fargate)
+                .set_launch_type(launch_type)
+                .set_capacity_provider_strategy((!strategy.is_empty()).then_some(strategy))
                 .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
                 .overrides(overrides)
                 .started_by(string_param(params, "started_by").unwrap_or("xtask"))
@@ -195,6 +236,20 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             }
             let arn = output.tasks().first().and_then(|task| task.task_arn());
             Ok(json!({ "task_arn": arn }))
+        }
+        "stop_task" => {
+            // A one-off task the deploy gave up on, or left on Ctrl-C.
+            let cluster = string_param(params, "cluster")?;
+            let task = string_param(params, "task_arn")?;
+            client
+                .stop_task()
+                .cluster(cluster)
+                .task(task)
+                .reason(string_param(params, "reason").unwrap_or("stopped by xtask"))
+                .send()
+                .await
+                .map_err(ApiError::from)?;
+            Ok(json!({}))
         }
         "describe_task" => {
             let cluster = string_param(params, "cluster")?;
@@ -216,7 +271,6 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
     }
 }
 
-/// A task's containers as xtask reads them: why each stopped.
 /// The template's containers with `image` on the one named `container`
 /// (the app's); sidecars keep their own images.
 fn with_image(
@@ -240,6 +294,7 @@ fn with_image(
         .collect())
 }
 
+/// A task's containers as xtask reads them: why each stopped.
 fn containers_json(task: &aws_sdk_ecs::types::Task) -> Vec<Value> {
     task.containers()
         .iter()

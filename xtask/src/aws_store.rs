@@ -362,7 +362,7 @@ pub fn record_interruption(
 /// Runs `call` on the shared `xtask-aws`, or, when the main thread keeps it
 /// busy (an interrupt arrived during a call or a rollout wait), on a second
 /// one started for the purpose.
-fn with_aws<T>(
+pub fn with_aws<T>(
     aws: &SharedAws,
     call: impl FnOnce(&mut dyn AwsApi) -> Result<T, crate::aws::ApiError>,
 ) -> Result<T, crate::aws::ApiError> {

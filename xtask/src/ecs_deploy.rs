@@ -515,10 +515,23 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
     let service_task_definition = required_output(terraform, "task_definition_arn")?;
     let cluster = required_output(terraform, "cluster_name")?;
     let container = required_output(terraform, "container_name")?;
-    let subnets: Value = serde_json::from_str(&terraform.output_json(Stage::Environment, "private_subnet_ids")?)
-        .context("reading the private_subnet_ids output")?;
-    let security_group = required_output(terraform, "app_security_group_id")?;
+    let service = required_output(terraform, "service_name")?;
+    let shared_aws = aws;
     let mut aws = aws.lock().unwrap_or_else(|poison| poison.into_inner());
+    // The task runs where the service runs: its capacity provider strategy
+    // (EC2 capacity) or launch type, and its network (subnets, security
+    // groups), as DescribeServices reports them.
+    let described = aws
+        .call("ecs.describe_service", json!({ "cluster": cluster, "service": service }))
+        .with_context(|| format!("describing {service} to run the migration task where it runs"))?;
+    let network = match described["network"].as_object() {
+        Some(network) => Value::Object(network.clone()),
+        None => json!({
+            "subnets": serde_json::from_str::<Value>(&terraform.output_json(Stage::Environment, "private_subnet_ids")?)
+                .context("reading the private_subnet_ids output")?,
+            "security_groups": [required_output(terraform, "app_security_group_id")?],
+        }),
+    };
     let registered = aws.call(
         "ecs.clone_task_definition",
         json!({ "from": service_task_definition, "family": family, "image": image, "container": container }),
@@ -532,12 +545,38 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
         "ecs.run_task",
         json!({
             "cluster": cluster, "task_definition": task_definition, "container": container,
-            "command": ["migrate"], "subnets": subnets, "security_groups": [security_group],
+            "command": ["migrate"], "subnets": network["subnets"], "security_groups": network["security_groups"],
+            "assign_public_ip": network["assign_public_ip"],
+            "launch_type": described["launch_type"], "capacity_provider_strategy": described["capacity_provider_strategy"],
             "started_by": "xtask-migrate",
         }),
     )?;
     let task_arn = started["task_arn"].as_str().unwrap_or_default().to_owned();
     ui::info(&format!("  migration task {task_arn} started ({task_definition})"));
+    // A task the deploy stops waiting for (timeout, error, Ctrl-C) is
+    // stopped, not left to migrate behind a deploy that reported failure.
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_task = {
+        let (aws, cluster, task_arn, finished) =
+            (shared_aws.clone(), cluster.clone(), task_arn.clone(), finished.clone());
+        crate::cleanup::register(format!("stop the migration task {task_arn}"), move || {
+            if finished.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let stopped = crate::aws_store::with_aws(&aws, |aws| {
+                aws.call(
+                    "ecs.stop_task",
+                    json!({ "cluster": cluster, "task_arn": task_arn, "reason": "xtask stopped waiting for the migrations" }),
+                )
+            });
+            match stopped {
+                Ok(_) => eprintln!("stopped the migration task {task_arn}"),
+                Err(err) => eprintln!(
+                    "warning: could not stop the migration task {task_arn} ({err}): stop it in the ECS console"
+                ),
+            }
+        })
+    };
     let mut logs = TaskLogs {
         log_group: required_output(terraform, "log_group_name")?,
         log_stream: format!("{LOG_STREAM_PREFIX}/{container}/{}", task_arn.rsplit('/').next().unwrap_or_default()),
@@ -556,6 +595,7 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
             last_status = status.clone();
         }
         if status == "STOPPED" {
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
             // The log driver may deliver the last lines after the stop.
             std::thread::sleep(Duration::from_millis(500));
             logs.print_new(&mut *aws);
