@@ -244,7 +244,17 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     assert!(output.status.success());
     let live = stdout.lines().find(|line| line.contains(": live ")).unwrap_or_default();
     assert!(live.contains(digest) && stdout.contains("promotion"), "{stdout}");
+}
 
+/// A deploy that builds this checkout, in a sandbox of its own (it runs
+/// beside the long test above): the build compiles incrementally, the
+/// migrations run once, the same checkout again changes nothing, `--force`
+/// rolls out without migrating, `--force-migrate` migrates.
+#[test]
+fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothing() {
+    let sandbox = TestSandbox::up("sandboxbld");
+    let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
+    assert!(output.status.success(), "infra apply failed:\n{stderr}");
     // A deploy that builds this checkout (incrementally) runs the
     // migrations once; the next one with the same migrations against the
     // same database skips the task, and says why.
@@ -257,7 +267,7 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     let (_, before) = live_image(&sandbox);
     let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS));
     assert!(output.status.success(), "the same deploy again failed:\n{stderr}");
-    assert!(stderr.contains("roll out: skipped, sandboxdep already runs"), "{stderr}");
+    assert!(stderr.contains("roll out: skipped, sandboxbld already runs"), "{stderr}");
     assert!(!stderr.contains("tracking deployment") && !stderr.contains("migration task"), "{stderr}");
     assert!(stdout.lines().last().unwrap_or_default().contains("/guestbook@sha256:"), "{stdout}");
     let (_, after) = live_image(&sandbox);
