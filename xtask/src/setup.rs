@@ -239,7 +239,9 @@ impl Report {
                 packages.join(" ")
             ));
         }
-        parts.push("cargo xtask setup".to_owned());
+        if !packages.is_empty() || !self.python_requirements().is_empty() {
+            parts.push("cargo xtask setup".to_owned());
+        }
         let manual: Vec<String> = self
             .missing()
             .filter_map(|item| match &item.how {
@@ -249,7 +251,8 @@ impl Report {
             .collect();
         let mut text = parts.join(" && ");
         if !manual.is_empty() {
-            text.push_str(&format!("; and by hand: {}", manual.join("; ")));
+            let by_hand = format!("by hand: {}", manual.join("; "));
+            text = if text.is_empty() { by_hand } else { format!("{text}; and {by_hand}") };
         }
         text
     }
