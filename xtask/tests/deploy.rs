@@ -300,13 +300,13 @@ impl Drop for RemoveOnDrop {
 #[test]
 fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_frees() {
     use std::os::unix::process::CommandExt;
-    let sandbox = TestSandbox::up("sandboxlock");
+    let sandbox = TestSandbox::up("sandboxunlock");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--stage", "repositories", "--yes"]));
     assert!(output.status.success(), "applying the repositories stage failed:\n{stderr}");
     let image = LocalImage::import("lock-holder");
 
     let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));
-    assert!(output.status.success() && stderr.contains("sandboxlock is not locked"), "{stderr}");
+    assert!(output.status.success() && stderr.contains("sandboxunlock is not locked"), "{stderr}");
 
     let kill_after_lock = |lease_seconds: &str| {
         let mut holder = sandbox
@@ -336,7 +336,7 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
     let (output, _, stderr) = deploy();
     assert!(!output.status.success(), "a deploy took a lock another deploy holds");
     assert!(stderr.contains("is locked by another deploy") && stderr.contains(" ago)"), "{stderr}");
-    assert!(stderr.contains("cargo xtask unlock --env sandboxlock"), "{stderr}");
+    assert!(stderr.contains("cargo xtask unlock --env sandboxunlock"), "{stderr}");
     // Without a terminal, unlock asks for --yes; with it, it breaks the lock.
     let (output, _, stderr) = run(sandbox.xtask().arg("unlock").stdin(Stdio::null()));
     assert!(!output.status.success() && stderr.contains("--yes"), "{stderr}");
