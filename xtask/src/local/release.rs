@@ -88,7 +88,7 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
     let _lock = target.lock(ctx)?;
     let planned = plan_image(ctx, target, &request.image)?;
     if !request.force
-        && let Some(image_id) = known_image_id(ctx, target, &planned)
+        && let Some(image_id) = known_image_id(ctx, &planned)
         && let Some(live) = serving_release(ctx, target, &image_id)?
     {
         return Ok(unchanged(ctx, target, &live, started));
@@ -139,13 +139,12 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
 /// The image's ID when it is known without building: a reference or a
 /// pinned ID, or the tag of a clean working tree's build that exists
 /// already (the same commit builds the same image).
-fn known_image_id(ctx: &Ctx, target: &Target, planned: &PlannedImage) -> Option<String> {
+fn known_image_id(ctx: &Ctx, planned: &PlannedImage) -> Option<String> {
     let reference = match (&planned.choice, &planned.source) {
         (ImageChoice::BuildWorkingTree { .. }, Some(source)) if !source.dirty => planned.reference.clone(),
         (ImageChoice::BuildWorkingTree { .. }, _) => return None,
         _ => planned.reference.clone(),
     };
-    let _ = target;
     image_id(&ctx.sh, &reference).ok()
 }
 
