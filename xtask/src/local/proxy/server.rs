@@ -612,6 +612,46 @@ mod tests {
     }
 
     #[test]
+    fn an_upgraded_connection_is_piped_both_ways() {
+        // A release that accepts an upgrade (a WebSocket handshake, say) and
+        // then echoes raw bytes in upper case.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let head = http1::read_head(&mut reader).unwrap().unwrap();
+            assert!(head.has_token("connection", "upgrade"));
+            writer
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+                .unwrap();
+            let mut buffer = [0u8; 64];
+            loop {
+                let read = std::io::Read::read(&mut reader, &mut buffer).unwrap();
+                if read == 0 {
+                    break;
+                }
+                writer.write_all(&buffer[..read].to_ascii_uppercase()).unwrap();
+            }
+        });
+        let proxy = proxy();
+        crate::util::write_atomic(&proxy.upstream_file, format!("127.0.0.1:{port} echo\n").as_bytes(), 0o644).unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let head = http1::read_head(&mut reader).unwrap().unwrap();
+        assert_eq!(head.status().unwrap(), 101);
+        for word in ["hello", "again"] {
+            stream.write_all(word.as_bytes()).unwrap();
+            let mut echoed = vec![0u8; word.len()];
+            reader.read_exact(&mut echoed).unwrap();
+            assert_eq!(echoed, word.to_uppercase().as_bytes());
+        }
+    }
+
+    #[test]
     fn a_release_that_is_gone_gets_a_502_naming_it_and_the_connection_stays() {
         let proxy = proxy();
         let mut client = Client::connect(proxy.port);
