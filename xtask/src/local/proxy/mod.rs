@@ -168,16 +168,23 @@ pub fn switch_to(ctx: &Ctx, target: &Target, port: u16, name: &str, drain_timeou
         return Ok(());
     }
     util::write_atomic(&upstream_file, format!("127.0.0.1:{port} {name}\n").as_bytes(), 0o644)?;
+    // From here on the new release serves: a drain that cannot be asked
+    // for must not fail the release (its caller would remove the container
+    // the URL now points at); the old container's own drain covers it.
     let started = Instant::now();
-    match drain(target, drain_timeout)? {
-        0 => ui::detail(&format!(
+    match drain(target, drain_timeout) {
+        Ok(0) => ui::detail(&format!(
             "the proxy has no request in flight on the old release ({} after the switch)",
             ui::format_duration(started.elapsed())
         )),
-        busy => ui::warn(&format!(
+        Ok(busy) => ui::warn(&format!(
             "{busy} requests are still in flight on the old release after {}: stopping it anyway (its drain gets them)",
             ui::format_duration(drain_timeout)
         )),
+        Err(err) => {
+            ui::warn(&format!("could not ask the proxy to drain the old release ({err:#}); giving it 1 s instead"));
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
     Ok(())
 }
