@@ -26,7 +26,6 @@ use serde::Deserialize;
 use crate::{
     config::{GateMode, VulnerabilityPolicy},
     ctx::Ctx,
-    push::DependencyCheck,
     ui,
 };
 
@@ -154,6 +153,19 @@ pub fn check(lock: &str, advisories: &[Advisory]) -> Result<Vec<Finding>> {
     Ok(findings)
 }
 
+/// The dependency half of the gate, as the scan half sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DependencyCheck {
+    /// `--fail-on-severity NONE`.
+    Off,
+    /// Not an image built from this project (no revision label).
+    NotApplicable,
+    Passed {
+        packages: usize,
+        advisories: usize,
+    },
+}
+
 /// What the push gate asks of the dependency check.
 pub struct GateRequest<'a> {
     /// The local image about to be pushed.
@@ -172,23 +184,14 @@ pub struct GateRequest<'a> {
 /// revision label was not built by `build-image`: its dependencies are
 /// unknown here, and ECR's scan alone decides.
 pub fn gate(ctx: &Ctx, request: &GateRequest<'_>) -> Result<DependencyCheck> {
-    let revision = ctx
-        .sh
-        .cmd("docker")
-        .args(["image", "inspect", "--format", "{{index .Config.Labels \"org.opencontainers.image.revision\"}}"])
-        .arg(request.image)
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .unwrap_or_default();
-    let revision = revision.trim();
-    if revision.is_empty() || revision == "<no value>" {
+    let revision = crate::image::revision_label(&ctx.sh, request.image)?;
+    let Some(revision) = revision.as_deref() else {
         ui::info(&format!(
             "dependency check: {} has no org.opencontainers.image.revision label (not built by build-image), so ECR's scan alone decides",
             request.image
         ));
         return Ok(DependencyCheck::NotApplicable);
-    }
+    };
     let lock = if request.of_this_checkout {
         let path = ctx.root.join("Cargo.lock");
         fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?

@@ -318,10 +318,6 @@ pub fn break_lock(aws: &mut dyn AwsApi, table: &str, environment: &str) -> Resul
     Ok(())
 }
 
-pub fn now_epoch_seconds() -> i64 {
-    epoch_seconds()
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_owned()).unwrap_or_default()
 }
@@ -385,6 +381,6 @@ fn lock(aws: &SharedAws) -> std::sync::MutexGuard<'_, AwsProcess> {
     aws.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-fn epoch_seconds() -> i64 {
+pub fn epoch_seconds() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_secs() as i64).unwrap_or(0)
 }

@@ -471,7 +471,7 @@ pub fn unlock(ctx: &Ctx) -> Result<()> {
         ui::success(&format!("{name} is not locked: nothing to unlock"));
         return Ok(());
     }
-    let now = crate::aws_store::now_epoch_seconds();
+    let now = crate::aws_store::epoch_seconds();
     ui::info(&format!("the deploy lock of {name} is held by {}", crate::aws_store::describe_lock(&item, now)));
     if !confirm(ctx.global.yes, "break it (the holder's deploy then stops before its next step)?")? {
         bail!("the lock of {name} is kept");
@@ -725,7 +725,7 @@ pub fn status(ctx: &Ctx, args: &Status) -> Result<()> {
             &name,
         )?;
         let deploy_running =
-            lock_item["expires_at"].as_i64().is_some_and(|expires| expires >= crate::aws_store::now_epoch_seconds());
+            lock_item["expires_at"].as_i64().is_some_and(|expires| expires >= crate::aws_store::epoch_seconds());
         reconcile_ledger(&terraform, &aws, &mut store, &name, deploy_running)?;
     }
     let history = store.history(&name, args.limit)?;

@@ -424,6 +424,21 @@ pub fn run_read(ctx: &Ctx, cmd: Cmd<'_>) -> Result<String> {
     Ok(cmd.quiet().read()?)
 }
 
+/// The commit an image was built from (its `org.opencontainers.image.revision`
+/// label, which `build-image` sets): `Ok(None)` for an image without one,
+/// an error when the image is not on this machine.
+pub fn revision_label(sh: &Shell, image: &str) -> Result<Option<String>> {
+    let label = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{index .Config.Labels \"org.opencontainers.image.revision\"}}"])
+        .arg(image)
+        .quiet()
+        .ignore_stderr()
+        .read()?;
+    let label = label.trim();
+    Ok((!label.is_empty() && label != "<no value>").then(|| label.to_owned()))
+}
+
 /// True when the daemon has this image (read-only, so also in dry-run).
 pub fn image_exists(sh: &Shell, image: &str) -> bool {
     sh.cmd("docker")

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use xshell::{Cmd, cmd};
 
 use crate::{
+    advisories::DependencyCheck,
     aws::{AwsApi, AwsProcess},
     config::Config,
     ctx::Ctx,
@@ -560,19 +561,6 @@ enum ScanOutcome {
     Unsupported(String),
     /// Why there is no result.
     Unscanned(String),
-}
-
-/// The dependency half of the gate, as the scan half sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DependencyCheck {
-    /// `--fail-on-severity NONE`.
-    Off,
-    /// Not an image built from this project (no revision label).
-    NotApplicable,
-    Passed {
-        packages: usize,
-        advisories: usize,
-    },
 }
 
 /// How often and how long to poll for a scan.

@@ -62,7 +62,7 @@ impl Setup {
         if !ctx.dry_run() {
             after.print();
         }
-        after.fail_if_missing_manual()
+        after.fail_if_missing()
     }
 }
 
@@ -281,10 +281,6 @@ impl Report {
             return Ok(());
         }
         bail!("{} missing: {}; to install them: {}", missing.len(), missing.join(", "), self.one_command())
-    }
-
-    fn fail_if_missing_manual(&self) -> Result<()> {
-        self.fail_if_missing()
     }
 }
 

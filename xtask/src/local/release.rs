@@ -216,30 +216,16 @@ fn plan_image(ctx: &Ctx, target: &Target, choice: &ImageChoice) -> Result<Planne
             })
         }
         ImageChoice::Reference(reference) => {
-            let revision = ctx
-                .sh
-                .cmd("docker")
-                .args([
-                    "image",
-                    "inspect",
-                    "--format",
-                    "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
-                ])
-                .arg(reference)
-                .quiet()
-                .ignore_stderr()
-                .read();
-            let Ok(revision) = revision else {
+            let Ok(revision) = crate::image::revision_label(&ctx.sh, reference) else {
                 bail!(
                     "there is no image {reference:?} on this machine (`docker image ls {}` lists the app's images)",
                     target.app_name
                 );
             };
-            let revision = revision.trim();
             Ok(PlannedImage {
                 choice: choice.clone(),
                 reference: reference.clone(),
-                expected_sha: (!revision.is_empty() && revision != "<no value>").then(|| revision.to_owned()),
+                expected_sha: revision,
                 source: None,
             })
         }
