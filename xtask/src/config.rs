@@ -117,6 +117,13 @@ struct RawConfig {
     environments: BTreeMap<String, Spanned<Environment>>,
 }
 
+/// Whether an environment is an offline rehearsal (`cargo xtask sandbox`)
+/// rather than a real AWS account: its name starts with "sandbox". Only a
+/// sandbox may run with the template's demo secrets.
+pub fn is_sandbox(environment: &str) -> bool {
+    environment.starts_with("sandbox")
+}
+
 fn default_true() -> bool {
     true
 }

@@ -61,6 +61,7 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     let config = Config::load(&ctx.root)?;
     let name = ctx.global.environment.clone();
     let environment = infra::aws_environment(&config, &name)?;
+    crate::secrets::refuse_demo_password(&ctx.root, &name)?;
     let mut steps = Steps { rows: Vec::new(), json: ctx.global.json };
 
     let git_sha = steps.run("check the working tree", || match &origin {

@@ -193,6 +193,7 @@ impl<'a> Terraform<'a> {
         name: &str,
         environment: &'a Environment,
     ) -> Result<Terraform<'a>> {
+        secrets::refuse_demo_password(&ctx.root, name)?;
         let binary =
             require_tool("terraform", "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install")?;
         Ok(Terraform {
@@ -390,7 +391,7 @@ impl<'a> Terraform<'a> {
 
     fn secret_env(&self, stage: Stage) -> Result<Vec<(String, String)>> {
         if stage == Stage::Environment {
-            secrets::terraform_env(self.ctx)
+            secrets::terraform_env(self.ctx, &self.environment_name)
                 .context("decrypting secrets.tfvars.enc for Terraform (set SECRETS_PASSWORD)")
         } else {
             Ok(Vec::new())

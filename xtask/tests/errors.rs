@@ -6,6 +6,7 @@
 //! | docker daemon unreachable    | `build-image`, `doctor` with DOCKER_HOST=unix:///nonexistent.sock  | the daemon and DOCKER_HOST, how to start it             | 1    |
 //! | terraform missing            | `infra plan --env sandbox` with a PATH without terraform           | `terraform` is not on PATH, where to install it         | 1    |
 //! | no AWS credentials           | `infra plan --env sandbox`, AWS_* cleared, no ~/.aws, the endpoint a closed loopback port | no AWS credentials; the variables, AWS_PROFILE, the sandbox | 1 |
+//! | demo secrets outside a sandbox | `infra plan --env dev` (and `deploy --env prod --dry-run`) with the shipped secrets file | the demo password, `secrets rekey`, nothing run | 1 |
 //! | wrong secrets password       | `secrets decrypt --stdout` with SECRETS_PASSWORD wrong             | wrong password, the variable and flag to check          | 1    |
 //! | unknown environment          | `--env nope status`                                                | the file, the known environments, --env                 | 1    |
 //! | malformed configuration      | XTASK_CONFIG naming a deploy.toml with a misspelt field            | file:line:col, the field, the expected fields           | 1    |
@@ -121,6 +122,28 @@ fn terraform_missing() {
     let message = error_message(&stderr);
     assert!(message.contains("`terraform` is not on PATH"), "{message}");
     assert!(message.contains("install Terraform >= 1.11"), "{message}");
+}
+
+#[test]
+fn demo_secrets_refused_outside_a_sandbox() {
+    // The shipped secrets.tfvars.enc opens with the README's demo password:
+    // a real environment must not get that far, dry run or not. A closed
+    // loopback endpoint proves nothing was asked of AWS before the refusal.
+    let endpoint = closed_loopback_endpoint();
+    for args in [&["infra", "plan", "--env", "dev"][..], &["--dry-run", "deploy", "--env", "prod"]] {
+        let (code, stderr) = fails(
+            xtask()
+                .args(args)
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("SECRETS_PASSWORD", "demo-password-change-me"),
+        );
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        let message = error_message(&stderr);
+        assert!(message.contains("secrets.tfvars.enc opens with the template's demo password"), "{message}");
+        assert!(message.contains("cargo xtask secrets rekey"), "{message}");
+        assert!(!stderr.contains("terraform init") && !stderr.contains("would run"), "{args:?} went on: {stderr}");
+    }
 }
 
 #[test]

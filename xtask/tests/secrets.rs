@@ -54,6 +54,7 @@ impl Scratch {
             .args(args)
             .env("SECRETS_PASSWORD", PASSWORD)
             .env("TMPDIR", self.tmp())
+            .env("XDG_RUNTIME_DIR", self.tmp())
             .env_remove("SECRETS_NEW_PASSWORD")
             .env_remove("SECRETS_PASSWORD_FILE")
             .env_remove("SECRETS_NEW_PASSWORD_FILE")
@@ -93,7 +94,9 @@ impl Scratch {
             }
         }
         assert!(found.is_empty(), "plaintext left behind in {found:?}");
-        let leftovers: Vec<_> = fs::read_dir(self.tmp()).unwrap().map(|entry| entry.unwrap().path()).collect();
+        // The user's private directory may stay (empty); no file may.
+        let leftovers: Vec<_> =
+            files_under(&self.tmp()).into_iter().filter(|path| !allowed.contains(&path.as_path())).collect();
         assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
     }
 
@@ -110,6 +113,36 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { pending.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+/// The files of the repository that git does not track, ignored ones
+/// included, outside `target/` (where other tests work in parallel).
+fn untracked_files_in_repository() -> Vec<String> {
+    let output = git(
+        &project_root(),
+        &["ls-files", "--others", "--exclude-standard", "--ignored", "--directory", "--no-empty-directory"],
+    );
+    let others = git(&project_root(), &["ls-files", "--others", "--exclude-standard"]);
+    let mut files: Vec<String> = [output.stdout, others.stdout]
+        .iter()
+        .flat_map(|stdout| String::from_utf8_lossy(stdout).lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|path| !path.starts_with("target/"))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
 }
 
 fn s(path: &Path) -> &str {
@@ -339,6 +372,81 @@ fn decrypt_refuses_a_path_that_git_would_commit() {
     let (output, _, stderr) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&ignored)]));
     assert!(output.status.success(), "{stderr}");
     assert_eq!(fs::read_to_string(&ignored).unwrap(), plaintext(marker));
+}
+
+#[test]
+fn decrypt_writes_outside_the_repository_and_encrypt_reads_it_back() {
+    let scratch = Scratch::new("private-dir");
+    let marker = "MARKER-private-dir";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let before = untracked_files_in_repository();
+
+    // Inside the repository is refused even where git ignores the path.
+    let inside = project_root().join("secrets.tfvars");
+    let stderr = assert_fails_with(
+        scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&inside)]),
+        "is inside the repository",
+    );
+    assert!(!stderr.contains("Password"), "refused before asking for a password: {stderr}");
+    assert!(!inside.exists());
+
+    let (output, _, stderr) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc)]));
+    assert!(output.status.success(), "{stderr}");
+    let written = files_under(&scratch.tmp());
+    assert_eq!(written.len(), 1, "{written:?}");
+    let plain = &written[0];
+    assert!(stderr.contains(s(plain)), "the path is not announced: {stderr}");
+    assert_eq!(plain.file_name().unwrap(), "secrets.tfvars");
+    assert_eq!(mode(plain), 0o600);
+    assert_eq!(mode(plain.parent().unwrap()), 0o700);
+    assert_eq!(mode(plain.parent().unwrap().parent().unwrap()), 0o700);
+    assert_eq!(fs::read_to_string(plain).unwrap(), plaintext(marker));
+
+    // encrypt's default input is what decrypt wrote.
+    let again = scratch.work("again.enc");
+    let (output, _, stderr) = checked(scratch.secrets(&["secrets", "encrypt", "--out", s(&again)]));
+    assert!(output.status.success(), "{stderr}");
+    let (_, stdout, _) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&again), "--stdout"]));
+    assert_eq!(stdout, plaintext(marker));
+    assert_eq!(untracked_files_in_repository(), before, "a file appeared in the repository");
+    scratch.assert_no_plaintext(marker, &[plain]);
+}
+
+#[test]
+fn ctrl_c_during_edit_leaves_no_plaintext_anywhere() {
+    use std::os::unix::process::CommandExt;
+    let scratch = Scratch::new("edit-interrupted");
+    let marker = "MARKER-edit-interrupted";
+    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let before = untracked_files_in_repository();
+    let ready = scratch.root.join("bin/editor-ready");
+    let editor = scratch.script(
+        "editor",
+        &format!(
+            "touch '{}'
+sleep 30",
+            ready.display()
+        ),
+    );
+    let mut command = scratch.secrets(&["secrets", "edit", "--in", s(&enc)]);
+    command.env("EDITOR", &editor).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "the editor never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The plaintext is there while the editor runs...
+    assert_eq!(files_under(&scratch.tmp()).len(), 1);
+    // ...and gone after Ctrl-C, as a terminal sends it: to the whole group.
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cleanup: remove"), "{stderr}");
+    scratch.assert_no_plaintext(marker, &[]);
+    assert_eq!(untracked_files_in_repository(), before, "a file appeared in the repository");
 }
 
 #[test]
@@ -599,10 +707,22 @@ fn the_pre_commit_hook_refuses_plaintext_and_broken_encrypted_files() {
 
     let good = scratch.encrypted("good.enc", "MARKER-hook");
     fs::create_dir(repo.join("env")).unwrap();
-    let refused: [(&str, Vec<u8>, &str); 5] = [
+    // The hook learns which variables are secret from the tracked Terraform.
+    fs::write(
+        repo.join("variables.tf"),
+        "variable \"region\" {\n  type = string\n}\n\nvariable \"db_password\" {\n  type      = string\n  sensitive = true\n}\n",
+    )
+    .unwrap();
+    assert!(git(&repo, &["add", "variables.tf"]).status.success());
+    let refused: [(&str, Vec<u8>, &str); 6] = [
         ("secrets.tfvars", b"db_password = \"x\"\n".to_vec(), "holds decrypted secrets"),
         ("env/secrets.tfvars", b"db_password = \"x\"\n".to_vec(), "holds decrypted secrets"),
         ("env/app.tfvars.plain", b"db_password = \"x\"\n".to_vec(), "holds decrypted secrets"),
+        (
+            "env/dev.tfvars",
+            b"region = \"eu-west-1\"\n  db_password = \"x\"\n".to_vec(),
+            "sets db_password, a sensitive",
+        ),
         ("secrets.tfvars.enc", b"db_password = \"x\"\n".to_vec(), "not an encrypted file"),
         ("short.enc", [b"Salted__".as_slice(), &[0; 8], &[1; 24]].concat(), "not an encrypted file"),
     ];
@@ -618,7 +738,8 @@ fn the_pre_commit_hook_refuses_plaintext_and_broken_encrypted_files() {
 
     fs::copy(&good, repo.join("secrets.tfvars.enc")).unwrap();
     fs::write(repo.join("main.tf"), "# not a secret\n").unwrap();
-    assert!(git(&repo, &["add", "secrets.tfvars.enc", "main.tf"]).status.success());
+    fs::write(repo.join("env/dev.tfvars"), "region = \"eu-west-1\"\n").unwrap();
+    assert!(git(&repo, &["add", "secrets.tfvars.enc", "main.tf", "env/dev.tfvars"]).status.success());
     let output = git(&repo, &["commit", "-q", "-m", "encrypted secrets"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -119,7 +119,7 @@ struct SandboxEnvironment {
 impl SandboxEnvironment {
     fn load(ctx: &Ctx) -> Result<SandboxEnvironment> {
         let name = environment_name(ctx);
-        if !name.starts_with("sandbox") {
+        if !crate::config::is_sandbox(&name) {
             bail!(
                 "`sandbox` only runs environments whose name starts with \"sandbox\", not {name:?}: the others are real AWS accounts"
             );

@@ -5,15 +5,18 @@
 //! `tfvars` what the plaintext may contain, `password` where passwords come
 //! from, `hook` the pre-commit hook.
 //!
-//! Plaintext touches the disk in two places only: `decrypt` (mode 0600, and
-//! only at a path git ignores) and `edit` (a 0600 file in a private temp
-//! directory outside the repository, removed in every case). Terraform gets
+//! Plaintext touches the disk in two places only, both outside the
+//! repository (`private_dir`: `$XDG_RUNTIME_DIR` or `/dev/shm`, 0700):
+//! `decrypt` (mode 0600; an explicit `--out` must also be outside the
+//! repository and ignored by any git work tree it is in) and `edit` (a 0600
+//! file in a fresh directory, removed in every case, Ctrl-C included). Terraform gets
 //! its secrets from `terraform_env`, in memory, as `TF_VAR_*` variables of
 //! the child process.
 
 mod format;
 mod hook;
 mod password;
+mod private_dir;
 mod tfvars;
 
 use std::{
@@ -32,14 +35,21 @@ pub use self::hook::InstallHooks;
 use self::{
     format::{DecryptError, DecryptOptions, Decrypted, ITERATIONS, Kdf, LegacyDigest},
     password::PasswordSource,
+    private_dir::PrivateTempFile,
 };
-use crate::{bench::Figure, cleanup, ctx::Ctx, ui, util};
+use crate::{bench::Figure, ctx::Ctx, ui, util};
 
-/// The decrypted file, at the project root; `.gitignore` ignores it.
+/// The decrypted file's name, in the private directory outside the
+/// repository (`private_dir`); `.gitignore` ignores it anywhere too.
 pub const PLAINTEXT_FILE: &str = "secrets.tfvars";
 /// The encrypted file, at the project root, committed.
 pub const ENCRYPTED_FILE: &str = "secrets.tfvars.enc";
 pub const PASSWORD_ENV: &str = "SECRETS_PASSWORD";
+/// The password the template's `secrets.tfvars.enc` ships with. The README
+/// prints it, so a file it opens protects nothing: only a sandbox may use it.
+pub const DEMO_PASSWORD: &str = "demo-password-change-me";
+/// How the template marks its demo values (`db_password = "demo-...-change-me"`).
+const DEMO_VALUE_MARKER: &str = "change-me";
 pub const NEW_PASSWORD_ENV: &str = "SECRETS_NEW_PASSWORD";
 
 /// A password or a decrypted value. `Debug` never shows it, and its memory
@@ -84,7 +94,7 @@ impl Drop for SecretValue {
 /// xtask's own, and never print them. Strings come unescaped; numbers,
 /// bools, lists and maps as HCL text, which Terraform parses for variables
 /// of those types.
-pub fn terraform_env(ctx: &Ctx) -> Result<Vec<(String, String)>> {
+pub fn terraform_env(ctx: &Ctx, environment: &str) -> Result<Vec<(String, String)>> {
     let path = ctx.root.join(ENCRYPTED_FILE);
     let password_file = ctx.env_var("SECRETS_PASSWORD_FILE").map(PathBuf::from);
     let password = password::read(
@@ -97,13 +107,46 @@ pub fn terraform_env(ctx: &Ctx) -> Result<Vec<(String, String)>> {
         },
         &ctx.dotenv,
     )?;
-    terraform_env_with(&path, &password)
+    terraform_env_with(&path, &password, environment)
 }
 
-/// `terraform_env` for a given file and password.
-pub fn terraform_env_with(path: &Path, password: &SecretValue) -> Result<Vec<(String, String)>> {
+/// Refuses to take a non-sandbox environment further while the secrets file
+/// still opens with [`DEMO_PASSWORD`]: its values are as public as the
+/// README. Checked before anything reaches the environment, dry runs
+/// included, and costs one key derivation (a fraction of a second). A
+/// missing or unreadable file is left to the task that needs it.
+pub fn refuse_demo_password(root: &Path, environment: &str) -> Result<()> {
+    if crate::config::is_sandbox(environment) {
+        return Ok(());
+    }
+    let path = root.join(ENCRYPTED_FILE);
+    let Ok(file) = fs::read(&path) else { return Ok(()) };
+    let options = ReadArgs::default().options();
+    if format::decrypt(&file, DEMO_PASSWORD.as_bytes(), &options).is_ok() {
+        bail!(
+            "{} opens with the template's demo password, which the README prints, and {environment:?} is not a sandbox: \
+             choose a real password with `cargo xtask secrets rekey`, then replace the demo values with `cargo xtask secrets edit`",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `terraform_env` for a given file and password. Outside a sandbox, a
+/// value still carrying the template's demo marker is refused.
+pub fn terraform_env_with(path: &Path, password: &SecretValue, environment: &str) -> Result<Vec<(String, String)>> {
     let decrypted = open(path, password, &ReadArgs::default().options())?;
     let assignments = parse_tfvars(path, &decrypted.content)?;
+    if !crate::config::is_sandbox(environment)
+        && let Some(demo) = assignments.iter().find(|assignment| assignment.value.expose().contains(DEMO_VALUE_MARKER))
+    {
+        bail!(
+            "{}: {} still holds the template's demo value (it contains \"{DEMO_VALUE_MARKER}\"), and {environment:?} is not a sandbox: \
+             set a real value with `cargo xtask secrets edit`",
+            path.display(),
+            demo.name
+        );
+    }
     Ok(tfvars::terraform_env_pairs(&assignments))
 }
 
@@ -165,7 +208,7 @@ pub struct Secrets {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Encrypt secrets.tfvars into secrets.tfvars.enc
+    /// Encrypt the decrypted secrets.tfvars into secrets.tfvars.enc
     Encrypt(Encrypt),
     /// Decrypt secrets.tfvars.enc into secrets.tfvars (mode 0600), or to stdout
     Decrypt(Decrypt),
@@ -208,10 +251,10 @@ pub struct ReadArgs {
     pub allow_unauthenticated: bool,
 }
 
-/// Encrypt secrets.tfvars into secrets.tfvars.enc
+/// Encrypt the decrypted secrets.tfvars into secrets.tfvars.enc
 #[derive(Debug, Args)]
 pub struct Encrypt {
-    /// The plaintext to read (default: secrets.tfvars at the project root)
+    /// The plaintext to read (default: what `secrets decrypt` wrote, secrets.tfvars in the private directory)
     #[arg(long = "in", value_name = "PATH")]
     pub input: Option<PathBuf>,
     /// The encrypted file to write (default: secrets.tfvars.enc at the project root)
@@ -227,7 +270,7 @@ pub struct Decrypt {
     /// The encrypted file to read (default: secrets.tfvars.enc at the project root)
     #[arg(long = "in", value_name = "PATH")]
     pub input: Option<PathBuf>,
-    /// The plaintext to write; git must ignore it (default: secrets.tfvars at the project root)
+    /// The plaintext to write, outside the repository (default: secrets.tfvars in $XDG_RUNTIME_DIR or /dev/shm, 0700)
     #[arg(long = "out", value_name = "PATH", conflicts_with = "stdout")]
     pub output: Option<PathBuf>,
     /// Print the plaintext instead of writing a file
@@ -283,7 +326,10 @@ pub struct Check {
 
 impl Encrypt {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let input = self.input.unwrap_or_else(|| ctx.root.join(PLAINTEXT_FILE));
+        let input = match self.input {
+            Some(input) => input,
+            None => private_dir::project_dir(&ctx.root)?.join(PLAINTEXT_FILE),
+        };
         let output = self.output.unwrap_or_else(|| ctx.root.join(ENCRYPTED_FILE));
         if ctx.dry_run() {
             println!(
@@ -341,7 +387,13 @@ fn replace_existing(ctx: &Ctx, output: &Path, content: &[u8], password: &SecretV
 impl Decrypt {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let input = self.input.unwrap_or_else(|| ctx.root.join(ENCRYPTED_FILE));
-        let output = self.output.unwrap_or_else(|| ctx.root.join(PLAINTEXT_FILE));
+        let output = match self.output {
+            Some(output) => {
+                private_dir::ensure_outside_repository(&ctx.root, &output)?;
+                output
+            }
+            None => private_dir::project_dir(&ctx.root)?.join(PLAINTEXT_FILE),
+        };
         if ctx.dry_run() {
             let destination = if self.stdout {
                 "print it to stdout".to_owned()
@@ -403,7 +455,7 @@ impl Edit {
         // The temp file and its directory are removed when `temp` goes out of
         // scope, on every path out of this block.
         let edited = {
-            let temp = PrivateTempFile::create(&ctx.root, &decrypted.content)?;
+            let temp = PrivateTempFile::create(&ctx.root, PLAINTEXT_FILE, &decrypted.content)?;
             // On a terminal, `set -m` makes the editor a job of its own in the
             // foreground: a Ctrl-C typed in the editor (vim users do) then
             // reaches the editor only, not xtask, whose interrupt handler
@@ -611,46 +663,6 @@ impl Drop for Plaintext {
     }
 }
 
-/// A 0600 file in a fresh 0700 directory under the temp directory, outside
-/// the repository. Both are removed when this is dropped, and by the signal
-/// handler on Ctrl-C.
-struct PrivateTempFile {
-    path: PathBuf,
-    _cleanup: cleanup::CleanupGuard,
-}
-
-impl PrivateTempFile {
-    fn create(root: &Path, content: &[u8]) -> Result<PrivateTempFile> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let base = std::env::temp_dir();
-        let canonical_base = fs::canonicalize(&base).with_context(|| format!("resolving {}", base.display()))?;
-        if canonical_base.starts_with(fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())) {
-            bail!(
-                "the temp directory {} is inside the repository; point TMPDIR elsewhere so the plaintext stays out of it",
-                base.display()
-            );
-        }
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        let dir = base.join(format!("xtask-secrets-edit-{}-{nanos}", std::process::id()));
-        // `create`, not `create_all`: an existing directory (someone else's) is an error.
-        fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let cleanup_dir = dir.clone();
-        let guard = cleanup::register(format!("remove {}", dir.display()), move || {
-            let _ = fs::remove_dir_all(&cleanup_dir);
-        });
-        let path = dir.join(PLAINTEXT_FILE);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(content).with_context(|| format!("writing {}", path.display()))?;
-        Ok(PrivateTempFile { path, _cleanup: guard })
-    }
-}
-
 /// The reference figure: the same file through the openssl CLI, the password
 /// in the child's environment only.
 fn time_openssl_decrypt(encrypted: &[u8], password: &[u8]) -> Result<Duration> {
@@ -676,12 +688,10 @@ fn time_openssl_decrypt(encrypted: &[u8], password: &[u8]) -> Result<Duration> {
 mod tests {
     use super::*;
 
-    const DEMO_PASSWORD: &str = "demo-password-change-me";
-
     #[test]
     fn the_shipped_secrets_file_decrypts_with_the_demo_password() {
         let path = util::project_root().join(ENCRYPTED_FILE);
-        let env = terraform_env_with(&path, &SecretValue::new(DEMO_PASSWORD.to_owned())).unwrap();
+        let env = terraform_env_with(&path, &SecretValue::new(DEMO_PASSWORD.to_owned()), "sandbox").unwrap();
         let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["TF_VAR_db_password"]);
         // The validation of `variable "db_password"` in infra/environments.
@@ -691,9 +701,36 @@ mod tests {
     }
 
     #[test]
+    fn only_a_sandbox_may_use_the_demo_password_or_the_demo_values() {
+        let root = util::project_root();
+        refuse_demo_password(&root, "sandbox").unwrap();
+        refuse_demo_password(&root, "sandboxdep").unwrap();
+        for environment in ["dev", "prod"] {
+            let err = refuse_demo_password(&root, environment).unwrap_err().to_string();
+            assert!(err.contains("demo password") && err.contains("cargo xtask secrets rekey"), "{err}");
+        }
+        // Rekeyed but not edited: the password is new, the values are not.
+        let dir = testkit::ServiceDir::new("xtask-demo-values");
+        let rekeyed = dir.path().join(ENCRYPTED_FILE);
+        let demo = open(
+            &root.join(ENCRYPTED_FILE),
+            &SecretValue::new(DEMO_PASSWORD.to_owned()),
+            &ReadArgs::default().options(),
+        )
+        .unwrap();
+        fs::write(&rekeyed, format::encrypt(&demo.content, b"a-real-password", ITERATIONS).unwrap()).unwrap();
+        refuse_demo_password(dir.path(), "dev").unwrap();
+        let password = SecretValue::new("a-real-password".to_owned());
+        let err = terraform_env_with(&rekeyed, &password, "dev").unwrap_err().to_string();
+        assert!(err.contains("db_password") && err.contains("cargo xtask secrets edit"), "{err}");
+        assert!(!err.contains("demo-db-"), "the error shows the value: {err}");
+        terraform_env_with(&rekeyed, &password, "sandbox").unwrap();
+    }
+
+    #[test]
     fn the_shipped_secrets_file_refuses_a_wrong_password() {
         let path = util::project_root().join(ENCRYPTED_FILE);
-        let err = terraform_env_with(&path, &SecretValue::new("change-me".to_owned())).unwrap_err();
+        let err = terraform_env_with(&path, &SecretValue::new("change-me".to_owned()), "sandbox").unwrap_err();
         assert!(matches!(err.downcast_ref::<DecryptError>(), Some(DecryptError::WrongPassword { .. })), "{err:#}");
     }
 

@@ -1,8 +1,9 @@
 #!/bin/sh
-# xtask-secrets-hook v1, installed by `cargo xtask install-hooks`.
+# xtask-secrets-hook v2, installed by `cargo xtask install-hooks`.
 #
 # Refuses a commit that would put decrypted Terraform secrets into git
-# (secrets.tfvars, *.tfvars.plain), or an encrypted file (*.enc) that is not
+# (secrets.tfvars, *.tfvars.plain, or any *.tfvars that sets a variable the
+# Terraform code declares `sensitive = true`), or an encrypted file (*.enc) that is not
 # what `openssl enc -salt` writes: `Salted__`, an 8-byte salt, then whole
 # 16-byte AES blocks. It checks the staged content, not the working tree.
 # Plain POSIX sh, so it costs milliseconds and needs no build.
@@ -10,6 +11,15 @@
 
 staged=$(git -c core.quotePath=false diff --cached --name-only --diff-filter=ACMR) || exit 1
 failed=0
+
+# The variables declared `sensitive = true` in the tracked *.tf files: a
+# `variable "name" {` line names the block, its closing brace at column 0
+# ends it.
+secret_names=$(git ls-files -- '*.tf' | while IFS= read -r tf; do cat -- "$tf"; done 2>/dev/null | awk '
+    /^[[:space:]]*variable[[:space:]]+"/ { name = $0; sub(/^[[:space:]]*variable[[:space:]]+"/, "", name); sub(/".*/, "", name) }
+    /sensitive[[:space:]]*=[[:space:]]*true/ { if (name != "") print name }
+    /^}/ { name = "" }
+' | sort -u)
 
 # A here-document rather than a pipe, so that `failed` is set in this shell
 # and not in a pipeline's subshell.
@@ -21,6 +31,16 @@ while IFS= read -r path; do
             echo "  unstage it:   git rm --cached -- '$path'" >&2
             echo "  commit the encrypted file instead:   cargo xtask secrets encrypt" >&2
             failed=1
+            ;;
+        *.tfvars)
+            for name in $secret_names; do
+                if git cat-file blob ":$path" | grep -Eq "^[[:space:]]*\"?$name\"?[[:space:]]*="; then
+                    echo "pre-commit: refusing to commit $path: it sets $name, a sensitive Terraform variable, in plaintext" >&2
+                    echo "  keep it in the encrypted file:   cargo xtask secrets edit" >&2
+                    failed=1
+                    break
+                fi
+            done
             ;;
         *.enc)
             size=$(git cat-file -s ":$path") || { failed=1; continue; }
