@@ -14,7 +14,9 @@ mod process;
 mod registry;
 
 pub use moto::Moto;
-pub use postgres::{DetachedPostgres, Postgres, PostgresOptions, stop_postgres};
+pub use postgres::{
+    DetachedPostgres, Postgres, PostgresOptions, database_url, password_file, random_password, stop_postgres,
+};
 pub use process::{ServiceDir, free_port, which};
 pub use registry::Registry;
 

@@ -1,5 +1,11 @@
 //! A throwaway PostgreSQL server from the local binaries.
 //!
+//! Every connection needs a password (scram-sha-256, TCP and socket alike):
+//! with `trust`, any local user would be superuser, and a superuser can run
+//! programs through `COPY ... TO PROGRAM`. The password is random, made at
+//! initdb, and kept in `password` (0600) beside the data directory, so a
+//! kept cluster (a local environment's) opens again after a restart.
+//!
 //! initdb and postgres refuse to run as root, so when we are root they run as
 //! the `postgres` system user (set on the child process, no `su`), and the
 //! directory they write is handed to that user.
@@ -35,6 +41,7 @@ pub struct PostgresOptions {
 pub struct Postgres {
     child: Child,
     port: u16,
+    password: String,
     data_dir: PathBuf,
     log_path: PathBuf,
     /// Set by `detach`: the server outlives this handle.
@@ -49,6 +56,7 @@ pub struct Postgres {
 pub struct DetachedPostgres {
     pub pid: u32,
     pub port: u16,
+    pub password: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
 }
@@ -80,6 +88,14 @@ impl Postgres {
         let socket_dir = base.join("socket");
         fs::create_dir_all(&socket_dir).unwrap_or_else(|err| panic!("creating {}: {err}", socket_dir.display()));
         let log_path = base.join("postgres.log");
+        let password_path = password_file(&data_dir);
+        let fresh = !data_dir.join("PG_VERSION").exists();
+        // A cluster made before passwords (trust) gets one on this start.
+        let upgrade_from_trust = !fresh && !password_path.exists();
+        let password = match fs::read_to_string(&password_path) {
+            Ok(text) if !fresh => text.trim().to_owned(),
+            _ => write_new_password(&password_path, run_as),
+        };
         if let Some((uid, gid)) = run_as {
             for path in [&base, &socket_dir] {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid))
@@ -89,11 +105,11 @@ impl Postgres {
             let _ = std::os::unix::fs::chown(&log_path, Some(uid), Some(gid));
         }
 
-        if !data_dir.join("PG_VERSION").exists() {
+        if fresh {
             let mut command = Command::new(&initdb);
-            command.arg("--pgdata").arg(&data_dir).args([
+            command.arg("--pgdata").arg(&data_dir).arg(format!("--pwfile={}", password_path.display())).args([
                 "--username=postgres",
-                "--auth=trust",
+                "--auth=scram-sha-256",
                 "--encoding=UTF8",
                 "--no-sync",
                 "--no-instructions",
@@ -129,7 +145,37 @@ impl Postgres {
             fs::read_to_string(&log_path).is_ok_and(|log| log.contains("ready to accept connections"))
                 && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Postgres { child, port, data_dir, log_path, detached: false, _dir: dir }
+        let postgres = Postgres { child, port, password, data_dir, log_path, detached: false, _dir: dir };
+        if upgrade_from_trust {
+            postgres.require_password();
+        }
+        postgres
+    }
+
+    /// Sets the password on a cluster made with `trust`, then makes its
+    /// pg_hba.conf ask for it and reloads.
+    fn require_password(&self) {
+        self.psql_as("postgres", &format!("ALTER ROLE postgres PASSWORD '{}'", self.password), false);
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        let hba = fs::read_to_string(&hba_path).unwrap_or_else(|err| panic!("reading {}: {err}", hba_path.display()));
+        let scram: String = hba
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with('#') {
+                    line.to_owned()
+                } else {
+                    line.replace(" trust", " scram-sha-256")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&hba_path, scram + "\n").unwrap_or_else(|err| panic!("writing {}: {err}", hba_path.display()));
+        self.psql("postgres", "SELECT pg_reload_conf()");
+    }
+
+    /// The superuser's password (also in the URLs).
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     pub fn port(&self) -> u16 {
@@ -149,20 +195,32 @@ impl Postgres {
         &self.log_path
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/postgres`
     pub fn url(&self) -> String {
         self.url_for("postgres")
     }
 
     pub fn url_for(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        database_url("127.0.0.1", self.port, &self.password, database)
     }
 
     /// Runs SQL through `psql` and returns its output; panics on failure.
     pub fn psql(&self, database: &str, sql: &str) -> String {
+        self.psql_as(database, sql, true)
+    }
+
+    fn psql_as(&self, database: &str, sql: &str, with_password: bool) -> String {
         let psql = find_pg_binary("psql");
-        let output = Command::new(&psql)
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+        let mut command = Command::new(&psql);
+        // The password through the environment of psql only, never its
+        // command line (which `ps` shows).
+        if with_password {
+            command.env("PGPASSWORD", &self.password);
+        } else {
+            command.env_remove("PGPASSWORD");
+        }
+        let output = command
+            .args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-d")
@@ -201,6 +259,7 @@ impl Postgres {
         DetachedPostgres {
             pid: self.child.id(),
             port: self.port,
+            password: self.password.clone(),
             data_dir: self.data_dir.clone(),
             log_path: self.log_path.clone(),
         }
@@ -259,6 +318,48 @@ pub fn stop_postgres(pid: u32, grace: Duration) -> bool {
     wait(Duration::from_secs(5))
 }
 
+/// `postgres://postgres:PASSWORD@HOST:PORT/DATABASE`. The password is hex
+/// (see `write_new_password`), so it needs no percent-encoding.
+pub fn database_url(host: &str, port: u16, password: &str, database: &str) -> String {
+    format!("postgres://postgres:{password}@{host}:{port}/{database}")
+}
+
+/// Where the password of the cluster in `data_dir` is kept: beside it.
+pub fn password_file(data_dir: &Path) -> PathBuf {
+    data_dir.parent().unwrap_or(Path::new("/")).join("password")
+}
+
+/// 32 random hex characters from the kernel.
+pub fn random_password() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .unwrap_or_else(|err| panic!("reading /dev/urandom: {err}"));
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A new `random_password`, written 0600 (owned by the
+/// server's user when it runs as another, since initdb reads the file).
+fn write_new_password(path: &Path, run_as: Option<(u32, u32)>) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let password = random_password();
+    let _ = fs::remove_file(path);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
+    std::io::Write::write_all(&mut file, format!("{password}\n").as_bytes())
+        .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|err| panic!("handing {} to the postgres user: {err}", path.display()));
+    }
+    password
+}
+
 fn find_pg_binary(name: &str) -> PathBuf {
     // Debian keeps the server binaries out of PATH.
     let mut versioned: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
@@ -304,6 +405,64 @@ mod tests {
         assert!(!data_dir.exists(), "temp dir {} was not removed", data_dir.display());
         let alive = Command::new("kill").args(["-0", &pid.to_string()]).status().unwrap().success();
         assert!(!alive, "postgres pid {pid} still runs after stop");
+    }
+
+    #[test]
+    fn every_connection_needs_the_password_kept_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let postgres = Postgres::start();
+        let password_path = password_file(postgres.data_dir());
+        let mode = fs::metadata(&password_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_to_string(&password_path).unwrap().trim(), postgres.password());
+        assert_eq!(postgres.password().len(), 32);
+        assert!(postgres.url().contains(&format!(":{}@", postgres.password())));
+        // Without it, over TCP and over the socket, the server says no.
+        let socket_dir = postgres.data_dir().parent().unwrap().join("socket");
+        for host in ["127.0.0.1".to_owned(), socket_dir.display().to_string()] {
+            let output = Command::new(find_pg_binary("psql"))
+                .args(["-X", "-w", "-h", &host, "-U", "postgres", "-p", &postgres.port().to_string(), "-c", "SELECT 1"])
+                .env_remove("PGPASSWORD")
+                .env("PGPASSFILE", "/nonexistent")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "connected to {host} without a password");
+            assert!(stderr.contains("password"), "{host}: {stderr}");
+        }
+        let hba = fs::read_to_string(postgres.data_dir().join("pg_hba.conf")).unwrap();
+        let methods: Vec<&str> =
+            hba.lines().filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty()).collect();
+        assert!(methods.iter().all(|line| line.ends_with("scram-sha-256")), "{methods:?}");
+    }
+
+    #[test]
+    fn a_cluster_made_with_trust_gets_a_password_on_its_next_start() {
+        let dir = ServiceDir::new("testkit-trust-upgrade");
+        let data_dir = dir.path().join("data");
+        let options = PostgresOptions { data_dir: Some(data_dir.clone()), ..Default::default() };
+        let postgres = Postgres::start_with(options.clone());
+        postgres.psql("postgres", "CREATE TABLE kept (value int); INSERT INTO kept VALUES (7)");
+        let old_password = postgres.password().to_owned();
+        postgres.stop();
+        // What an older testkit left: pg_hba.conf with trust, no password file.
+        let hba_path = data_dir.join("pg_hba.conf");
+        let hba = fs::read_to_string(&hba_path).unwrap().replace(" scram-sha-256", " trust");
+        fs::write(&hba_path, hba).unwrap();
+        fs::remove_file(password_file(&data_dir)).unwrap();
+
+        let again = Postgres::start_with(options);
+        assert_ne!(again.password(), old_password);
+        assert_eq!(fs::read_to_string(password_file(&data_dir)).unwrap().trim(), again.password());
+        assert_eq!(again.psql("postgres", "SELECT value FROM kept"), "7");
+        assert!(!fs::read_to_string(&hba_path).unwrap().lines().any(|line| line.ends_with(" trust")));
+        let output = Command::new(find_pg_binary("psql"))
+            .args(["-X", "-w", "-h", "127.0.0.1", "-U", "postgres", "-p", &again.port().to_string(), "-c", "SELECT 1"])
+            .env_remove("PGPASSWORD")
+            .env("PGPASSFILE", "/nonexistent")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "connected without a password after the upgrade");
     }
 
     #[test]

@@ -144,11 +144,14 @@ impl RunningImage {
     pub fn start(ctx: &Ctx, image: &str) -> Result<RunningImage> {
         let sh = &ctx.sh;
         let postgres = HostPostgres::start_unless_dry_run(ctx)?;
-        let database_port = postgres.as_ref().map_or("PG_PORT".to_owned(), |postgres| postgres.port.to_string());
         let port = if ctx.dry_run() { 0 } else { testkit::free_port() };
         // Unique per start: `cargo xtask ci` runs one after the smoke test.
         let name = format!("xtask-smoke-{}-{port}", std::process::id());
-        let database_url = format!("postgres://postgres@localhost:{database_port}/postgres");
+        let database_url = postgres
+            .as_ref()
+            .map_or("postgres://postgres:PASSWORD@localhost:PG_PORT/postgres".to_owned(), |postgres| {
+                postgres.url("localhost")
+            });
         let (port_text, drain) = (port.to_string(), DRAIN_SECONDS.to_string());
         let remove_container = remove_container_on_exit(ctx, &name);
         let started = Instant::now();
@@ -156,8 +159,11 @@ impl RunningImage {
             ctx,
             cmd!(
                 sh,
-                "docker run --detach --name {name} --network host --env PORT={port_text} --env BIND_ADDR=127.0.0.1 --env DATABASE_URL={database_url} --env RUN_MIGRATIONS_ON_START=true --env SHUTDOWN_DRAIN_SECONDS={drain} {image}"
-            ),
+                "docker run --detach --name {name} --network host --env PORT={port_text} --env BIND_ADDR=127.0.0.1 --env DATABASE_URL --env RUN_MIGRATIONS_ON_START=true --env SHUTDOWN_DRAIN_SECONDS={drain} {image}"
+            )
+            // `--env DATABASE_URL` passes this value: the password stays off
+            // docker's command line.
+            .env("DATABASE_URL", &database_url),
         )?;
         let mut running = RunningImage {
             image: image.to_owned(),

@@ -97,16 +97,19 @@ impl TestDocker {
 fn run_with_host_postgres(ctx: &Ctx, app_name: &str, image: &str, command: &[String]) -> Result<()> {
     let sh = &ctx.sh;
     let postgres = HostPostgres::start_unless_dry_run(ctx)?;
-    let port = postgres.as_ref().map_or("PORT".to_owned(), |postgres| postgres.port.to_string());
     // With the host's network the container's 127.0.0.1 is the host's, where
     // the throwaway server listens; nothing is published or exposed.
-    let database_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let database_url =
+        postgres.as_ref().map_or("postgres://postgres:PASSWORD@127.0.0.1:PORT/postgres".to_owned(), |postgres| {
+            postgres.url("127.0.0.1")
+        });
     let name = format!("{app_name}-test-{}", std::process::id());
     let _remove_container = remove_container_on_exit(ctx, &name);
-    let run = cmd!(
-        sh,
-        "docker run --rm --name {name} --network host --env DATABASE_URL={database_url} --env CI=true {image} {command...}"
-    );
+    // `--env NAME` without a value passes the client's variable: the
+    // password stays off docker's command line.
+    let run =
+        cmd!(sh, "docker run --rm --name {name} --network host --env DATABASE_URL --env CI=true {image} {command...}")
+            .env("DATABASE_URL", &database_url);
     ui::step(&format!("running the tests in {name}"));
     let status = ctx.run_interruptible("the test container", run)?;
     if !status.success() {
@@ -135,15 +138,17 @@ fn run_with_sidecar(ctx: &Ctx, app_name: &str, image: &str, command: &[String]) 
     // Declared after the network so it is removed first.
     let _remove_database = remove_container_on_exit(ctx, &database);
     let postgres_image = POSTGRES_IMAGE;
+    let password = testkit::random_password();
     run_read(
         ctx,
         cmd!(
             sh,
-            "docker run --detach --rm --name {database} --network {network} --env POSTGRES_HOST_AUTH_METHOD=trust {postgres_image}"
-        ),
+            "docker run --detach --rm --name {database} --network {network} --env POSTGRES_PASSWORD --env POSTGRES_INITDB_ARGS=--auth=scram-sha-256 {postgres_image}"
+        )
+        .env("POSTGRES_PASSWORD", &password),
     )?;
     wait_for_sidecar(ctx, &database)?;
-    let database_url = format!("postgres://postgres@{database}:5432/postgres");
+    let database_url = testkit::database_url(&database, 5432, &password, "postgres");
     let _remove_tests = remove_container_on_exit(ctx, &tests);
     let run = cmd!(
         sh,
@@ -194,6 +199,7 @@ pub fn remove_container_on_exit(ctx: &Ctx, name: &str) -> Option<cleanup::Cleanu
 /// deleted when dropped and when xtask is interrupted.
 pub struct HostPostgres {
     pub port: u16,
+    password: String,
     _stop: cleanup::CleanupGuard,
 }
 
@@ -217,6 +223,7 @@ impl HostPostgres {
         };
         let postgres = crate::util::start_postgres(options).context("starting a throwaway Postgres")?;
         let port = postgres.port();
+        let password = postgres.password().to_owned();
         ui::info(&format!(
             "started a throwaway Postgres on 127.0.0.1:{port} in {}",
             ui::format_duration(started.elapsed())
@@ -227,6 +234,12 @@ impl HostPostgres {
                 postgres.stop();
             }
         });
-        Ok(HostPostgres { port, _stop: stop })
+        Ok(HostPostgres { port, password, _stop: stop })
+    }
+
+    /// The server's URL as seen from `host` (a container on the host's
+    /// network says 127.0.0.1 or localhost).
+    pub fn url(&self, host: &str) -> String {
+        testkit::database_url(host, self.port, &self.password, "postgres")
     }
 }

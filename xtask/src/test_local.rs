@@ -200,7 +200,7 @@ impl TestLocal {
             }
             _ if ctx.dry_run() => {
                 println!("would start: a throwaway Postgres from the local binaries");
-                ("postgres://postgres@127.0.0.1:PORT/postgres".to_owned(), None)
+                ("postgres://postgres:PASSWORD@127.0.0.1:PORT/postgres".to_owned(), None)
             }
             _ => {
                 let (url, guard) = start_throwaway_postgres()?;

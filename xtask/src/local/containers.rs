@@ -91,7 +91,10 @@ pub fn run_command<'a>(sh: &'a Shell, target: &Target, spec: &AppContainerSpec) 
         .args(["--label", &format!("{LABEL_IMAGE}={}", spec.image_id)])
         .args(["--label", &format!("{LABEL_RELEASE}={}", spec.release)])
         .args(["--env", &format!("PORT={}", spec.port), "--env", "BIND_ADDR=127.0.0.1"])
-        .args(["--env", &format!("DATABASE_URL={}", spec.database_url)])
+        // The value comes from docker's own environment: the database
+        // password stays off the command line that `ps` and our logs show.
+        .args(["--env", "DATABASE_URL"])
+        .env("DATABASE_URL", &spec.database_url)
         .args(["--env", &format!("SHUTDOWN_DRAIN_SECONDS={DRAIN_SECONDS}")])
         .args(["--stop-timeout", &STOP_TIMEOUT_SECONDS.to_string()])
         .arg(&spec.image_id)
@@ -107,7 +110,8 @@ pub fn migrate(ctx: &Ctx, target: &Target, image_id: &str, database_url: &str) -
         .args(["run", "--rm", "--name", &name, "--network", "host"])
         .args(labels(target))
         .args(["--label", &format!("{LABEL_ROLE}=migrate")])
-        .args(["--env", &format!("DATABASE_URL={database_url}")])
+        .args(["--env", "DATABASE_URL"])
+        .env("DATABASE_URL", database_url)
         .args([image_id, "migrate"]);
     if ctx.dry_run() {
         println!("would run: {command}");

@@ -10,6 +10,10 @@
 //! there. Which kind an environment uses is decided once and kept in
 //! `database.json`, with the port, so the data is found again.
 //!
+//! Either kind asks for a password (scram-sha-256, made at random, kept 0600
+//! in `target/local/<env>/postgres/password`): with `trust`, any local user
+//! would be its superuser.
+//!
 //! The host server runs with `fsync=off` (testkit's setting): fine for a
 //! development database, but a machine crash can corrupt it; `down --volumes`
 //! starts over.
@@ -80,7 +84,10 @@ pub fn describe(ctx: &Ctx, target: &Target) -> String {
         None => "not created yet".to_owned(),
         Some(Kind::Host) => match host_server(target) {
             Some((pid, port)) => {
-                format!("PostgreSQL (host binaries), pid {pid}, {}, data in {data_dir}", url(target, port))
+                format!(
+                    "PostgreSQL (host binaries), pid {pid}, 127.0.0.1:{port}, password in {}, data in {data_dir}",
+                    shown(&ctx.root, &password_path(target))
+                )
             }
             None => format!("PostgreSQL (host binaries), stopped, data in {data_dir}"),
         },
@@ -203,12 +210,15 @@ fn ensure_container(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> R
             let (app_label, environment_label) =
                 (format!("{}={}", super::containers::LABEL_APP, target.app_name), environment_label(target));
             ui::info(&format!("starting {POSTGRES_IMAGE} as {name} on 127.0.0.1:{port} (data in volume {volume})"));
+            let password = if ctx.dry_run() { String::new() } else { container_password(target)? };
             run_read(
                 ctx,
                 cmd!(
                     sh,
-                    "docker run --detach --name {name} --network host --label {app_label} --label {environment_label} --label com.example.xtask.role=database --env POSTGRES_HOST_AUTH_METHOD=trust --env POSTGRES_DB={database} --env PGPORT={port_text} --volume {volume}:/var/lib/postgresql/data {POSTGRES_IMAGE} -c listen_addresses=127.0.0.1"
-                ),
+                    "docker run --detach --name {name} --network host --label {app_label} --label {environment_label} --label com.example.xtask.role=database --env POSTGRES_PASSWORD --env POSTGRES_INITDB_ARGS=--auth=scram-sha-256 --env POSTGRES_DB={database} --env PGPORT={port_text} --volume {volume}:/var/lib/postgresql/data {POSTGRES_IMAGE} -c listen_addresses=127.0.0.1"
+                )
+                // Off docker's command line: `--env POSTGRES_PASSWORD` passes this.
+                .env("POSTGRES_PASSWORD", &password),
             )?;
             port
         }
@@ -257,8 +267,31 @@ fn host_server(target: &Target) -> Option<(u32, u16)> {
     (util::process_running(pid) && answers).then_some((pid, port))
 }
 
+/// The app's URL of the database, password included: testkit's password
+/// file of the host cluster, or the container's (`container_password`).
 fn url(target: &Target, port: u16) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/{}", database_name(target))
+    let password = fs::read_to_string(password_path(target)).map(|text| text.trim().to_owned()).unwrap_or_default();
+    testkit::database_url("127.0.0.1", port, &password, &database_name(target))
+}
+
+/// `postgres/password` (0600) beside the host cluster's data; the container
+/// kind keeps its password there too.
+fn password_path(target: &Target) -> PathBuf {
+    testkit::password_file(&data_dir(target))
+}
+
+/// The container's superuser password, made once (0600) and kept with the
+/// environment's state.
+fn container_password(target: &Target) -> Result<String> {
+    let path = password_path(target);
+    if let Ok(text) = fs::read_to_string(&path) {
+        return Ok(text.trim().to_owned());
+    }
+    let password = testkit::random_password();
+    let dir = path.parent().unwrap_or(&target.state_dir);
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    util::write_atomic(&path, format!("{password}\n").as_bytes(), 0o600)?;
+    Ok(password)
 }
 
 /// The app's database: `guestbook` (identifier-safe).
