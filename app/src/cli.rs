@@ -27,6 +27,10 @@ configuration (environment, or a .env file in the working directory):
   DATABASE_URL             postgres://USER:PASSWORD@HOST:PORT/DBNAME
   DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD
                            used instead of DATABASE_URL when it is not set
+  DB_SSLMODE               with DB_*: default verify-full
+  DB_SSLROOTCERT           with DB_*: the CA bundle to verify the server with
+  APP_DB_ROLE, APP_DB_ROLE_PASSWORD
+                           migrate: create/update this role with data rights only
   PORT                     default 8080
   BIND_ADDR                default 0.0.0.0
   RUST_LOG                 default info
@@ -121,7 +125,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 async fn migrate(config: Config) -> anyhow::Result<()> {
     // stdout carries the outcome (printed below); logs are diagnostics.
     telemetry::init(&config.log_filter, telemetry::LogTarget::Stderr);
-    let report = db::migrate(&config.database_url).await?;
+    let report = db::migrate(&config.database_url, config.app_role.as_ref()).await?;
     if report.applied.is_empty() {
         println!("no pending migrations");
     }
@@ -131,6 +135,9 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     if !report.unknown_versions.is_empty() {
         let versions: Vec<String> = report.unknown_versions.iter().map(i64::to_string).collect();
         println!("note: the database has migrations this binary does not know (ignored): {}", versions.join(", "));
+    }
+    if let Some(role) = &config.app_role {
+        println!("role {} has data rights only (no DDL)", role.name);
     }
     match report.current_version {
         Some(version) => println!("database schema is at version {version}"),

@@ -23,6 +23,8 @@ use tracing_subscriber::EnvFilter;
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default Postgres port when composing the URL from `DB_*` settings.
 pub const DEFAULT_DB_PORT: u16 = 5432;
+/// `DB_SSLMODE` when unset (the `DB_*` form only; a `DATABASE_URL` says its own).
+pub const DEFAULT_DB_SSLMODE: &str = "verify-full";
 /// Default drain time; below ECS's default 30 s stop timeout so we finish
 /// draining before the agent escalates to SIGKILL.
 pub const DEFAULT_SHUTDOWN_DRAIN_SECONDS: u64 = 20;
@@ -49,6 +51,23 @@ pub struct Config {
     pub run_migrations_on_start: bool,
     /// Mount the `/debug/*` test hooks (`APP_ENABLE_DEBUG_ROUTES`).
     pub enable_debug_routes: bool,
+    /// The role `migrate` (run as the schema's owner) creates or updates for
+    /// the service: data rights only, no DDL (`APP_DB_ROLE`,
+    /// `APP_DB_ROLE_PASSWORD`).
+    pub app_role: Option<AppRole>,
+}
+
+/// A login role of the service's own; `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppRole {
+    pub name: String,
+    pub password: String,
+}
+
+impl fmt::Debug for AppRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppRole").field("name", &self.name).field("password", &"***").finish()
+    }
 }
 
 /// A missing or malformed setting.
@@ -134,6 +153,7 @@ impl Config {
 
         let run_migrations_on_start = parse_flag(&get, "RUN_MIGRATIONS_ON_START")?;
         let enable_debug_routes = parse_flag(&get, "APP_ENABLE_DEBUG_ROUTES")?;
+        let app_role = app_role(&get)?;
 
         Ok(Self {
             database_url,
@@ -143,6 +163,7 @@ impl Config {
             shutdown_drain,
             run_migrations_on_start,
             enable_debug_routes,
+            app_role,
         })
     }
 
@@ -261,7 +282,34 @@ fn database_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigE
         Some(password) => format!("{}:{}", percent_encode(&user), percent_encode(&password)),
         None => percent_encode(&user),
     };
-    let url = format!("postgres://{credentials}@{host}:{port}/{}", percent_encode(&name));
+    // TLS, verified, by default: the DB_* form is how ECS hands the app an
+    // RDS endpoint, where a plaintext fallback (sqlx's default `prefer`)
+    // would be silent. DB_SSLROOTCERT names the CA bundle (the RDS one in
+    // the image); without it the built-in web roots are used.
+    let sslmode = get("DB_SSLMODE").unwrap_or_else(|| DEFAULT_DB_SSLMODE.to_owned());
+    let sslmode = sslmode.trim();
+    if !["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(&sslmode) {
+        return Err(ConfigError::new(
+            "DB_SSLMODE",
+            format!(
+                "DB_SSLMODE={sslmode:?} is not an sslmode (expected verify-full, verify-ca, require, prefer, allow or disable)"
+            ),
+        ));
+    }
+    let mut query = format!("sslmode={sslmode}");
+    if let Some(root_cert) = get("DB_SSLROOTCERT") {
+        let root_cert = root_cert.trim();
+        if !std::path::Path::new(root_cert).is_file() {
+            return Err(ConfigError::new(
+                "DB_SSLROOTCERT",
+                format!(
+                    "DB_SSLROOTCERT={root_cert:?} is not a file (the CA bundle that signed the database's certificate)"
+                ),
+            ));
+        }
+        query.push_str(&format!("&sslrootcert={}", percent_encode(root_cert)));
+    }
+    let url = format!("postgres://{credentials}@{host}:{port}/{}?{query}", percent_encode(&name));
     PgConnectOptions::from_str(&url).map_err(|_| {
         ConfigError::new(
             "DB_HOST",
@@ -271,6 +319,39 @@ fn database_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigE
         )
     })?;
     Ok(url)
+}
+
+/// `APP_DB_ROLE` and `APP_DB_ROLE_PASSWORD`, both or neither. The name is
+/// a plain identifier so that it never needs quoting rules to be right.
+fn app_role(get: &impl Fn(&str) -> Option<String>) -> Result<Option<AppRole>, ConfigError> {
+    match (get("APP_DB_ROLE"), get("APP_DB_ROLE_PASSWORD")) {
+        (None, None) => Ok(None),
+        (Some(name), Some(password)) => {
+            let name = name.trim().to_owned();
+            let valid = name.len() <= 63
+                && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                return Err(ConfigError::new(
+                    "APP_DB_ROLE",
+                    format!(
+                        "APP_DB_ROLE={name:?} is not a role name (expected lower-case letters, digits and _, at most 63)"
+                    ),
+                ));
+            }
+            if password.len() < 16 {
+                return Err(ConfigError::new(
+                    "APP_DB_ROLE_PASSWORD",
+                    "APP_DB_ROLE_PASSWORD is shorter than 16 characters",
+                ));
+            }
+            Ok(Some(AppRole { name, password }))
+        }
+        (Some(_), None) => {
+            Err(ConfigError::new("APP_DB_ROLE_PASSWORD", "APP_DB_ROLE is set but APP_DB_ROLE_PASSWORD is not"))
+        }
+        (None, Some(_)) => Err(ConfigError::new("APP_DB_ROLE", "APP_DB_ROLE_PASSWORD is set but APP_DB_ROLE is not")),
+    }
 }
 
 fn validate_database_url(url: &str) -> Result<(), ConfigError> {
@@ -430,9 +511,13 @@ mod tests {
             ("DB_PASSWORD", "p@ss:w/rd?#%"),
         ]))
         .unwrap();
-        assert_eq!(config.database_url, "postgres://app%40prod:p%40ss%3Aw%2Frd%3F%23%25@db.internal:5432/guest%20book");
+        assert_eq!(
+            config.database_url,
+            "postgres://app%40prod:p%40ss%3Aw%2Frd%3F%23%25@db.internal:5432/guest%20book?sslmode=verify-full"
+        );
         // The composed URL round-trips through the driver's own parser.
         let options = PgConnectOptions::from_str(&config.database_url).unwrap();
+        assert!(matches!(options.get_ssl_mode(), sqlx::postgres::PgSslMode::VerifyFull));
         assert_eq!(options.get_host(), "db.internal");
         assert_eq!(options.get_port(), 5432);
         assert_eq!(options.get_username(), "app@prod");
@@ -448,7 +533,48 @@ mod tests {
             ("DB_USER", "app"),
         ]))
         .unwrap();
-        assert_eq!(config.database_url, "postgres://app@[::1]:6543/app");
+        assert_eq!(config.database_url, "postgres://app@[::1]:6543/app?sslmode=verify-full");
+    }
+
+    #[test]
+    fn db_parts_take_an_sslmode_and_a_ca_bundle_that_exists() {
+        let base = [("DB_HOST", "db.internal"), ("DB_NAME", "app"), ("DB_USER", "app")];
+        let with = |extra: &[(&str, &str)]| Config::from_lookup(lookup(&[&base[..], extra].concat()));
+        let config = with(&[("DB_SSLMODE", "require"), ("DB_SSLROOTCERT", "/etc/hostname")]).unwrap();
+        assert_eq!(
+            config.database_url,
+            "postgres://app@db.internal:5432/app?sslmode=require&sslrootcert=%2Fetc%2Fhostname"
+        );
+        let options = PgConnectOptions::from_str(&config.database_url).unwrap();
+        assert!(matches!(options.get_ssl_mode(), sqlx::postgres::PgSslMode::Require));
+        let err = with(&[("DB_SSLMODE", "yes")]).unwrap_err();
+        assert_eq!(err.setting(), "DB_SSLMODE");
+        let err = with(&[("DB_SSLROOTCERT", "/nonexistent/rds.pem")]).unwrap_err();
+        assert_eq!(err.setting(), "DB_SSLROOTCERT");
+        assert!(err.to_string().contains("/nonexistent/rds.pem"), "{err}");
+    }
+
+    #[test]
+    fn the_app_role_needs_both_settings_a_plain_name_and_a_long_password() {
+        let url = ("DATABASE_URL", URL);
+        let role = Config::from_lookup(lookup(&[
+            url,
+            ("APP_DB_ROLE", "guestbook_app"),
+            ("APP_DB_ROLE_PASSWORD", "0123456789abcdef"),
+        ]))
+        .unwrap()
+        .app_role
+        .unwrap();
+        assert_eq!(role.name, "guestbook_app");
+        assert!(!format!("{role:?}").contains("0123456789abcdef"));
+        for (settings, bad) in [
+            (&[url, ("APP_DB_ROLE", "guestbook_app")][..], "APP_DB_ROLE_PASSWORD"),
+            (&[url, ("APP_DB_ROLE_PASSWORD", "0123456789abcdef")], "APP_DB_ROLE"),
+            (&[url, ("APP_DB_ROLE", "App; DROP"), ("APP_DB_ROLE_PASSWORD", "0123456789abcdef")], "APP_DB_ROLE"),
+            (&[url, ("APP_DB_ROLE", "guestbook_app"), ("APP_DB_ROLE_PASSWORD", "short")], "APP_DB_ROLE_PASSWORD"),
+        ] {
+            assert_eq!(Config::from_lookup(lookup(settings)).unwrap_err().setting(), bad, "{settings:?}");
+        }
     }
 
     #[test]

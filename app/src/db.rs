@@ -99,6 +99,52 @@ pub async fn insert_entry(pool: &PgPool, name: &str, message: &str) -> Result<En
     .await
 }
 
+/// Creates the service's role when missing, and sets its password and
+/// rights: SELECT, INSERT, UPDATE and DELETE on the schema's tables (present
+/// and future, through default privileges of the owner running this),
+/// sequences for identity columns, and nothing else: no CREATE on the schema,
+/// no rights on the migrations table, no superuser, database or role
+/// creation. Run as the owner, after the migrations.
+pub async fn ensure_app_role(conn: &mut PgConnection, role: &crate::config::AppRole) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sqlx::Executor as _;
+
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+        .bind(&role.name)
+        .fetch_one(&mut *conn)
+        .await
+        .context("looking up the app role")?;
+    // format() with %I and %L quotes the name and the password as
+    // PostgreSQL itself would; DDL takes no bind parameters.
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(ARRAY[
+            format('%s ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', $3::text, $1::text, $2::text),
+            format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), $1::text),
+            'REVOKE CREATE ON SCHEMA public FROM PUBLIC',
+            format('REVOKE CREATE ON SCHEMA public FROM %I', $1::text),
+            format('GRANT USAGE ON SCHEMA public TO %I', $1::text),
+            format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %I', $1::text),
+            format('REVOKE ALL ON _sqlx_migrations FROM %I', $1::text),
+            format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %I', $1::text),
+            format('ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', $1::text),
+            format('ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO %I', $1::text)
+        ])",
+    )
+    .bind(&role.name)
+    .bind(&role.password)
+    .bind(verb)
+    .fetch_all(&mut *conn)
+    .await
+    .context("preparing the app role's statements")?;
+    for statement in statements {
+        // Never in an error message: the first statement holds the password.
+        let shown = statement.split(" PASSWORD ").next().unwrap_or_default().to_owned();
+        conn.execute(statement.as_str()).await.with_context(|| format!("running {shown}"))?;
+    }
+    Ok(())
+}
+
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
@@ -114,7 +160,7 @@ pub struct MigrationReport {
 ///
 /// A dedicated connection (not the pool) makes an unreachable database fail
 /// immediately rather than after the pool's connect retries.
-pub async fn migrate(database_url: &str) -> anyhow::Result<MigrationReport> {
+pub async fn migrate(database_url: &str, app_role: Option<&crate::config::AppRole>) -> anyhow::Result<MigrationReport> {
     use anyhow::Context as _;
 
     let options = connect_options(database_url).context("invalid database url")?;
@@ -131,6 +177,9 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<MigrationReport> {
     migrator.run(&mut conn).await.context("migration failed")?;
 
     let after = applied_versions(&mut conn).await?;
+    if let Some(role) = app_role {
+        ensure_app_role(&mut conn, role).await?;
+    }
     let _ = conn.close().await;
 
     let applied = migrator

@@ -35,7 +35,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     if config.run_migrations_on_start {
-        let report = db::migrate(&config.database_url).await?;
+        let report = db::migrate(&config.database_url, config.app_role.as_ref()).await?;
         for (version, description) in &report.applied {
             tracing::info!(version, description, "applied migration");
         }

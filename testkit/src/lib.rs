@@ -15,7 +15,7 @@ mod registry;
 
 pub use moto::Moto;
 pub use postgres::{
-    DetachedPostgres, Postgres, PostgresOptions, database_url, password_file, random_password, stop_postgres,
+    DetachedPostgres, Postgres, PostgresOptions, TlsFiles, database_url, password_file, random_password, stop_postgres,
 };
 pub use process::{ServiceDir, free_port, which};
 pub use registry::Registry;

@@ -34,6 +34,16 @@ pub struct PostgresOptions {
     /// `listen_addresses`; defaults to 127.0.0.1. A container that must reach
     /// the host's server needs the docker bridge address or `*`.
     pub listen_addresses: Option<String>,
+    /// Serve TLS with this certificate and key, and refuse TCP connections
+    /// without it (`hostssl` only), as RDS does with `rds.force_ssl = 1`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A server certificate (PEM, with its chain) and its key (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A running server; stopped on drop.
@@ -125,6 +135,38 @@ impl Postgres {
             );
         }
 
+        let mut tls_settings = Vec::new();
+        if let Some(tls) = &options.tls {
+            // The server reads them as its own user; the key must be 0600.
+            for (source, name) in [(&tls.certificate, "server.crt"), (&tls.key, "server.key")] {
+                let target = base.join(name);
+                fs::copy(source, &target).unwrap_or_else(|err| panic!("copying {}: {err}", source.display()));
+                fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .unwrap_or_else(|err| panic!("chmod {}: {err}", target.display()));
+                if let Some((uid, gid)) = run_as {
+                    let _ = std::os::unix::fs::chown(&target, Some(uid), Some(gid));
+                }
+                tls_settings.push(format!(
+                    "ssl_{}_file={}",
+                    if name == "server.crt" { "cert" } else { "key" },
+                    target.display()
+                ));
+            }
+            tls_settings.push("ssl=on".to_owned());
+            let hba_path = data_dir.join("pg_hba.conf");
+            let hba =
+                fs::read_to_string(&hba_path).unwrap_or_else(|err| panic!("reading {}: {err}", hba_path.display()));
+            let ssl_only: Vec<String> = hba
+                .lines()
+                .map(|line| match line.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}"),
+                    None => line.to_owned(),
+                })
+                .collect();
+            fs::write(&hba_path, ssl_only.join("\n") + "\n")
+                .unwrap_or_else(|err| panic!("writing {}: {err}", hba_path.display()));
+        }
+
         let port = options.port.unwrap_or_else(free_port);
         let listen = options.listen_addresses.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
         let mut command = Command::new(&postgres);
@@ -139,6 +181,9 @@ impl Postgres {
             .arg(format!("listen_addresses={listen}"))
             // Durability is worthless for a throwaway server and costs seconds.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        for setting in &tls_settings {
+            command.arg("-c").arg(setting);
+        }
         as_user(&mut command, run_as);
         let mut child = spawn_logged(command, &log_path);
         wait_until("postgres", &mut child, &log_path, Duration::from_secs(30), || {

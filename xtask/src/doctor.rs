@@ -1,5 +1,6 @@
-//! `cargo xtask doctor`: checks every external tool and service the tasks
-//! need and reports all problems at once, each with the fix.
+//! `cargo xtask doctor`: checks the configuration, every external tool and
+//! service the tasks need (the checks of `cargo xtask setup`) and the AWS
+//! settings, and reports all problems at once, each with the fix.
 
 use std::{
     path::PathBuf,
@@ -13,6 +14,7 @@ use clap::Args;
 use crate::{
     config::{Config, EnvironmentKind},
     ctx::Ctx,
+    setup::{self, Need},
 };
 
 /// Check the tools and services the tasks need
@@ -50,28 +52,13 @@ impl Doctor {
                 },
             },
             tool("cargo", &["--version"], "install Rust with rustup: https://rustup.rs"),
-            tool("git", &["--version"], "apt-get install git"),
-            tool("docker", &["--version"], "install Docker Engine: apt-get install docker.io"),
-            docker_daemon(),
-            tool(
-                "terraform",
-                &["version"],
-                "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install",
-            ),
-            tool("openssl", &["version"], "apt-get install openssl"),
-            postgres_binaries(),
-            tool(
-                "moto_server",
-                &["--version"],
-                "pip install 'moto[server]' (the AWS emulator used by tests and the sandbox)",
-            ),
-            tool(
-                "docker-registry",
-                &["--version"],
-                "apt-get install docker-registry (the registry used by tests and the sandbox)",
-            ),
-            tool("htpasswd", &["-h"], "apt-get install apache2-utils (registry credentials in tests and the sandbox)"),
         ];
+        // The tools and services: the very checks of `cargo xtask setup`.
+        checks.extend(
+            setup::findings(Need::Everything)
+                .into_iter()
+                .map(|finding| Check { name: finding.name, result: finding.result }),
+        );
         if environment_kind == Some(EnvironmentKind::Aws) {
             checks.push(aws_region());
             checks.push(aws_credentials());
@@ -107,44 +94,6 @@ fn tool(name: &'static str, version_args: &[&str], fix: &str) -> Check {
         },
     };
     Check { name, result }
-}
-
-fn docker_daemon() -> Check {
-    let result = if which::which("docker").is_err() {
-        Err("needs the docker client first".to_owned())
-    } else {
-        match run_with_timeout(
-            Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
-            Duration::from_secs(10),
-        ) {
-            Some((true, version)) => Ok(format!("engine {}", first_line(&version))),
-            Some((false, output)) => Err(format!(
-                "not reachable ({}): start it (`systemctl start docker` or `dockerd &`) or set DOCKER_HOST",
-                first_line(&output)
-            )),
-            None => Err("did not answer within 10 s: check `docker info` and DOCKER_HOST".to_owned()),
-        }
-    };
-    Check { name: "docker daemon", result }
-}
-
-fn postgres_binaries() -> Check {
-    let mut search: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
-    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        search.extend(entries.flatten().map(|entry| entry.path().join("bin")));
-    }
-    let found = |binary: &str| search.iter().map(|dir| dir.join(binary)).find(|path| path.is_file());
-    let result = match (found("initdb"), found("postgres")) {
-        (Some(initdb), Some(_)) => {
-            let version = run_with_timeout(Command::new(&initdb).arg("--version"), Duration::from_secs(10))
-                .map(|(_, output)| first_line(&output))
-                .unwrap_or_default();
-            Ok(format!("{version} ({})", initdb.display()))
-        }
-        _ => Err("initdb/postgres not found: apt-get install postgresql (tests and the local database use them), or set DATABASE_URL".to_owned()),
-    };
-    Check { name: "postgres", result }
 }
 
 fn aws_region() -> Check {

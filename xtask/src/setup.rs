@@ -16,7 +16,7 @@
 //! pieces are installed, announced, unless XTASK_NO_INSTALL=1; where they
 //! cannot be (no apt, not root and no sudo), the task stops before doing
 //! anything and lists every missing piece with one command that installs
-//! them all. `doctor` shows the same checks.
+//! them all. `doctor` shows the same checks (`findings`).
 
 use std::{
     fs,
@@ -97,6 +97,29 @@ pub fn ensure(ctx: &Ctx, need: Need) -> Result<()> {
     after.fail_if_missing()
 }
 
+/// A prerequisite as `doctor` shows it: what was found (and where), or what
+/// it is for and the fix.
+pub struct Finding {
+    pub name: &'static str,
+    pub result: std::result::Result<String, String>,
+}
+
+/// Every prerequisite of `need`, checked the way `setup` and `ensure`
+/// check them: one list, so `doctor` and `setup --check` never disagree.
+pub fn findings(need: Need) -> Vec<Finding> {
+    Report::gather(need)
+        .items
+        .into_iter()
+        .map(|item| Finding {
+            name: item.name,
+            result: match item.state {
+                State::Present(found) => Ok(found),
+                State::Missing => Err(format!("{}: {}", item.purpose, fix(&item.how))),
+            },
+        })
+        .collect()
+}
+
 /// The project's Python environment; its `bin` goes first on PATH.
 pub fn python_environment() -> PathBuf {
     // The workspace of this binary's sources, not XTASK_PROJECT_ROOT: the
@@ -154,8 +177,10 @@ impl Report {
         let everything = need == Need::Everything;
         let deploy = need == Need::LocalDeploy || everything;
         let quick = need == Need::QuickTests || everything;
-        let mut items =
-            vec![apt("postgresql", "the local database and the tests' throwaway ones", &["postgresql"], postgres())];
+        let mut items = vec![
+            apt("git", "the image's revision, the deploy's working-tree check", &["git"], command("git")),
+            apt("postgresql", "the local database and the tests' throwaway ones", &["postgresql"], postgres()),
+        ];
         if deploy {
             items.extend([
                 apt(
@@ -427,19 +452,61 @@ fn pinned(requirement: &str) -> bool {
     libs.flatten().any(|lib| lib.path().join(format!("site-packages/{package}-{version}.dist-info")).is_dir())
 }
 
+/// The daemon, asked with a deadline: a hung daemon must not hang setup or
+/// doctor. The fix carries what the client said (the address it tried).
 fn docker_daemon() -> Item {
-    let state = if quiet_success(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"])) {
-        State::Present("reachable".to_owned())
+    let start_it = "start it (`systemctl start docker` or `dockerd &`), or set DOCKER_HOST";
+    let (state, fix) = if which::which("docker").is_err() {
+        (State::Missing, format!("install Docker Engine (apt-get install docker.io) and {start_it}"))
     } else {
-        State::Missing
+        match run_with_timeout(
+            Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
+            std::time::Duration::from_secs(10),
+        ) {
+            Some((true, version)) => (State::Present(format!("engine {}", first_line(&version))), String::new()),
+            Some((false, output)) => (State::Missing, format!("not reachable ({}): {start_it}", first_line(&output))),
+            None => (State::Missing, "did not answer within 10 s: check `docker info` and DOCKER_HOST".to_owned()),
+        }
     };
     Item {
         name: "docker daemon",
         purpose: "images, the local environment, the sandbox's containers",
         state,
-        how: How::Manual(
-            "install Docker Engine (apt-get install docker.io) and start it (`systemctl start docker` or `dockerd &`), or set DOCKER_HOST".to_owned(),
-        ),
+        how: How::Manual(fix),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("").to_owned()
+}
+
+/// Runs a command with a deadline. Returns (success, stdout+stderr), or
+/// None on timeout (the child is killed).
+fn run_with_timeout(command: &mut Command, timeout: std::time::Duration) -> Option<(bool, String)> {
+    use std::io::Read;
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut output = String::new();
+                if let Some(mut stdout) = child.stdout.take() {
+                    let _ = stdout.read_to_string(&mut output);
+                }
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = stderr.read_to_string(&mut output);
+                }
+                return Some((status.success(), output));
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
     }
 }
 

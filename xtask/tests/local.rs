@@ -103,6 +103,26 @@ fn doctor_reports_a_tool_missing_from_path() {
     assert!(stderr.contains("terraform"), "the final error names terraform: {stderr}");
 }
 
+#[test]
+fn doctor_and_setup_check_report_the_same_prerequisites() {
+    // One list of checks (setup's), two tasks: every row `setup --check`
+    // prints is a row of doctor's report, word for word.
+    let (_, _, setup_stderr) = run(xtask().args(["setup", "--check"]));
+    let (_, doctor_stdout, _) = run(xtask().arg("doctor"));
+    let rows: Vec<&str> =
+        setup_stderr.lines().filter(|line| line.starts_with("  ok ") || line.starts_with("  MISSING ")).collect();
+    assert!(rows.len() >= 15, "setup --check printed too few rows:\n{setup_stderr}");
+    for row in rows {
+        let name = row.split_whitespace().nth(1).unwrap();
+        let doctor_row = doctor_stdout
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("doctor has no {name} row:\n{doctor_stdout}"));
+        let words = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(words(doctor_row), words(row), "doctor and setup --check disagree on {name}");
+    }
+}
+
 fn which_path(tool: &str) -> Result<PathBuf, ()> {
     let output = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_err(|_| ())?;
     let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();

@@ -102,7 +102,12 @@ pub fn run_command<'a>(sh: &'a Shell, target: &Target, spec: &AppContainerSpec) 
 
 /// Runs `IMAGE migrate` against the database; its exit code is the
 /// verdict. Returns the schema version it reports.
-pub fn migrate(ctx: &Ctx, target: &Target, image_id: &str, database_url: &str) -> Result<Option<String>> {
+pub fn migrate(
+    ctx: &Ctx,
+    target: &Target,
+    image_id: &str,
+    database: &super::database::Database,
+) -> Result<Option<String>> {
     let sh = &ctx.sh;
     let name = format!("{}-{}-migrate-{}", target.app_name, target.environment, unique_suffix());
     let command = sh
@@ -110,8 +115,12 @@ pub fn migrate(ctx: &Ctx, target: &Target, image_id: &str, database_url: &str) -
         .args(["run", "--rm", "--name", &name, "--network", "host"])
         .args(labels(target))
         .args(["--label", &format!("{LABEL_ROLE}=migrate")])
-        .args(["--env", "DATABASE_URL"])
-        .env("DATABASE_URL", database_url)
+        // As the owner, creating or updating the service's own role. Values
+        // through docker's environment, never its command line.
+        .args(["--env", "DATABASE_URL", "--env", "APP_DB_ROLE", "--env", "APP_DB_ROLE_PASSWORD"])
+        .env("DATABASE_URL", &database.url)
+        .env("APP_DB_ROLE", &database.app_role)
+        .env("APP_DB_ROLE_PASSWORD", &database.app_role_password)
         .args([image_id, "migrate"]);
     if ctx.dry_run() {
         println!("would run: {command}");

@@ -44,9 +44,36 @@ const LOCAL_DATABASE_PORT: u16 = 54329;
 /// How the app reaches the database.
 #[derive(Debug, Clone)]
 pub struct Database {
+    /// As the superuser, who owns the schema: for migrations.
     pub url: String,
+    /// The service's own role, data rights only (no DDL): `migrate` creates
+    /// it (`APP_DB_ROLE`), the app containers connect as it (`app_url`).
+    pub app_role: String,
+    pub app_role_password: String,
+    port: u16,
+    database: String,
     /// Started by this call (it was not running).
     pub started: bool,
+}
+
+impl Database {
+    fn new(ctx: &Ctx, target: &Target, port: u16, started: bool) -> Result<Database> {
+        let app_role_password =
+            if ctx.dry_run() { "<app role password>".to_owned() } else { kept_password(&app_password_path(target))? };
+        Ok(Database {
+            url: url(target, port),
+            app_role: format!("{}_app", database_name(target)),
+            app_role_password,
+            port,
+            database: database_name(target),
+            started,
+        })
+    }
+
+    /// The service's URL: its own role, not the owner.
+    pub fn app_url(&self) -> String {
+        format!("postgres://{}:{}@127.0.0.1:{}/{}", self.app_role, self.app_role_password, self.port, self.database)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +180,7 @@ pub fn remove_data(ctx: &Ctx, target: &Target) -> Result<()> {
 fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result<Database> {
     if let Some((pid, port)) = host_server(target) {
         ui::detail(&format!("PostgreSQL (pid {pid}) runs on 127.0.0.1:{port}"));
-        return Ok(Database { url: url(target, port), started: false });
+        return Database::new(ctx, target, port, false);
     }
     let port = choose_port(target, recorded_port);
     let data_dir = data_dir(target);
@@ -162,7 +189,7 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
             "would start: PostgreSQL from the host's binaries on 127.0.0.1:{port}, data in {}",
             shown(&ctx.root, &data_dir)
         );
-        return Ok(Database { url: url(target, port), started: true });
+        return Database::new(ctx, target, port, true);
     }
     let fresh = !data_dir.join("PG_VERSION").exists();
     ui::info(&format!(
@@ -175,6 +202,7 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
         data_dir: Some(data_dir.clone()),
         port: Some(port),
         listen_addresses: Some("127.0.0.1".to_owned()),
+        tls: None,
     };
     let postgres = crate::util::start_postgres(options).context("starting PostgreSQL for the local environment")?;
     let database = database_name(target);
@@ -185,7 +213,7 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
     let detached = postgres.detach();
     write_state(target, &State { kind: Kind::Host, port })?;
     ui::info(&format!("PostgreSQL (pid {}) ready in {}", detached.pid, crate::ui::format_duration(started.elapsed())));
-    Ok(Database { url: url(target, port), started: true })
+    Database::new(ctx, target, port, true)
 }
 
 fn ensure_container(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result<Database> {
@@ -194,7 +222,7 @@ fn ensure_container(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> R
     if container_running(sh, &name)
         && let Some(port) = recorded_port
     {
-        return Ok(Database { url: url(target, port), started: false });
+        return Database::new(ctx, target, port, false);
     }
     let port = match recorded_port {
         Some(port) if container_exists(sh, &name) => {
@@ -225,7 +253,7 @@ fn ensure_container(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> R
     };
     if ctx.dry_run() {
         println!("would wait: for pg_isready in {name}");
-        return Ok(Database { url: url(target, port), started: true });
+        return Database::new(ctx, target, port, true);
     }
     let port_text = port.to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -242,7 +270,7 @@ fn ensure_container(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> R
         std::thread::sleep(Duration::from_millis(500));
     }
     write_state(target, &State { kind: Kind::Container, port })?;
-    Ok(Database { url: url(target, port), started: true })
+    Database::new(ctx, target, port, true)
 }
 
 /// The recorded port when it is free, else the default environment's fixed
@@ -283,14 +311,23 @@ fn password_path(target: &Target) -> PathBuf {
 /// The container's superuser password, made once (0600) and kept with the
 /// environment's state.
 fn container_password(target: &Target) -> Result<String> {
-    let path = password_path(target);
-    if let Ok(text) = fs::read_to_string(&path) {
+    kept_password(&password_path(target))
+}
+
+/// `postgres/app-password` (0600): the service role's password.
+fn app_password_path(target: &Target) -> PathBuf {
+    target.state_dir.join("postgres/app-password")
+}
+
+/// The password kept at `path`, made (random, 0600) the first time.
+fn kept_password(path: &std::path::Path) -> Result<String> {
+    if let Ok(text) = fs::read_to_string(path) {
         return Ok(text.trim().to_owned());
     }
     let password = testkit::random_password();
-    let dir = path.parent().unwrap_or(&target.state_dir);
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    util::write_atomic(&path, format!("{password}\n").as_bytes(), 0o600)?;
+    util::write_atomic(path, format!("{password}\n").as_bytes(), 0o600)?;
     Ok(password)
 }
 

@@ -303,7 +303,7 @@ pub fn migrate(ctx: &Ctx, image: Option<&str>) -> Result<()> {
     };
     let database = database::ensure_running(ctx, &target)?;
     ui::step(&format!("running the migrations of {} on {}", short_id(&image), target.environment));
-    let version = containers::migrate(ctx, &target, &image, &database.url)?;
+    let version = containers::migrate(ctx, &target, &image, &database)?;
     ui::success(&format!(
         "migrations applied{}",
         version.map(|v| format!(" (schema version {v})")).unwrap_or_default()

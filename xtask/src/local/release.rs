@@ -277,7 +277,7 @@ fn run(
     proxy::ensure_running(ctx, target)?;
     if request.migrate {
         ui::step(&format!("running the migrations with {}", short_id(&image_id)));
-        let version = containers::migrate(ctx, target, &image_id, &database.url)?;
+        let version = containers::migrate(ctx, target, &image_id, &database)?;
         journal.update(|record| record.migration_version = version.clone());
     }
 
@@ -285,7 +285,7 @@ fn run(
         name: format!("{}-{}-{}", target.app_name, target.environment, containers::unique_suffix()),
         image_id: image_id.clone(),
         port: testkit::free_port(),
-        database_url: database.url.clone(),
+        database_url: database.app_url(),
         release: journal.started_at(),
     };
     journal.update(|record| record.runs_as = Some(spec.name.clone()));

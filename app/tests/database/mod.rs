@@ -1,0 +1,188 @@
+//! The database's production defaults, against real servers: the service's
+//! own role has data rights only, and TLS is verified against the CA that
+//! signed the server's certificate (made here with the openssl CLI).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sqlx::{Connection as _, Executor as _, PgConnection};
+
+use crate::support::app_process;
+use crate::support::db::TestDb;
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let dir = testkit::ServiceDir::new("app-db-test");
+    app_process::run(dir.path(), args, envs)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `postgres://ROLE:PASSWORD@rest` from `postgres://user[:pw]@rest`.
+fn as_role(url: &str, role: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (_, host_and_path) = rest.split_once('@').unwrap();
+    format!("{scheme}://{role}:{password}@{host_and_path}")
+}
+
+fn unique_role() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("app_{}_{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn the_app_role_reads_and_writes_but_cannot_change_the_schema() {
+    let db = TestDb::create();
+    let role = unique_role();
+    let password = testkit::random_password();
+    let envs = [("DATABASE_URL", db.url.as_str()), ("APP_DB_ROLE", role.as_str()), ("APP_DB_ROLE_PASSWORD", &password)];
+    for _ in 0..2 {
+        // Twice: the second run takes the ALTER ROLE path.
+        let output = run(&["migrate"], &envs);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(
+            text(&output.stdout).contains(&format!("role {role} has data rights only")),
+            "{}",
+            text(&output.stdout)
+        );
+        assert!(!text(&output.stdout).contains(&password) && !text(&output.stderr).contains(&password));
+    }
+
+    let mut conn = PgConnection::connect(&as_role(&db.url, &role, &password)).await.unwrap();
+    conn.execute("INSERT INTO entries (name, message) VALUES ('a', 'b')").await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM entries").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(count, 1);
+    conn.execute("UPDATE entries SET message = 'c'").await.unwrap();
+    conn.execute("DELETE FROM entries").await.unwrap();
+    for (ddl, refusal) in [
+        ("CREATE TABLE intruder (id int)", "permission denied for schema public"),
+        ("DROP TABLE entries", "must be owner of table entries"),
+        ("ALTER TABLE entries ADD COLUMN x int", "must be owner of table entries"),
+        ("SELECT * FROM _sqlx_migrations", "permission denied for table _sqlx_migrations"),
+        ("CREATE ROLE other", "permission denied to create role"),
+    ] {
+        let err = conn.execute(ddl).await.expect_err(ddl).to_string();
+        assert!(err.contains(refusal), "{ddl}: {err}");
+    }
+    let _ = conn.close().await;
+
+    // The service itself runs as that role.
+    let mut app = app_process::AppProcess::serve(&[("DATABASE_URL", &as_role(&db.url, &role, &password))]);
+    let response =
+        crate::support::http::request(app.port, "POST", "/api/entries", Some(r#"{"name":"n","message":"m"}"#)).unwrap();
+    assert_eq!(response.status, 201, "{}", response.body);
+    app.signal("TERM");
+    app.wait(std::time::Duration::from_secs(10));
+}
+
+/// A CA, and a server certificate it signs for 127.0.0.1 and localhost,
+/// made with the openssl CLI.
+struct TestCa {
+    dir: testkit::ServiceDir,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let dir = testkit::ServiceDir::new(name);
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("running openssl");
+            assert!(output.status.success(), "openssl {args:?}: {}", text(&output.stderr));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test database CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(dir.path().join("san.ext"), "subjectAltName = IP:127.0.0.1, DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        TestCa { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn encoded(path: &Path) -> String {
+    path.display().to_string().replace('/', "%2F")
+}
+
+#[test]
+fn the_app_verifies_the_server_certificate_and_the_server_requires_tls() {
+    let ca = TestCa::new("app-db-ca");
+    let other_ca = TestCa::new("app-db-other-ca");
+    let postgres = testkit::Postgres::start_with(testkit::PostgresOptions {
+        tls: Some(testkit::TlsFiles { certificate: ca.path("server.pem"), key: ca.path("server.key") }),
+        ..Default::default()
+    });
+    let base = postgres.url();
+
+    let verified = format!("{base}?sslmode=verify-full&sslrootcert={}", encoded(&ca.path("ca.pem")));
+    let output = run(&["migrate"], &[("DATABASE_URL", &verified)]);
+    assert!(output.status.success(), "verify-full with the right CA: {}", text(&output.stderr));
+
+    // The DB_* form (how ECS configures it) verifies by default.
+    let port = postgres.port().to_string();
+    let parts = [
+        ("DB_HOST", "127.0.0.1"),
+        ("DB_PORT", port.as_str()),
+        ("DB_NAME", "postgres"),
+        ("DB_USER", "postgres"),
+        ("DB_PASSWORD", postgres.password()),
+    ];
+    let right_ca = ca.path("ca.pem");
+    let output = run(&["migrate"], &[&parts[..], &[("DB_SSLROOTCERT", right_ca.to_str().unwrap())]].concat());
+    assert!(output.status.success(), "DB_* with the right CA: {}", text(&output.stderr));
+
+    // A certificate it cannot verify: refused, and said so.
+    let wrong_ca = other_ca.path("ca.pem");
+    let output = run(&["migrate"], &[&parts[..], &[("DB_SSLROOTCERT", wrong_ca.to_str().unwrap())]].concat());
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "connected with a certificate signed by another CA");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    // And the server refuses a client without TLS, as rds.force_ssl does.
+    let output = run(&["migrate"], &[("DATABASE_URL", &format!("{base}?sslmode=disable"))]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "connected without TLS");
+    assert!(stderr.contains("no encryption") || stderr.contains("pg_hba.conf"), "{stderr}");
+}
