@@ -3,11 +3,13 @@
 //!
 //! - `routes`: the router driven in-process with `tower::ServiceExt::oneshot`.
 //! - `process`: the built `app` binary driven over real TCP and signals.
+//! - `limits`: body size, timeout, write rate and security headers.
 //!
 //! They run against `DATABASE_URL` when it is set (e.g. a CI service
 //! container), otherwise against a throwaway server from the local
 //! PostgreSQL binaries. Each test gets its own database.
 
+mod limits;
 mod process;
 mod routes;
 mod support;
