@@ -3,7 +3,8 @@
 //!
 //! - `routes`: the router driven in-process with `tower::ServiceExt::oneshot`.
 //! - `process`: the built `app` binary driven over real TCP and signals.
-//! - `limits`: body size, timeout, write rate and security headers.
+//! - `limits`: body size, timeout, write rate, security headers, and a short
+//!   run of the `load` example against the built binary.
 //!
 //! They run against `DATABASE_URL` when it is set (e.g. a CI service
 //! container), otherwise against a throwaway server from the local

@@ -1,5 +1,5 @@
 //! The abuse limits and security headers (`app::limits`): in-process with a
-//! peer address set by hand.
+//! peer address set by hand, and over real TCP with the `load` example.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +14,13 @@ use tower::ServiceExt as _;
 
 use app::limits::{Limits, WriteRate};
 
+use crate::support::app_process::AppProcess;
 use crate::support::db::{TestDb, unreachable_pool};
+
+// The example's code, so the test runs the very loop people run by hand.
+#[allow(dead_code)]
+#[path = "../../examples/load.rs"]
+mod load;
 
 /// What a test looks at in a response.
 struct Reply {
@@ -207,4 +213,25 @@ async fn a_request_past_the_timeout_gets_503() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(reply.body.contains("took longer than 1 s"), "{}", reply.body);
     assert_eq!(Ask::get("/debug/slow?ms=10").send(&router).await.status, StatusCode::OK);
+}
+
+/// The `load` example in a small, fixed size against the built binary over
+/// real TCP (so the peer address is the client): 429s, never a 5xx.
+#[test]
+fn a_loopback_load_meets_429s_and_no_5xx() {
+    let db = TestDb::create();
+    let app = AppProcess::serve(&[("DATABASE_URL", db.url.as_str()), ("RUN_MIGRATIONS_ON_START", "true")]);
+    let options = load::LoadOptions {
+        authority: format!("127.0.0.1:{}", app.port),
+        reads: 2_000,
+        writes: 40,
+        connections: 4,
+        burst: 10,
+    };
+    let report = load::run(&options);
+    eprintln!("{}", report.summary());
+    assert_eq!(report.problems(&options), Vec::<String>::new(), "{:?}", report.samples);
+    assert!(report.writes_created >= 10, "{}", report.summary());
+    assert!(report.writes_limited > 0, "{}", report.summary());
+    assert_eq!(report.writes_created + report.writes_limited, 40, "{}", report.summary());
 }
