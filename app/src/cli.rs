@@ -35,7 +35,12 @@ configuration (environment, or a .env file in the working directory):
   BIND_ADDR                default 0.0.0.0
   RUST_LOG                 default info
   SHUTDOWN_DRAIN_SECONDS   default 20
-  RUN_MIGRATIONS_ON_START  default false";
+  RUN_MIGRATIONS_ON_START  default false
+  REQUEST_TIMEOUT_SECONDS  default 10 (503 after)
+  WRITE_RATE_LIMIT         default on: a token bucket per client on the writes (429)
+  WRITE_RATE_BURST         default 10
+  WRITE_RATE_PER_SECOND    default 0.1
+  TRUSTED_PROXY_HOPS       default 0: proxies in front that append to X-Forwarded-For";
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,8 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 use tracing_subscriber::EnvFilter;
 
+use crate::limits::{self, Limits, WriteRate};
+
 /// Default HTTP port; matches the container port in the task definition.
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default Postgres port when composing the URL from `DB_*` settings.
@@ -33,9 +35,13 @@ pub const DEFAULT_SHUTDOWN_DRAIN_SECONDS: u64 = 20;
 pub const MAX_SHUTDOWN_DRAIN_SECONDS: u64 = 3600;
 /// Default log filter when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str = "info";
+/// Upper bound for `REQUEST_TIMEOUT_SECONDS`; more is almost certainly a typo.
+pub const MAX_REQUEST_TIMEOUT_SECONDS: u64 = 3600;
+/// Upper bound for `TRUSTED_PROXY_HOPS`: no real chain of proxies is longer.
+pub const MAX_TRUSTED_PROXY_HOPS: usize = 10;
 
 /// Everything the service needs to start.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// Postgres connection URL, either `DATABASE_URL` or composed from `DB_*`.
     pub database_url: String,
@@ -51,6 +57,8 @@ pub struct Config {
     pub run_migrations_on_start: bool,
     /// Mount the `/debug/*` test hooks (`APP_ENABLE_DEBUG_ROUTES`).
     pub enable_debug_routes: bool,
+    /// Request timeout, write rate limit and proxy trust (see [`crate::limits`]).
+    pub limits: Limits,
     /// The role `migrate` (run as the schema's owner) creates or updates for
     /// the service: data rights only, no DDL (`APP_DB_ROLE`,
     /// `APP_DB_ROLE_PASSWORD`).
@@ -151,8 +159,9 @@ impl Config {
             },
         };
 
-        let run_migrations_on_start = parse_flag(&get, "RUN_MIGRATIONS_ON_START")?;
-        let enable_debug_routes = parse_flag(&get, "APP_ENABLE_DEBUG_ROUTES")?;
+        let run_migrations_on_start = parse_flag(&get, "RUN_MIGRATIONS_ON_START", false)?;
+        let enable_debug_routes = parse_flag(&get, "APP_ENABLE_DEBUG_ROUTES", false)?;
+        let limits = parse_limits(&get)?;
         let app_role = app_role(&get)?;
 
         Ok(Self {
@@ -163,6 +172,7 @@ impl Config {
             shutdown_drain,
             run_migrations_on_start,
             enable_debug_routes,
+            limits,
             app_role,
         })
     }
@@ -191,6 +201,7 @@ impl fmt::Debug for Config {
             .field("shutdown_drain", &self.shutdown_drain)
             .field("run_migrations_on_start", &self.run_migrations_on_start)
             .field("enable_debug_routes", &self.enable_debug_routes)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -376,9 +387,73 @@ fn parse_port(setting: &str, raw: &str) -> Result<u16, ConfigError> {
     }
 }
 
-fn parse_flag(get: &impl Fn(&str) -> Option<String>, setting: &str) -> Result<bool, ConfigError> {
+/// The settings of [`crate::limits`]; the write rate limit is on unless
+/// `WRITE_RATE_LIMIT` turns it off.
+fn parse_limits(get: &impl Fn(&str) -> Option<String>) -> Result<Limits, ConfigError> {
+    let request_timeout_seconds = match get("REQUEST_TIMEOUT_SECONDS") {
+        None => limits::DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(secs) if (1..=MAX_REQUEST_TIMEOUT_SECONDS).contains(&secs) => secs,
+            _ => {
+                return Err(ConfigError::new(
+                    "REQUEST_TIMEOUT_SECONDS",
+                    format!(
+                        "REQUEST_TIMEOUT_SECONDS={raw:?} is not a whole number of seconds (expected 1-{MAX_REQUEST_TIMEOUT_SECONDS})"
+                    ),
+                ));
+            }
+        },
+    };
+    let burst = match get("WRITE_RATE_BURST") {
+        None => limits::DEFAULT_WRITE_BURST,
+        Some(raw) => match raw.trim().parse::<u32>() {
+            Ok(burst) if burst >= 1 => burst,
+            _ => {
+                return Err(ConfigError::new(
+                    "WRITE_RATE_BURST",
+                    format!("WRITE_RATE_BURST={raw:?} is not a whole number of writes (expected 1 or more)"),
+                ));
+            }
+        },
+    };
+    let per_second = match get("WRITE_RATE_PER_SECOND") {
+        None => limits::DEFAULT_WRITE_PER_SECOND,
+        Some(raw) => match raw.trim().parse::<f64>() {
+            // The lower bound keeps Retry-After within a day.
+            Ok(rate) if rate.is_finite() && rate >= 1.0 / 86_400.0 => rate,
+            _ => {
+                return Err(ConfigError::new(
+                    "WRITE_RATE_PER_SECOND",
+                    format!("WRITE_RATE_PER_SECOND={raw:?} is not a positive number (expected e.g. 0.1 or 5)"),
+                ));
+            }
+        },
+    };
+    let write_rate_limit = parse_flag(get, "WRITE_RATE_LIMIT", true)?;
+    let trusted_proxy_hops = match get("TRUSTED_PROXY_HOPS") {
+        None => 0,
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(hops) if hops <= MAX_TRUSTED_PROXY_HOPS => hops,
+            _ => {
+                return Err(ConfigError::new(
+                    "TRUSTED_PROXY_HOPS",
+                    format!(
+                        "TRUSTED_PROXY_HOPS={raw:?} is not a number of proxies (expected 0-{MAX_TRUSTED_PROXY_HOPS})"
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(Limits {
+        request_timeout: Duration::from_secs(request_timeout_seconds),
+        write_rate: write_rate_limit.then_some(WriteRate { burst, per_second }),
+        trusted_proxy_hops,
+    })
+}
+
+fn parse_flag(get: &impl Fn(&str) -> Option<String>, setting: &str, default: bool) -> Result<bool, ConfigError> {
     let Some(raw) = get(setting) else {
-        return Ok(false);
+        return Ok(default);
     };
     match raw.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -446,6 +521,10 @@ mod tests {
         assert_eq!(config.shutdown_drain, Duration::from_secs(20));
         assert!(!config.run_migrations_on_start);
         assert!(!config.enable_debug_routes);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.write_rate, Some(WriteRate { burst: 10, per_second: 0.1 }));
+        assert_eq!(config.limits.trusted_proxy_hops, 0);
+        assert_eq!(config.limits.request_timeout, Duration::from_secs(10));
         assert_eq!(config.socket_addr().to_string(), "0.0.0.0:8080");
     }
 
@@ -459,8 +538,20 @@ mod tests {
             ("SHUTDOWN_DRAIN_SECONDS", "5"),
             ("RUN_MIGRATIONS_ON_START", "true"),
             ("APP_ENABLE_DEBUG_ROUTES", "1"),
+            ("REQUEST_TIMEOUT_SECONDS", "3"),
+            ("WRITE_RATE_BURST", "50"),
+            ("WRITE_RATE_PER_SECOND", "2.5"),
+            ("TRUSTED_PROXY_HOPS", "1"),
         ]))
         .unwrap();
+        assert_eq!(
+            config.limits,
+            Limits {
+                request_timeout: Duration::from_secs(3),
+                write_rate: Some(WriteRate { burst: 50, per_second: 2.5 }),
+                trusted_proxy_hops: 1,
+            }
+        );
         assert_eq!(config.socket_addr().to_string(), "[::1]:9000");
         assert_eq!(config.log_filter, "app=debug,sqlx=warn");
         assert_eq!(config.shutdown_drain, Duration::from_secs(5));
@@ -606,6 +697,17 @@ mod tests {
             ("SHUTDOWN_DRAIN_SECONDS", "99999"),
             ("RUN_MIGRATIONS_ON_START", "maybe"),
             ("APP_ENABLE_DEBUG_ROUTES", "2"),
+            ("REQUEST_TIMEOUT_SECONDS", "0"),
+            ("REQUEST_TIMEOUT_SECONDS", "1.5"),
+            ("WRITE_RATE_LIMIT", "sometimes"),
+            ("WRITE_RATE_BURST", "0"),
+            ("WRITE_RATE_BURST", "ten"),
+            ("WRITE_RATE_PER_SECOND", "0"),
+            ("WRITE_RATE_PER_SECOND", "-1"),
+            ("WRITE_RATE_PER_SECOND", "NaN"),
+            ("WRITE_RATE_PER_SECOND", "inf"),
+            ("TRUSTED_PROXY_HOPS", "-1"),
+            ("TRUSTED_PROXY_HOPS", "11"),
         ];
         for (setting, value) in cases {
             let e = err(&[("DATABASE_URL", URL), (setting, value)]);
@@ -614,6 +716,16 @@ mod tests {
             assert!(text.starts_with(&format!("{setting}={value:?} ")), "{text}");
             assert!(!text.contains('\n'), "{text}");
         }
+    }
+
+    #[test]
+    fn the_write_rate_limit_can_be_turned_off() {
+        for off in ["off", "false", "0"] {
+            let config = Config::from_lookup(lookup(&[("DATABASE_URL", URL), ("WRITE_RATE_LIMIT", off)])).unwrap();
+            assert_eq!(config.limits.write_rate, None);
+        }
+        let config = Config::from_lookup(lookup(&[("DATABASE_URL", URL), ("WRITE_RATE_LIMIT", "on")])).unwrap();
+        assert!(config.limits.write_rate.is_some());
     }
 
     #[test]

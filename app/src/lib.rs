@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod limits;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

@@ -3,13 +3,16 @@
 //! Every error a client can see is JSON of the shape `{"error": "..."}`
 //! (plus `"field"` for validation errors), including malformed bodies and
 //! unknown routes, so API clients never have to parse axum's plain-text
-//! rejections. The HTML page escapes everything that came from a user.
+//! rejections. The HTML page escapes everything that came from a user, and
+//! has no inline style or script (its style is `/style.css`), so the
+//! Content-Security-Policy of [`crate::limits`] can forbid them.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::handler::Handler as _;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -19,6 +22,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::db::{self, Entry, MESSAGE_MAX_CHARS, NAME_MAX_CHARS};
+use crate::limits::{self, Limits, WriteLimiter};
 use crate::telemetry;
 use crate::version::VERSION;
 
@@ -36,12 +40,21 @@ pub struct AppState {
     pub pool: PgPool,
     /// Mount `/debug/*` test hooks. Never enable in production.
     pub debug_routes: bool,
+    /// Body size, timeout, write rate and proxy trust.
+    pub limits: Limits,
 }
 
 impl AppState {
-    /// State with debug routes disabled.
+    /// State with debug routes disabled and the default limits (the write
+    /// rate limit on).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, debug_routes: false }
+        Self { pool, debug_routes: false, limits: Limits::default() }
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Enables or disables the `/debug/*` routes.
@@ -51,22 +64,34 @@ impl AppState {
     }
 }
 
-/// Builds the service's router, including the access-log middleware.
+/// Builds the service's router, with the access log and the limits.
+///
+/// Each router has write-rate buckets of its own. The layers, outermost
+/// first: security headers (so every answer has them, errors included), the
+/// access log (so it sees the 413s, 429s and 503s below), the timeout, the
+/// body limit; the write rate limit wraps only the two write handlers.
 pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    let write_limit = middleware::from_fn_with_state(WriteLimiter::new(&limits), limits::limit_writes);
     let mut router = Router::new()
         .route("/", get(home))
-        .route("/entries", post(create_entry_form))
+        .route("/style.css", get(style_sheet))
+        .route("/entries", post(create_entry_form.layer(write_limit.clone())))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
-        .route("/api/entries", get(list_entries).post(create_entry));
+        .route("/api/entries", get(list_entries).post(create_entry.layer(write_limit)));
     if state.debug_routes {
         router = router.route("/debug/slow", get(debug_slow));
     }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits::BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(limits::reject_large_bodies))
+        .layer(middleware::from_fn_with_state(limits.request_timeout, limits::time_limit))
         .layer(middleware::from_fn(telemetry::log_requests))
+        .layer(middleware::from_fn_with_state(limits.trusted_proxy_hops, limits::security_headers))
         .with_state(state)
 }
 
@@ -382,6 +407,13 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// The page's style sheet: a file of its own, since the
+/// Content-Security-Policy forbids inline style.
+async fn style_sheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")], STYLE)
+        .into_response()
+}
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#222}\
 form{display:grid;gap:.5rem;margin-bottom:2rem}input,textarea,button{font:inherit;padding:.4rem}\
 ol{list-style:none;padding:0}li{border-top:1px solid #ddd;padding:.75rem 0}li p{margin:.25rem 0 0;white-space:pre-wrap}\
@@ -391,7 +423,7 @@ fn page_shell(body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Guestbook</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n<h1>Guestbook</h1>\n{body}</main>\n\
+         <title>Guestbook</title>\n<link rel=\"stylesheet\" href=\"/style.css\">\n</head>\n<body>\n<main>\n<h1>Guestbook</h1>\n{body}</main>\n\
          <footer>{} {} &middot; git <code>{}</code> &middot; built <time>{}</time></footer>\n</body>\n</html>\n",
         escape_html(VERSION.name),
         escape_html(VERSION.version),

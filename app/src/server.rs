@@ -6,6 +6,7 @@
 //! we give up and exit 1 before the orchestrator escalates to SIGKILL.
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -31,6 +32,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         build_time = VERSION.build_time,
         database = %crate::config::redact_url(&config.database_url),
         drain_seconds = config.shutdown_drain.as_secs(),
+        request_timeout_seconds = config.limits.request_timeout.as_secs(),
+        write_rate_burst = config.limits.write_rate.map(|rate| rate.burst),
+        write_rate_per_second = config.limits.write_rate.map(|rate| rate.per_second),
+        trusted_proxy_hops = config.limits.trusted_proxy_hops,
         "starting"
     );
 
@@ -46,14 +51,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.enable_debug_routes {
         tracing::warn!("debug routes are enabled (APP_ENABLE_DEBUG_ROUTES); never do this in production");
     }
-    let app = router(AppState::new(pool.clone()).with_debug_routes(config.enable_debug_routes));
+    if config.limits.write_rate.is_none() {
+        tracing::warn!("the write rate limit is off (WRITE_RATE_LIMIT)");
+    }
+    let state = AppState::new(pool.clone()).with_debug_routes(config.enable_debug_routes).with_limits(config.limits);
+    let app = router(state);
 
     let addr = config.socket_addr();
     let listener = TcpListener::bind(addr).await.with_context(|| format!("could not listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app)
+    // The peer address is the write rate limit's client when no proxy is trusted.
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         })

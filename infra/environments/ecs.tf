@@ -25,10 +25,16 @@ resource "aws_ecs_cluster_capacity_providers" "main" {
 locals {
   # Maps iterate in key order, so both lists come out sorted the way ECS
   # returns them and the task definition does not show a spurious diff.
-  container_environment = merge(var.extra_environment, {
-    PORT     = tostring(var.container_port)
-    RUST_LOG = var.rust_log
-    APP_ENV  = var.environment
+  #
+  # The ALB appends the client's address to X-Forwarded-For (one hop), so
+  # the app's write rate limit reads the client from there and not from the
+  # ALB's own address; extra_environment may change it (e.g. to 2 behind a
+  # CDN) but not the settings after it.
+  container_environment = merge({ TRUSTED_PROXY_HOPS = "1" }, var.extra_environment, {
+    PORT       = tostring(var.container_port)
+    RUST_LOG   = var.rust_log
+    APP_ENV    = var.environment
+    DB_SSLMODE = var.db_sslmode
   })
 
   # "<secret arn>:<json key>:<version stage>:<version id>"; empty stage and

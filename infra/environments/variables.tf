@@ -177,6 +177,16 @@ variable "rust_log" {
   default     = "info"
 }
 
+variable "db_sslmode" {
+  description = "DB_SSLMODE of the app: TLS to RDS. verify-full (the app's own default) needs the RDS CA bundle in the image (DB_SSLROOTCERT), which the image does not carry yet, so this stays require: encrypted, certificate not verified."
+  type        = string
+  default     = "require"
+  validation {
+    condition     = contains(["require", "verify-ca", "verify-full"], var.db_sslmode)
+    error_message = "db_sslmode must be require, verify-ca or verify-full: RDS forces TLS (rds.force_ssl), so nothing weaker connects."
+  }
+}
+
 variable "extra_environment" {
   description = "Further plain (non-secret) environment variables for the container."
   type        = map(string)

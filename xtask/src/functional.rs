@@ -127,6 +127,7 @@ enum Check {
     Readyz,
     Version,
     HomePage,
+    StyleSheet,
     ApiCreate,
     ApiList,
     ApiValidation,
@@ -136,11 +137,12 @@ enum Check {
 }
 
 impl Check {
-    const ALL: [Check; 10] = [
+    const ALL: [Check; 11] = [
         Check::Healthz,
         Check::Readyz,
         Check::Version,
         Check::HomePage,
+        Check::StyleSheet,
         Check::ApiCreate,
         Check::ApiList,
         Check::ApiValidation,
@@ -156,6 +158,7 @@ impl Check {
             Check::Readyz => "GET /readyz",
             Check::Version => "GET /version",
             Check::HomePage => "GET / (page)",
+            Check::StyleSheet => "GET /style.css",
             Check::ApiCreate => "POST /api/entries",
             Check::ApiList => "GET /api/entries",
             Check::ApiValidation => "POST /api/entries (invalid)",
@@ -171,7 +174,8 @@ impl Check {
             Check::Healthz => "answers 200",
             Check::Readyz => "answers 200 (the database is reachable)",
             Check::Version => "answers JSON naming the expected git_sha",
-            Check::HomePage => "answers HTML with the form and the commit",
+            Check::HomePage => "answers HTML with the form and the commit, under a CSP without inline style or script",
+            Check::StyleSheet => "answers the page's style sheet as text/css",
             Check::ApiCreate => "creates an entry: 201 and the entry as JSON",
             Check::ApiList => "lists the created entry",
             Check::ApiValidation => "refuses an empty name with a 4xx JSON error naming the field",
@@ -211,6 +215,7 @@ impl Session {
             Check::Readyz => self.expect_status(&Request::get("/readyz"), 200),
             Check::Version => self.version(),
             Check::HomePage => self.home_page(),
+            Check::StyleSheet => self.style_sheet(),
             Check::ApiCreate => self.api_create(),
             Check::ApiList => self.api_list(),
             Check::ApiValidation => self.api_validation(),
@@ -254,6 +259,19 @@ impl Session {
             bail!("GET / answered content-type {content_type:?}, expected text/html");
         }
         check_page(&response.body, self.git_sha.as_deref())?;
+        check_security_headers(&response)?;
+        Ok(Outcome::Passed)
+    }
+
+    fn style_sheet(&self) -> Result<Outcome> {
+        let response = self.send(&Request::get("/style.css"))?;
+        if response.status != 200 {
+            bail!("GET /style.css answered {}: {}", response.status, snippet(&response.body));
+        }
+        let content_type = response.header("content-type").unwrap_or_default();
+        if !content_type.starts_with("text/css") {
+            bail!("GET /style.css answered content-type {content_type:?}, expected text/css");
+        }
         Ok(Outcome::Passed)
     }
 
@@ -359,6 +377,27 @@ fn check_page(html: &str, git_sha: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The page may load nothing from elsewhere, run no inline script or style,
+/// and not be framed (the app's `limits.rs`); the browser check then proves
+/// the page still renders under that policy.
+fn check_security_headers(response: &Response) -> Result<()> {
+    let Some(policy) = response.header("content-security-policy") else {
+        bail!("GET / has no Content-Security-Policy header");
+    };
+    for needed in ["default-src 'self'", "frame-ancestors 'none'"] {
+        if !policy.contains(needed) {
+            bail!("the Content-Security-Policy {policy:?} lacks {needed:?}");
+        }
+    }
+    if policy.contains("'unsafe-inline'") {
+        bail!("the Content-Security-Policy {policy:?} allows inline script or style");
+    }
+    if response.header("x-content-type-options") != Some("nosniff") {
+        bail!("GET / has no X-Content-Type-Options: nosniff");
+    }
+    Ok(())
+}
+
 /// A full sha and an abbreviation of it (7 characters at least) name the
 /// same commit.
 fn same_commit(reported: &str, expected: &str) -> bool {
@@ -454,6 +493,25 @@ mod tests {
         assert!(same_commit(full, "0123456789ab"));
         assert!(!same_commit(full, "0123"));
         assert!(!same_commit(full, "fedcba9876543210fedcba9876543210fedcba98"));
+    }
+
+    #[test]
+    fn the_page_must_forbid_inline_code_and_framing() {
+        let page = |policy: &str| Response {
+            status: 200,
+            headers: vec![
+                ("content-security-policy".to_owned(), policy.to_owned()),
+                ("x-content-type-options".to_owned(), "nosniff".to_owned()),
+            ],
+            body: String::new(),
+        };
+        check_security_headers(&page("default-src 'self'; frame-ancestors 'none'")).unwrap();
+        let err = check_security_headers(&page("default-src 'self'")).unwrap_err().to_string();
+        assert!(err.contains("lacks \"frame-ancestors 'none'\""), "{err}");
+        let lax = page("default-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
+        assert!(check_security_headers(&lax).unwrap_err().to_string().contains("allows inline"));
+        let bare = Response { status: 200, headers: Vec::new(), body: String::new() };
+        assert!(check_security_headers(&bare).unwrap_err().to_string().contains("no Content-Security-Policy"));
     }
 
     #[test]

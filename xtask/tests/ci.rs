@@ -194,11 +194,12 @@ fn summary_row<'a>(stderr: &'a str, check: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no summary row for {check:?}:\n{stderr}"))
 }
 
-const CHECKS: [&str; 9] = [
+const CHECKS: [&str; 10] = [
     "GET /healthz",
     "GET /readyz",
     "GET /version",
     "GET / (page)",
+    "GET /style.css",
     "POST /api/entries",
     "GET /api/entries",
     "POST /api/entries (invalid)",

@@ -423,6 +423,7 @@ fn dry_run_prints_the_plan_and_changes_nothing_and_down_is_idempotent() {
         &format!("{} migrate", built.id),
         "would run: docker run --detach --name guestbook-",
         "--env BIND_ADDR=127.0.0.1",
+        "--env TRUSTED_PROXY_HOPS=1",
         "--stop-timeout 15",
         "would wait: up to 120s for http://127.0.0.1:",
         "would write: 127.0.0.1:",

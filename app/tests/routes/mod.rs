@@ -64,8 +64,11 @@ async fn post_json(router: &Router, body: Value) -> Reply {
     post_raw(router, "/api/entries", Some("application/json"), &body.to_string()).await
 }
 
+/// A router without the write rate limit: these tests post more entries
+/// than a burst allows, and the limits have tests of their own (`limits`).
 fn router_with(pool: PgPool) -> Router {
-    app::router(app::AppState::new(pool))
+    let limits = app::limits::Limits { write_rate: None, ..app::limits::Limits::default() };
+    app::router(app::AppState::new(pool).with_limits(limits))
 }
 
 /// A router on a fresh migrated database; keep the `TestDb` alive.

@@ -49,6 +49,11 @@ pub fn local_switch(ctx: &Ctx) -> Result<Vec<Figure>> {
         environment: format!("bench-switch-{}", std::process::id()),
         host_port: testkit::free_port(),
         state_dir: ctx.root.join("target/local").join(format!("bench-switch-{}", std::process::id())),
+        // The load posts one request in 10, all from 127.0.0.1: the app's
+        // default write limit (a burst of 10, then one per 10 s) would answer
+        // 429 to nearly all of them, and the benchmark measures switches, not
+        // the limit. Only this environment turns it off; the default stays on.
+        app_env: vec![("WRITE_RATE_LIMIT".to_owned(), "off".to_owned())],
     };
     let second_tag = format!("{}-bench:switch-{}", target.app_name, std::process::id());
     // What an interrupted run left behind.

@@ -27,6 +27,8 @@ const LABEL_RELEASE: &str = "com.example.xtask.release";
 /// SIGKILL, so a clean drain always wins.
 pub const DRAIN_SECONDS: u64 = 10;
 pub const STOP_TIMEOUT_SECONDS: u64 = DRAIN_SECONDS + 5;
+/// One proxy (`proxy/server.rs`) stands between clients and the containers.
+pub const TRUSTED_PROXY_HOPS: usize = 1;
 
 /// An app container of the environment, running or not.
 #[derive(Debug, Clone)]
@@ -96,6 +98,11 @@ pub fn run_command<'a>(sh: &'a Shell, target: &Target, spec: &AppContainerSpec) 
         .args(["--env", "DATABASE_URL"])
         .env("DATABASE_URL", &spec.database_url)
         .args(["--env", &format!("SHUTDOWN_DRAIN_SECONDS={DRAIN_SECONDS}")])
+        // The environment's proxy appends the client to X-Forwarded-For, so
+        // the app's write rate limit must read the client from there, not
+        // take every request for the proxy's 127.0.0.1.
+        .args(["--env", &format!("TRUSTED_PROXY_HOPS={TRUSTED_PROXY_HOPS}")])
+        .args(target.app_env.iter().flat_map(|(name, value)| ["--env".to_owned(), format!("{name}={value}")]))
         .args(["--stop-timeout", &STOP_TIMEOUT_SECONDS.to_string()])
         .arg(&spec.image_id)
 }

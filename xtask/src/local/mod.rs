@@ -219,6 +219,9 @@ pub struct Target {
     /// `target/local/<environment>`: state files, the proxy's log, the
     /// database's data and the release ledger.
     pub state_dir: PathBuf,
+    /// Settings added to the environment of the app containers, after (and
+    /// so over) the ones every container gets; empty but for benchmarks.
+    pub app_env: Vec<(String, String)>,
 }
 
 impl Target {
@@ -234,6 +237,7 @@ impl Target {
             environment: name.clone(),
             host_port: environment.host_port.unwrap_or(config.app.port),
             state_dir: ctx.root.join("target/local").join(name),
+            app_env: Vec::new(),
         })
     }
 
