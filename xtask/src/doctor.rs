@@ -2,11 +2,7 @@
 //! service the tasks need (the checks of `cargo xtask setup`) and the AWS
 //! settings, and reports all problems at once, each with the fix.
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -14,7 +10,7 @@ use clap::Args;
 use crate::{
     config::{Config, EnvironmentKind},
     ctx::Ctx,
-    setup::{self, Need},
+    setup::{self, Need, first_line, run_with_timeout},
 };
 
 /// Check the tools and services the tasks need
@@ -132,36 +128,4 @@ fn aws_credentials() -> Check {
         Err("no AWS credentials: run `aws configure sso` / set AWS_PROFILE, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".to_owned())
     };
     Check { name: "aws credentials", result }
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("").to_owned()
-}
-
-/// Runs a command with a deadline so a hung daemon cannot hang the doctor.
-/// Returns (success, stdout+stderr) or None on timeout.
-fn run_with_timeout(command: &mut Command, timeout: Duration) -> Option<(bool, String)> {
-    use std::io::Read;
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut output = String::new();
-                if let Some(mut stdout) = child.stdout.take() {
-                    let _ = stdout.read_to_string(&mut output);
-                }
-                if let Some(mut stderr) = child.stderr.take() {
-                    let _ = stderr.read_to_string(&mut output);
-                }
-                return Some((status.success(), output));
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
 }

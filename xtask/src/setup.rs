@@ -476,13 +476,13 @@ fn docker_daemon() -> Item {
     }
 }
 
-fn first_line(text: &str) -> String {
+pub fn first_line(text: &str) -> String {
     text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("").to_owned()
 }
 
 /// Runs a command with a deadline. Returns (success, stdout+stderr), or
 /// None on timeout (the child is killed).
-fn run_with_timeout(command: &mut Command, timeout: std::time::Duration) -> Option<(bool, String)> {
+pub fn run_with_timeout(command: &mut Command, timeout: std::time::Duration) -> Option<(bool, String)> {
     use std::io::Read;
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
     let deadline = std::time::Instant::now() + timeout;
