@@ -1,7 +1,10 @@
 //! A minimal HTTP client for the health gate, the smoke check, the switch
-//! benchmark and the functional tests: one request, one new connection, no
-//! crate. Plain `http://` only (what the local proxy, a container and the
-//! load balancer's port 80 speak).
+//! benchmark and the functional tests: one request, one new connection.
+//! `http://`, and `https://` through the openssl crate xtask already links
+//! for the secrets (no new crate): the peer's certificate is verified
+//! against the system's roots, or the bundle named by `SSL_CERT_FILE`
+//! (OpenSSL's own variable: how tests trust a CA they made), and its name
+//! against the URL's host.
 
 use std::{
     fmt,
@@ -28,9 +31,10 @@ impl Response {
     }
 }
 
-/// Where requests go: `http://host[:port][/prefix]`.
+/// Where requests go: `http[s]://host[:port][/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// A path prefix without the trailing slash (empty for the root).
@@ -39,8 +43,11 @@ pub struct BaseUrl {
 
 impl BaseUrl {
     pub fn parse(url: &str) -> Result<BaseUrl> {
-        let Some(rest) = url.trim().strip_prefix("http://") else {
-            bail!("{url:?} is not an http:// URL (this client speaks plain HTTP only)");
+        let url = url.trim();
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => bail!("{url:?} is not an http:// or https:// URL"),
         };
         let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(authority, path)| (authority, path));
         // An IPv6 literal is in brackets: [::1]:8080.
@@ -54,6 +61,7 @@ impl BaseUrl {
         };
         let port = match port {
             Some(port) => port.parse().with_context(|| format!("{url:?}: {port:?} is not a port number"))?,
+            None if tls => 443,
             None => 80,
         };
         if host.is_empty() {
@@ -61,29 +69,34 @@ impl BaseUrl {
         }
         let prefix = prefix.trim_end_matches('/');
         let prefix = if prefix.is_empty() { String::new() } else { format!("/{prefix}") };
-        Ok(BaseUrl { host: host.to_owned(), port, prefix })
+        Ok(BaseUrl { tls, host: host.to_owned(), port, prefix })
     }
 
-    /// 127.0.0.1 on a port.
+    /// 127.0.0.1 on a port, plain HTTP.
     pub fn local(port: u16) -> BaseUrl {
-        BaseUrl { host: "127.0.0.1".to_owned(), port, prefix: String::new() }
+        BaseUrl { tls: false, host: "127.0.0.1".to_owned(), port, prefix: String::new() }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// `host:port` as the Host header says it (IPv6 in brackets).
     fn authority(&self) -> String {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == 80 { host } else { format!("{host}:{}", self.port) }
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port { host } else { format!("{host}:{}", self.port) }
     }
 
     /// The full URL of a path.
     pub fn join(&self, path: &str) -> String {
-        format!("http://{}{}{path}", self.authority(), self.prefix)
+        format!("{}://{}{}{path}", self.scheme(), self.authority(), self.prefix)
     }
 }
 
 impl fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.prefix)
+        write!(f, "{}://{}{}", self.scheme(), self.authority(), self.prefix)
     }
 }
 
@@ -124,6 +137,17 @@ pub fn get(port: u16, path: &str, timeout: Duration) -> Result<Response> {
 /// after the answer and does not chunk it, so reading to the end is the
 /// whole body. Redirects are answers, not followed.
 pub fn send(base: &BaseUrl, request: &Request, timeout: Duration) -> Result<Response> {
+    let ca_file = std::env::var_os("SSL_CERT_FILE").filter(|file| !file.is_empty()).map(std::path::PathBuf::from);
+    send_trusting(base, request, timeout, ca_file.as_deref())
+}
+
+/// `send`, trusting the CAs of `ca_file` instead of the system's.
+fn send_trusting(
+    base: &BaseUrl,
+    request: &Request,
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Response> {
     let started = Instant::now();
     let shown = format!("{} {}", request.method, base.join(&request.path));
     let addresses: Vec<SocketAddr> = (base.host.as_str(), base.port)
@@ -141,12 +165,17 @@ pub fn send(base: &BaseUrl, request: &Request, timeout: Duration) -> Result<Resp
             Err(err) => last_error = Some(anyhow::Error::new(err).context(format!("connecting to {address}"))),
         }
     }
-    let Some(mut stream) = stream else {
+    let Some(stream) = stream else {
         return Err(last_error.unwrap_or_else(|| anyhow::anyhow!("{} has no address", base.host)));
     };
     let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
     stream.set_read_timeout(Some(remaining)).context("setting a read timeout")?;
     stream.set_write_timeout(Some(remaining)).context("setting a write timeout")?;
+    let mut stream: Box<dyn ReadWrite> = if base.tls {
+        Box::new(tls_connect(&base.host, stream, ca_file).with_context(|| format!("TLS with {}", base.join("")))?)
+    } else {
+        Box::new(stream)
+    };
     let mut head = format!(
         "{} {}{} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n",
         request.method,
@@ -165,8 +194,48 @@ pub fn send(base: &BaseUrl, request: &Request, timeout: Duration) -> Result<Resp
     bytes.extend_from_slice(&request.body);
     stream.write_all(&bytes).with_context(|| format!("sending {shown}"))?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).with_context(|| format!("reading the answer to {shown}"))?;
+    if let Err(err) = stream.read_to_end(&mut response) {
+        // Servers often close a TLS connection without close_notify after
+        // an HTTP/1.0 answer; what arrived is the whole answer then.
+        let unexpected_eof =
+            err.kind() == std::io::ErrorKind::UnexpectedEof || err.to_string().contains("unexpected eof");
+        if !(base.tls && unexpected_eof && !response.is_empty()) {
+            return Err(anyhow::Error::new(err).context(format!("reading the answer to {shown}")));
+        }
+    }
     parse_response(&String::from_utf8_lossy(&response)).with_context(|| shown.clone())
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A verified TLS client connection: the system's roots or `ca_file`, SNI,
+/// and the host name checked by OpenSSL.
+fn tls_connect(
+    host: &str,
+    stream: TcpStream,
+    ca_file: Option<&std::path::Path>,
+) -> Result<openssl::ssl::SslStream<TcpStream>> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).context("setting up TLS")?;
+    builder.set_min_proto_version(Some(SslVersion::TLS1_2)).context("setting up TLS")?;
+    if let Some(ca_file) = ca_file {
+        builder
+            .set_ca_file(ca_file)
+            .with_context(|| format!("reading the CA bundle {} (SSL_CERT_FILE)", ca_file.display()))?;
+    }
+    let connector = builder.build();
+    connector.connect(host, stream).map_err(|err| match err {
+        openssl::ssl::HandshakeError::Failure(mid) => {
+            let verify = mid.ssl().verify_result();
+            anyhow::anyhow!(
+                "the TLS handshake failed ({}): {}",
+                verify.error_string(),
+                "the server's certificate must chain to a trusted CA (SSL_CERT_FILE) and name the host"
+            )
+        }
+        other => anyhow::anyhow!("the TLS handshake failed: {other}"),
+    })
 }
 
 fn parse_response(response: &str) -> Result<Response> {
@@ -229,7 +298,7 @@ mod tests {
     #[test]
     fn base_urls_parse_host_port_and_prefix() {
         let base = BaseUrl::parse("http://example.com").unwrap();
-        assert_eq!(base, BaseUrl { host: "example.com".into(), port: 80, prefix: String::new() });
+        assert_eq!(base, BaseUrl { tls: false, host: "example.com".into(), port: 80, prefix: String::new() });
         assert_eq!(base.join("/healthz"), "http://example.com/healthz");
         let base = BaseUrl::parse("http://127.0.0.1:8080/app/").unwrap();
         assert_eq!((base.host.as_str(), base.port, base.prefix.as_str()), ("127.0.0.1", 8080, "/app"));
@@ -237,9 +306,122 @@ mod tests {
         let base = BaseUrl::parse("http://[::1]:9000").unwrap();
         assert_eq!((base.host.as_str(), base.port), ("::1", 9000));
         assert_eq!(base.join("/"), "http://[::1]:9000/");
-        assert!(BaseUrl::parse("https://example.com").is_err());
+        let base = BaseUrl::parse("https://example.com/").unwrap();
+        assert_eq!((base.tls, base.port, base.to_string()), (true, 443, "https://example.com".to_owned()));
+        assert_eq!(BaseUrl::parse("https://example.com:8443").unwrap().join("/v"), "https://example.com:8443/v");
+        assert!(BaseUrl::parse("ftp://example.com").is_err());
         assert!(BaseUrl::parse("http://:80").is_err());
         assert!(BaseUrl::parse("http://host:port").is_err());
+    }
+
+    /// A real TLS server (the openssl CLI's `s_server -HTTP`, serving files)
+    /// with a certificate for 127.0.0.1 from a CA made here.
+    #[test]
+    fn https_verifies_the_server_against_the_trusted_ca_and_its_name() {
+        let dir = testkit::ServiceDir::new("xtask-https");
+        let openssl = |args: &[&str]| {
+            let output = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output().unwrap();
+            assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        for ca in ["ca", "other-ca"] {
+            let subject = format!("/CN={ca}");
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &subject,
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.path().join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        std::fs::write(
+            dir.path().join("version"),
+            "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"git_sha\":\"abc\"}",
+        )
+        .unwrap();
+        let port = testkit::free_port();
+        let mut server = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-HTTP",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+            ])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s_server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let base = BaseUrl::parse(&format!("https://127.0.0.1:{port}")).unwrap();
+        let get = |ca: &str| {
+            send_trusting(&base, &Request::get("/version"), Duration::from_secs(5), Some(&dir.path().join(ca)))
+        };
+        let trusted = get("ca.pem");
+        let untrusted = get("other-ca.pem").map(|response| response.status);
+        // By name: `localhost` is not what the certificate says.
+        let misnamed = BaseUrl::parse(&format!("https://localhost:{port}")).unwrap();
+        let wrong_name = send_trusting(
+            &misnamed,
+            &Request::get("/version"),
+            Duration::from_secs(5),
+            Some(&dir.path().join("ca.pem")),
+        )
+        .map(|response| response.status);
+        let _ = server.kill();
+        let _ = server.wait();
+        let response = trusted.unwrap();
+        assert_eq!(version_sha(&response).unwrap(), "abc");
+        let err = format!("{:#}", untrusted.unwrap_err());
+        assert!(err.contains("certificate") && err.contains("SSL_CERT_FILE"), "{err}");
+        let err = format!("{:#}", wrong_name.unwrap_err());
+        assert!(err.contains("hostname mismatch") || err.contains("certificate"), "{err}");
     }
 
     #[test]
