@@ -59,6 +59,10 @@ pub struct Source {
     /// Uncommitted changes (untracked files included): the image is then not
     /// the commit's image, and its commit tag says so.
     pub dirty: bool,
+    /// With `dirty`: 8 hex of a hash of those changes, so two builds of one
+    /// commit with different edits get different tags (ECR keeps tags
+    /// immutable, and would refuse the second push of one tag).
+    pub dirty_id: Option<String>,
     pub branch: Option<String>,
     /// The commit time: every timestamp in the image is this one.
     pub source_date_epoch: i64,
@@ -93,13 +97,20 @@ impl Source {
                     .iter()
                     .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
             });
-        Ok(Source { git_sha: git_sha.trim().to_owned(), dirty: !status.trim().is_empty(), branch, source_date_epoch })
+        let dirty = !status.trim().is_empty();
+        let dirty_id = if dirty { Some(changes_id(sh)?) } else { None };
+        Ok(Source { git_sha: git_sha.trim().to_owned(), dirty, dirty_id, branch, source_date_epoch })
     }
 
-    /// `git-<12 hex>`, with `-dirty` for uncommitted changes.
+    /// `git-<12 hex>`, with `-dirty-<8 hex of the changes>` for uncommitted
+    /// changes.
     pub fn commit_tag(&self) -> String {
         let short = self.git_sha.get(..12).unwrap_or(&self.git_sha);
-        format!("git-{short}{}", if self.dirty { "-dirty" } else { "" })
+        match (&self.dirty_id, self.dirty) {
+            (Some(id), true) => format!("git-{short}-dirty-{id}"),
+            (None, true) => format!("git-{short}-dirty"),
+            _ => format!("git-{short}"),
+        }
     }
 
     /// SOURCE_DATE_EPOCH as RFC 3339, for the `created` fields and label.
@@ -108,7 +119,33 @@ impl Source {
     }
 }
 
-/// The image's tags: `<name>:git-<sha12>[-dirty]` first, then
+/// What the working tree changes against HEAD: the binary diff of tracked
+/// files, and each untracked (not ignored) file's path and blob id. Equal
+/// edits give equal ids; any difference, another.
+fn changes_id(sh: &Shell) -> Result<String> {
+    let diff = cmd!(sh, "git diff HEAD --binary")
+        .quiet()
+        .output()
+        .context("reading the uncommitted changes (git diff HEAD --binary)")?
+        .stdout;
+    let untracked = cmd!(sh, "git ls-files --others --exclude-standard -z")
+        .quiet()
+        .output()
+        .context("listing untracked files (git ls-files --others)")?
+        .stdout;
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(&diff);
+    for path in untracked.split(|byte| *byte == 0).filter(|path| !path.is_empty()) {
+        let path = String::from_utf8_lossy(path).into_owned();
+        // A file that vanished meanwhile counts by its name alone.
+        let blob = cmd!(sh, "git hash-object -- {path}").quiet().ignore_stderr().read().unwrap_or_default();
+        hasher.update(path.as_bytes());
+        hasher.update(blob.as_bytes());
+    }
+    Ok(hex(&hasher.finish()[..4]))
+}
+
+/// The image's tags: `<name>:git-<sha12>[-dirty-<id>]` first, then
 /// `<name>:branch-<branch>` when there is a branch. An incremental build is
 /// not the commit's reproducible image and must never take its tags (ECR
 /// keeps tags immutable: CI's clean build of the same commit would then be
@@ -773,6 +810,7 @@ mod tests {
         Source {
             git_sha: "0123456789abcdef0123456789abcdef01234567".to_owned(),
             dirty,
+            dirty_id: dirty.then(|| "5eed1234".to_owned()),
             branch: branch.map(str::to_owned),
             source_date_epoch: 1_700_000_000,
         }
@@ -786,13 +824,45 @@ mod tests {
         );
         assert_eq!(
             image_tags("guestbook", &source(true, None), BuildMode::default()),
-            ["guestbook:git-0123456789ab-dirty"]
+            ["guestbook:git-0123456789ab-dirty-5eed1234"]
         );
         let incremental = BuildMode { offline: true, incremental: true };
         assert_eq!(
             image_tags("guestbook", &source(false, Some("main")), incremental),
             ["guestbook:git-0123456789ab-incremental"]
         );
+    }
+
+    #[test]
+    fn a_dirty_tag_names_the_changes_so_two_edits_of_one_commit_differ() {
+        let dir = testkit::ServiceDir::new("xtask-dirty-id");
+        let sh = Shell::new().unwrap();
+        sh.change_dir(dir.path());
+        let git = |args: &[&str]| {
+            sh.cmd("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .quiet()
+                .run()
+                .unwrap()
+        };
+        git(&["init", "-q"]);
+        std::fs::write(dir.path().join("a.txt"), "one\n").unwrap();
+        git(&["add", "a.txt"]);
+        git(&["commit", "-q", "-m", "one"]);
+        assert_eq!(Source::read(&sh).unwrap().dirty_id, None);
+
+        std::fs::write(dir.path().join("a.txt"), "two\n").unwrap();
+        let first = Source::read(&sh).unwrap();
+        assert!(first.dirty && first.commit_tag().starts_with("git-") && first.commit_tag().contains("-dirty-"));
+        assert_eq!(Source::read(&sh).unwrap().commit_tag(), first.commit_tag(), "the same edit, the same tag");
+        std::fs::write(dir.path().join("a.txt"), "three\n").unwrap();
+        let second = Source::read(&sh).unwrap();
+        assert_ne!(second.commit_tag(), first.commit_tag());
+        std::fs::write(dir.path().join("new.txt"), "x\n").unwrap();
+        let third = Source::read(&sh).unwrap();
+        assert_ne!(third.commit_tag(), second.commit_tag(), "an untracked file counts");
+        assert_eq!(third.dirty_id.as_ref().map(String::len), Some(8));
     }
 
     #[test]
