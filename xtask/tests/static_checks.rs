@@ -104,9 +104,9 @@ fn cargo_deny(config: &Path) -> Output {
     command
         .args(["--color", "never", "--manifest-path"])
         .arg(&manifest)
-        .args(["check", "--config"])
+        .arg("--config")
         .arg(config)
-        .args(["licenses", "sources", "bans"])
+        .args(["check", "licenses", "sources", "bans"])
         .current_dir(project_root());
     command.output().unwrap_or_else(|err| {
         panic!("running cargo-deny (`cargo xtask setup` installs it into target/tools/cargo): {err}")
