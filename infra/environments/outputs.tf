@@ -1,6 +1,6 @@
 output "service_url" {
-  description = "Public URL of the service (the load balancer's DNS name)."
-  value       = "http://${aws_lb.app.dns_name}"
+  description = "Public URL of the service: https://<service_hostname> with a certificate, else http://<the load balancer's DNS name>."
+  value       = local.https ? "https://${coalesce(var.service_hostname, aws_lb.app.dns_name)}" : "http://${aws_lb.app.dns_name}"
 }
 
 output "cluster_name" {

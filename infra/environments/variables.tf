@@ -69,7 +69,7 @@ variable "nat_gateway_per_az" {
 }
 
 variable "alb_ingress_cidrs" {
-  description = "IPv4 CIDR blocks allowed to reach the load balancer on port 80."
+  description = "IPv4 CIDR blocks allowed to reach the load balancer on ports 80 and (with a certificate) 443."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 }
@@ -77,7 +77,58 @@ variable "alb_ingress_cidrs" {
 variable "alb_deletion_protection" {
   description = "Protect the load balancer from deletion (turn off before `terraform destroy`)."
   type        = bool
-  default     = false
+  default     = true
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate of the service's host name: adds an HTTPS listener on 443 (TLS 1.2/1.3 policy) and turns port 80 into a redirect to it. Empty serves plain HTTP on port 80 (the sandbox, whose emulator issues no certificate)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.certificate_arn == "" || can(regex("^arn:[a-z-]+:acm:", var.certificate_arn))
+    error_message = "The certificate_arn must be an ACM certificate ARN (arn:aws:acm:...), or empty for plain HTTP."
+  }
+}
+
+variable "service_hostname" {
+  description = "Host name the certificate covers and DNS points at the load balancer; names service_url (the smoke check's address) when certificate_arn is set. Empty uses the load balancer's DNS name."
+  type        = string
+  default     = ""
+}
+
+variable "enable_waf" {
+  description = "Put a WAFv2 web ACL in front of the load balancer (a per-IP rate limit and AWS's known-bad-inputs rules, logged to CloudWatch)."
+  type        = bool
+  default     = true
+}
+
+variable "waf_rate_limit" {
+  description = "Requests one client IP may send in 5 minutes before WAF blocks it."
+  type        = number
+  default     = 2000
+
+  validation {
+    condition     = var.waf_rate_limit >= 10
+    error_message = "The waf_rate_limit must be at least 10 (WAF's minimum)."
+  }
+}
+
+variable "enable_flow_logs" {
+  description = "Log the VPC's accepted and rejected connections (flow logs) to CloudWatch Logs."
+  type        = bool
+  default     = true
+}
+
+variable "kms_deletion_window_days" {
+  description = "Days a deleted KMS key of the environment (logs, secret) can still be restored (7-30)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.kms_deletion_window_days >= 7 && var.kms_deletion_window_days <= 30
+    error_message = "The kms_deletion_window_days must be 7-30."
+  }
 }
 
 # ---------------------------------------------------------------------------
@@ -194,9 +245,9 @@ variable "extra_environment" {
 }
 
 variable "log_retention_days" {
-  description = "Retention of the CloudWatch log group, in days."
+  description = "Retention of the CloudWatch log groups (app, flow logs, WAF), in days; a year by default, for audits."
   type        = number
-  default     = 30
+  default     = 365
 }
 
 variable "enable_container_insights" {
@@ -363,7 +414,24 @@ variable "db_username" {
 variable "db_multi_az" {
   description = "Run a standby in a second availability zone."
   type        = bool
-  default     = false
+  default     = true
+}
+
+variable "db_performance_insights_enabled" {
+  description = "Turn on Performance Insights (7 days, free tier), encrypted with the environment's key."
+  type        = bool
+  default     = true
+}
+
+variable "db_monitoring_interval" {
+  description = "Seconds between enhanced-monitoring samples of the database host (0 turns it off; 1, 5, 10, 15, 30 or 60)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = contains([0, 1, 5, 10, 15, 30, 60], var.db_monitoring_interval)
+    error_message = "The db_monitoring_interval must be 0, 1, 5, 10, 15, 30 or 60."
+  }
 }
 
 variable "db_backup_retention_days" {

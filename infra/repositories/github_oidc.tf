@@ -39,6 +39,7 @@ resource "aws_iam_openid_connect_provider" "github" {
 }
 
 data "aws_iam_policy_document" "github_deploy_trust" {
+  #checkov:skip=CKV_AWS_358:false positive: checkov cannot resolve local.github_deploy_subjects, which are exact repo:OWNER/REPO:ref:refs/heads/main and repo:OWNER/REPO:environment:NAME subjects (StringEquals, no wildcard; see xtask/tests/oidc.rs)
   count = local.github_enabled ? 1 : 0
 
   statement {

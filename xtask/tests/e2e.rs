@@ -14,3 +14,4 @@ mod local_deploy;
 mod oidc;
 mod push;
 mod sandbox;
+mod static_checks;

@@ -10,9 +10,19 @@ desired_count            = 2
 autoscaling_min_capacity = 2
 autoscaling_max_capacity = 4
 
-log_retention_days = 30
+log_retention_days = 365
 
 db_instance_class        = "db.t4g.small"
 db_backup_retention_days = 7
-db_deletion_protection   = true
 db_skip_final_snapshot   = false
+
+# Protected: the production choices, spelled out even where they are the
+# defaults, so a change of a default cannot weaken this environment.
+# certificate_arn = "arn:aws:acm:eu-west-1:ACCOUNT:certificate/ID"  # HTTPS; set before the first real apply
+alb_deletion_protection         = true
+enable_waf                      = true
+enable_flow_logs                = true
+db_multi_az                     = true
+db_deletion_protection          = true
+db_performance_insights_enabled = true
+db_monitoring_interval          = 60

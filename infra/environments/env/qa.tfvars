@@ -16,3 +16,11 @@ db_deletion_protection      = false
 db_skip_final_snapshot      = true
 db_apply_immediately        = true
 secret_recovery_window_days = 7
+
+# Not protected: one database zone, no enhanced monitoring, and nothing that
+# blocks `terraform destroy`. WAF, flow logs and HTTPS (set certificate_arn)
+# stay as in production.
+alb_deletion_protection  = false
+db_multi_az              = false
+db_monitoring_interval   = 0
+kms_deletion_window_days = 7

@@ -15,6 +15,18 @@ enable_autoscaling = false
 
 enable_container_insights = false
 log_retention_days        = 7
+kms_deletion_window_days  = 7
+
+# Off because moto does not implement them (WAFv2 association with a load
+# balancer, RDS Performance Insights and enhanced monitoring); the sandbox
+# also has no certificate, so it serves plain HTTP (certificate_arn empty).
+enable_waf                      = false
+db_performance_insights_enabled = false
+db_monitoring_interval          = 0
+
+# Throwaway: nothing may block `terraform destroy`, and one zone is enough.
+alb_deletion_protection = false
+db_multi_az             = false
 
 db_backup_retention_days    = 0
 db_deletion_protection      = false

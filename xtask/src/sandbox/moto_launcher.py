@@ -216,6 +216,24 @@ def describe_image_scan_findings(self, registry_id, repository_name, image_id):
 ecr_models.ECRBackend.describe_image_scan_findings = describe_image_scan_findings
 
 
+
+# RDS: DescribeDBParameters answers without each parameter's Source, and
+# Terraform's AWS provider keeps only parameters whose Source is "user"
+# (the ones a parameter group sets), so a group's parameters (rds.force_ssl
+# and the logging settings of the environment's group) would show as
+# missing on every plan and never converge. Parameters set through the API
+# are the user's, as on AWS.
+_original_update_parameters = rds_models.DBParameterGroup.update_parameters
+
+
+def update_parameters(self, new_parameters):
+    _original_update_parameters(self, new_parameters)
+    for parameter in self.parameters.values():
+        parameter.setdefault("Source", "user")
+
+
+rds_models.DBParameterGroup.update_parameters = update_parameters
+
 from moto.server import main  # noqa: E402  (after the patch, on purpose)
 
 if __name__ == "__main__":
