@@ -61,10 +61,13 @@ pub fn free_port() -> u16 {
 /// Finds a binary on PATH (and in `extra_dirs`), or fails the test with how to
 /// install it.
 pub fn which(binary: &str, install_hint: &str) -> PathBuf {
-    // The project's pinned Python tools (`cargo xtask setup`), also when a
-    // test runs under a plain `cargo test` that did not put them on PATH.
-    let project_tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/python/bin");
-    try_which(binary, &[project_tools]).unwrap_or_else(|| {
+    // The project's pinned tools (`cargo xtask setup`: the Python
+    // environment, the cargo-installed ones, checkov's own environment),
+    // also when a test runs under a plain `cargo test` that did not put
+    // them on PATH.
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools");
+    let project_tools = ["python/bin", "cargo/bin", "checkov/bin"].map(|dir| tools.join(dir));
+    try_which(binary, &project_tools).unwrap_or_else(|| {
         let ci_note = if crate::in_ci() { " (CI=true: a missing component fails the run)" } else { "" };
         panic!("`{binary}` is not on PATH: {install_hint} (or `cargo xtask setup`){ci_note}")
     })

@@ -100,7 +100,7 @@ fn cargo_deny_rejects_a_license_not_on_the_allow_list() {
 
 fn cargo_deny(config: &Path) -> Output {
     let manifest = project_root().join("Cargo.toml");
-    let mut command = Command::new("cargo-deny");
+    let mut command = Command::new(testkit::which("cargo-deny", "cargo xtask setup builds it into target/tools/cargo"));
     command
         .args(["--color", "never", "--manifest-path"])
         .arg(&manifest)
@@ -114,7 +114,8 @@ fn cargo_deny(config: &Path) -> Output {
 }
 
 fn run_tool(program: &str, args: &[&str], paths: &[&Path]) -> Output {
-    Command::new(program).args(args).args(paths).current_dir(project_root()).output().unwrap_or_else(|err| {
+    let binary = testkit::which(program, "cargo xtask setup installs it into target/tools");
+    Command::new(binary).args(args).args(paths).current_dir(project_root()).output().unwrap_or_else(|err| {
         panic!("running {program} (`cargo xtask setup` installs it into target/tools/python): {err}")
     })
 }

@@ -146,6 +146,9 @@ fn encoded(path: &Path) -> String {
     path.display().to_string().replace('/', "%2F")
 }
 
+/// Starts a server of its own, from the host's PostgreSQL binaries with the
+/// openssl CLI: tier 1 runs it; `test-docker` leaves it out by name (the
+/// build image has neither), see `HOST_ONLY_APP_TESTS`.
 #[test]
 fn the_app_verifies_the_server_certificate_and_the_server_requires_tls() {
     let ca = TestCa::new("app-db-ca");
