@@ -1,9 +1,61 @@
-# HTTPS when certificate_arn names an ACM certificate: 443 terminates TLS
-# and port 80 only redirects to it. Without a certificate (the sandbox: its
-# emulator issues none) port 80 forwards plain HTTP.
+# HTTPS when certificate_arn names an ACM certificate, or when
+# route53_zone_id names the zone of service_hostname (then the certificate is
+# requested here and validated by DNS): 443 terminates TLS and port 80 only
+# redirects to it. Without either (the sandbox: its emulator issues none)
+# port 80 forwards plain HTTP.
 
 locals {
-  https = var.certificate_arn != ""
+  managed_certificate = var.certificate_arn == "" && var.route53_zone_id != ""
+  https               = var.certificate_arn != "" || local.managed_certificate
+  certificate_arn     = local.managed_certificate ? aws_acm_certificate_validation.service[0].certificate_arn : var.certificate_arn
+}
+
+# DNS validation as the ACM user guide describes it ("DNS validation"): one
+# CNAME per name in the zone, and the certificate is ISSUED once ACM sees it.
+resource "aws_acm_certificate" "service" {
+  count = local.managed_certificate ? 1 : 0
+
+  domain_name       = var.service_hostname
+  validation_method = "DNS"
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_route53_record" "certificate_validation" {
+  for_each = local.managed_certificate ? {
+    for option in aws_acm_certificate.service[0].domain_validation_options : option.domain_name => option
+  } : {}
+
+  zone_id         = var.route53_zone_id
+  name            = each.value.resource_record_name
+  type            = each.value.resource_record_type
+  records         = [each.value.resource_record_value]
+  ttl             = 60
+  allow_overwrite = true
+}
+
+resource "aws_acm_certificate_validation" "service" {
+  count = local.managed_certificate ? 1 : 0
+
+  certificate_arn         = aws_acm_certificate.service[0].arn
+  validation_record_fqdns = [for record in aws_route53_record.certificate_validation : record.fqdn]
+}
+
+# The service's name points at the load balancer (an alias: no extra query).
+resource "aws_route53_record" "service" {
+  count = var.route53_zone_id != "" ? 1 : 0
+
+  zone_id = var.route53_zone_id
+  name    = var.service_hostname
+  type    = "A"
+
+  alias {
+    name                   = aws_lb.app.dns_name
+    zone_id                = aws_lb.app.zone_id
+    evaluate_target_health = true
+  }
 }
 
 resource "aws_lb" "app" {
@@ -79,7 +131,7 @@ resource "aws_lb_listener" "https" {
   port              = 443
   protocol          = "HTTPS"
   ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-  certificate_arn   = var.certificate_arn
+  certificate_arn   = local.certificate_arn
 
   default_action {
     type             = "forward"

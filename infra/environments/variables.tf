@@ -91,6 +91,17 @@ variable "certificate_arn" {
   }
 }
 
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone of service_hostname: Terraform requests an ACM certificate for it, validates it by DNS in this zone and points the name at the load balancer. Exclusive with certificate_arn (deploy.toml: environments.E.route53_zone_id)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.route53_zone_id == "" || can(regex("^Z[A-Z0-9]+$", var.route53_zone_id))
+    error_message = "The route53_zone_id must be a hosted zone id (Z followed by letters and digits), or empty."
+  }
+}
+
 variable "service_hostname" {
   description = "Host name the certificate covers and DNS points at the load balancer; names service_url (the smoke check's address) when certificate_arn is set. Empty uses the load balancer's DNS name."
   type        = string

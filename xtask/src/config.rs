@@ -76,6 +76,17 @@ pub struct Environment {
     /// The dependency check of the vulnerability gate (aws environments).
     #[serde(default)]
     pub vulnerabilities: VulnerabilityPolicy,
+    /// The service's host name (aws environments): with `certificate_arn`
+    /// or `route53_zone_id`, the load balancer serves HTTPS for it and port
+    /// 80 redirects; the smoke check and functional tests then use
+    /// `https://<domain>`.
+    pub domain: Option<Spanned<String>>,
+    /// An ACM certificate covering `domain`, issued beforehand.
+    pub certificate_arn: Option<Spanned<String>>,
+    /// A Route 53 hosted zone holding `domain`: Terraform requests the
+    /// certificate, validates it by DNS and points `domain` at the load
+    /// balancer.
+    pub route53_zone_id: Option<Spanned<String>>,
 }
 
 /// `[environments.<name>.vulnerabilities]`: what a finding of the dependency
@@ -122,6 +133,75 @@ struct RawConfig {
 /// sandbox may run with the template's demo secrets.
 pub fn is_sandbox(environment: &str) -> bool {
     environment.starts_with("sandbox")
+}
+
+/// `domain` with exactly one of `certificate_arn` and `route53_zone_id`,
+/// each of the shape AWS gives it; neither without `domain`.
+fn https_settings(
+    environment: &Environment,
+    field: &dyn Fn(&str) -> String,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let (domain, certificate, zone) = (&environment.domain, &environment.certificate_arn, &environment.route53_zone_id);
+    if let Some(domain) = domain {
+        let value = domain.get_ref();
+        let valid = value.len() <= 253
+            && value.contains('.')
+            && value.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                    && !label.starts_with('-')
+            });
+        if !valid {
+            return Err(at(
+                domain.span(),
+                format!("{} {value:?} is not a host name such as app.example.com", field("domain")),
+            ));
+        }
+        if certificate.is_none() && zone.is_none() {
+            return Err(at(
+                domain.span(),
+                format!(
+                    "{} needs {} (an ACM certificate for it) or {} (a Route 53 zone to validate one in)",
+                    field("domain"),
+                    field("certificate_arn"),
+                    field("route53_zone_id")
+                ),
+            ));
+        }
+    }
+    if let (Some(_), Some(zone)) = (certificate, zone) {
+        return Err(at(
+            zone.span(),
+            format!("{} and {} exclude each other: choose one", field("certificate_arn"), field("route53_zone_id")),
+        ));
+    }
+    for (name, setting) in [("certificate_arn", certificate), ("route53_zone_id", zone)] {
+        let Some(setting) = setting else { continue };
+        if domain.is_none() {
+            return Err(at(
+                setting.span(),
+                format!("{} needs {} (the host name it is for)", field(name), field("domain")),
+            ));
+        }
+        let value = setting.get_ref();
+        let valid = match name {
+            "certificate_arn" => {
+                value.starts_with("arn:") && value.contains(":acm:") && value.contains(":certificate/")
+            }
+            _ => value.starts_with('Z') && value.len() <= 32 && value.bytes().all(|byte| byte.is_ascii_alphanumeric()),
+        };
+        if !valid {
+            let shape = if name == "certificate_arn" {
+                "arn:aws:acm:REGION:ACCOUNT:certificate/ID"
+            } else {
+                "Z followed by letters and digits"
+            };
+            return Err(at(setting.span(), format!("{} {value:?} is not of the form {shape}", field(name))));
+        }
+    }
+    Ok(())
 }
 
 fn default_true() -> bool {
@@ -216,6 +296,7 @@ impl Config {
                     ));
                 }
             }
+            https_settings(environment, &field, &at)?;
             if let Some(source) = &environment.promote_from {
                 if !raw.environments.contains_key(source.get_ref()) {
                     return Err(at(
@@ -290,6 +371,32 @@ mod tests {
         }
         assert!(config.environment("prod").unwrap().protected);
         assert_eq!(config.environment("local").unwrap().kind, EnvironmentKind::Docker);
+    }
+
+    #[test]
+    fn https_needs_a_domain_and_exactly_one_way_to_a_certificate() {
+        let environment = |extra: &str| {
+            format!(
+                "[app]\nname = \"gb\"\n[environments.dev]\nkind = \"aws\"\nregion = \"eu-west-1\"\nstate_bucket = \"b\"\n{extra}"
+            )
+        };
+        let arn = "certificate_arn = \"arn:aws:acm:eu-west-1:111111111111:certificate/0a1b\"\n";
+        let zone = "route53_zone_id = \"Z0123456789ABC\"\n";
+        let domain = "domain = \"guestbook.example.com\"\n";
+        parse(&environment(&format!("{domain}{arn}"))).unwrap();
+        let config = parse(&environment(&format!("{domain}{zone}"))).unwrap();
+        assert_eq!(config.environment("dev").unwrap().domain.as_ref().unwrap().get_ref(), "guestbook.example.com");
+        for (extra, message) in [
+            (domain.to_owned(), "environments.dev.domain needs environments.dev.certificate_arn"),
+            (format!("{domain}{arn}{zone}"), "exclude each other"),
+            (arn.to_owned(), "environments.dev.certificate_arn needs environments.dev.domain"),
+            ("domain = \"not a host\"\nroute53_zone_id = \"Z1\"\n".to_owned(), "is not a host name"),
+            (format!("{domain}certificate_arn = \"arn:aws:iam::1:role/x\"\n"), "is not of the form arn:aws:acm"),
+            (format!("{domain}route53_zone_id = \"example.com\"\n"), "is not of the form Z"),
+        ] {
+            let err = parse(&environment(&extra)).unwrap_err().to_string();
+            assert!(err.starts_with("deploy.toml:") && err.contains(message), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -294,6 +294,18 @@ impl<'a> Terraform<'a> {
                 None => self.default_image()?,
             };
             args.push(format!("-var=image={image}"));
+            // HTTPS settings from deploy.toml, only when given: an
+            // environment's tfvars file may set them instead.
+            let https = [
+                ("service_hostname", &self.environment.domain),
+                ("certificate_arn", &self.environment.certificate_arn),
+                ("route53_zone_id", &self.environment.route53_zone_id),
+            ];
+            for (variable, setting) in https {
+                if let Some(value) = setting {
+                    args.push(format!("-var={variable}={}", value.get_ref()));
+                }
+            }
         }
         Ok(args)
     }
