@@ -116,6 +116,32 @@ resource "aws_secretsmanager_secret_version" "db" {
   )
 }
 
+# The service's own login: data rights only, no DDL. `app migrate`, run as
+# the master user (the schema's owner), creates or updates this role with
+# this password (APP_DB_ROLE, APP_DB_ROLE_PASSWORD) on every deploy that
+# migrates; the service's tasks read only this secret, never the master's.
+locals {
+  db_app_role       = "${replace(var.app_name, "-", "_")}_app"
+  db_app_connection = merge(local.db_connection, { username = local.db_app_role })
+}
+
+resource "aws_secretsmanager_secret" "db_app" {
+  #checkov:skip=CKV2_AWS_57:the password is write-only in Terraform and rotated by bumping db_password_version with the encrypted secrets file; the next migration applies it to the role
+  name                    = "${local.name}/db-app"
+  description             = "Postgres connection of ${local.name}'s service role (data rights only): username, password, host, port, dbname"
+  recovery_window_in_days = var.secret_recovery_window_days
+  kms_key_id              = aws_kms_key.main.arn
+}
+
+resource "aws_secretsmanager_secret_version" "db_app" {
+  secret_id        = aws_secretsmanager_secret.db_app.id
+  secret_string_wo = jsonencode(merge(local.db_app_connection, { password = var.db_app_password }))
+  secret_string_wo_version = (
+    var.db_password_version * 16777216 +
+    parseint(substr(sha256(jsonencode(local.db_app_connection)), 0, 6), 16)
+  )
+}
+
 # Enhanced monitoring: RDS publishes OS metrics through this role.
 data "aws_iam_policy_document" "rds_monitoring_assume" {
   statement {

@@ -89,7 +89,7 @@ resource "aws_ecs_task_definition" "app" {
       secrets = [
         for name, key in local.container_secrets : {
           name      = name
-          valueFrom = "${aws_secretsmanager_secret.db.arn}:${key}::"
+          valueFrom = "${aws_secretsmanager_secret.db_app.arn}:${key}::"
         }
       ]
 
@@ -112,6 +112,61 @@ resource "aws_ecs_task_definition" "app" {
   # The execution role must be able to read the secret before any task of
   # this revision starts.
   depends_on = [aws_iam_role_policy.execution_secrets, aws_iam_role_policy_attachment.execution_managed]
+}
+
+# The template of the one-off migration task (`app migrate`), which a
+# deploy copies with the release's image like the service's: the same
+# container, but as the master user (the schema's owner, from its own
+# secret, through its own execution role), and told which role the service
+# runs as and that role's password, which `migrate` applies.
+resource "aws_ecs_task_definition" "migration" {
+  family                   = "${local.name}-migrate"
+  requires_compatibilities = [local.is_fargate ? "FARGATE" : "EC2"]
+  network_mode             = "awsvpc"
+  cpu                      = tostring(var.task_cpu)
+  memory                   = tostring(var.task_memory)
+  execution_role_arn       = aws_iam_role.migration_execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  container_definitions = jsonencode([
+    {
+      name      = local.container_name
+      image     = var.image
+      essential = true
+      command   = ["migrate"]
+
+      environment = [
+        for name, value in merge(local.container_environment, { APP_DB_ROLE = local.db_app_role }) : { name = name, value = value }
+      ]
+      secrets = concat(
+        [
+          for name, key in local.container_secrets : {
+            name      = name
+            valueFrom = "${aws_secretsmanager_secret.db.arn}:${key}::"
+          }
+        ],
+        [{ name = "APP_DB_ROLE_PASSWORD", valueFrom = "${aws_secretsmanager_secret.db_app.arn}:password::" }],
+      )
+
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.app.name
+          awslogs-region        = var.aws_region
+          awslogs-stream-prefix = "app"
+        }
+      }
+    },
+  ])
+
+  skip_destroy = true
+
+  depends_on = [aws_iam_role_policy.migration_execution_secrets, aws_iam_role_policy_attachment.migration_execution_managed]
 }
 
 resource "aws_ecs_service" "app" {

@@ -28,14 +28,26 @@ resource "aws_iam_role_policy_attachment" "execution_managed" {
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
+# What each execution role may read: the service's tasks the service
+# role's secret only; the migration task the master's secret and the
+# service role's (it sets that role's password).
+locals {
+  execution_secret_arns = {
+    service   = [aws_secretsmanager_secret.db_app.arn]
+    migration = [aws_secretsmanager_secret.db.arn, aws_secretsmanager_secret.db_app.arn]
+  }
+}
+
 data "aws_iam_policy_document" "execution_secrets" {
+  for_each = local.execution_secret_arns
+
   statement {
     sid       = "ReadDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.db.arn]
+    resources = each.value
   }
 
-  # The secret is encrypted with the environment's key.
+  # The secrets are encrypted with the environment's key.
   statement {
     sid       = "DecryptDatabaseSecret"
     actions   = ["kms:Decrypt"]
@@ -52,7 +64,25 @@ data "aws_iam_policy_document" "execution_secrets" {
 resource "aws_iam_role_policy" "execution_secrets" {
   name   = "read-db-secret"
   role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.execution_secrets.json
+  policy = data.aws_iam_policy_document.execution_secrets["service"].json
+}
+
+# The migration task's own execution role: the master credentials never
+# reach a role the service's tasks start with.
+resource "aws_iam_role" "migration_execution" {
+  name               = "${local.name}-migration-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "migration_execution_managed" {
+  role       = aws_iam_role.migration_execution.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+resource "aws_iam_role_policy" "migration_execution_secrets" {
+  name   = "read-db-secrets"
+  role   = aws_iam_role.migration_execution.id
+  policy = data.aws_iam_policy_document.execution_secrets["migration"].json
 }
 
 # The task role is what the application code runs as. It needs nothing

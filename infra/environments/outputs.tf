@@ -23,6 +23,11 @@ output "task_definition_arn" {
   value       = aws_ecs_task_definition.app.arn
 }
 
+output "migration_task_definition_arn" {
+  description = "Template revision of the migration task (master credentials, APP_DB_ROLE); a deploy copies it with the release's image."
+  value       = aws_ecs_task_definition.migration.arn
+}
+
 output "container_name" {
   description = "Name of the app container in the task definition."
   value       = local.container_name

@@ -380,8 +380,20 @@ variable "db_password" {
   }
 }
 
+variable "db_app_password" {
+  description = "Password of the service's own database role (data rights only). Supplied as TF_VAR_db_app_password from the encrypted secrets file; ephemeral, never in the plan or the state."
+  type        = string
+  sensitive   = true
+  ephemeral   = true
+
+  validation {
+    condition     = length(var.db_app_password) >= 16 && length(var.db_app_password) <= 128 && !can(regex("[/@\" ]", var.db_app_password))
+    error_message = "The db_app_password must be 16-128 characters without '/', '@', '\"' or spaces."
+  }
+}
+
 variable "db_password_version" {
-  description = "Bump this number whenever db_password changes: the password is write-only, so Terraform cannot see a new value by itself."
+  description = "Bump this number whenever db_password or db_app_password changes: the passwords are write-only, so Terraform cannot see a new value by itself."
   type        = number
   default     = 1
 }

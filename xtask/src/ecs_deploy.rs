@@ -513,7 +513,13 @@ pub fn run_migrations(ctx: &Ctx, image: Option<&str>) -> Result<()> {
 /// version the task reported, when its logs said.
 fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -> Result<Option<String>> {
     let family = format!("{}-migrate", required_output(terraform, "task_definition_family")?);
-    let service_task_definition = required_output(terraform, "task_definition_arn")?;
+    // The migration task's own template (the master's credentials, the
+    // service role to create), or, for an environment applied before it
+    // existed, the service's.
+    let template = match terraform.output(Stage::Environment, "migration_task_definition_arn")? {
+        Some(template) => template,
+        None => required_output(terraform, "task_definition_arn")?,
+    };
     let cluster = required_output(terraform, "cluster_name")?;
     let container = required_output(terraform, "container_name")?;
     let service = required_output(terraform, "service_name")?;
@@ -535,7 +541,7 @@ fn migrate(ctx: &Ctx, terraform: &Terraform<'_>, aws: &SharedAws, image: &str) -
     };
     let registered = aws.call(
         "ecs.clone_task_definition",
-        json!({ "from": service_task_definition, "family": family, "image": image, "container": container }),
+        json!({ "from": template, "family": family, "image": image, "container": container }),
     )?;
     if ctx.dry_run() {
         println!("would call: ecs.run_task (command [\"migrate\"], family {family}) and wait for its exit code");

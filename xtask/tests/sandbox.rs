@@ -129,6 +129,29 @@ impl TestSandbox {
         let _ = fs::remove_dir_all(project_root().join("target/terraform").join(&self.environment));
     }
 
+    /// The aws CLI against this sandbox only (no AWS_* of the machine, no
+    /// ~/.aws), its JSON answer parsed.
+    pub fn aws(&self, args: &[&str]) -> Value {
+        testkit::assert_loopback_endpoint(&self.endpoint_url);
+        let mut aws = Command::new(testkit::which("aws", "pip install awscli"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AWS_") {
+                aws.env_remove(key);
+            }
+        }
+        let output = aws
+            .args(args)
+            .args(["--output", "json"])
+            .envs(self.exports.iter().map(|(key, value)| (key, value)))
+            .env("AWS_DEFAULT_REGION", self.export("AWS_REGION"))
+            .env("AWS_CONFIG_FILE", self.dir.path().join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("aws-credentials"))
+            .output()
+            .expect("running the aws CLI");
+        assert!(output.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("aws printed JSON")
+    }
+
     /// POSTs JSON to moto's own API (test-only knobs such as scan findings).
     pub fn moto_api(&self, path: &str, body: &Value) {
         let address = self.endpoint_url.trim_start_matches("http://");
@@ -388,7 +411,54 @@ fn infra_apply_against_the_sandbox_creates_everything_and_converges() {
     assert!(stdout.contains("infra/repositories\tno changes"), "{stdout}\n{stderr}");
     assert!(stdout.contains("infra/environments\tno changes"), "the environment did not converge:\n{stdout}\n{stderr}");
     eprintln!("apply, apply, plan: {:?}", started.elapsed());
+    the_service_and_the_migration_get_different_database_credentials(&sandbox);
     sandbox.down();
+}
+
+/// Least privilege as applied: the service's tasks read only the service
+/// role's secret (data rights only), through an execution role that cannot
+/// read the master's; the migration task reads the master's and is told the
+/// service role and its password, which `app migrate` applies.
+fn the_service_and_the_migration_get_different_database_credentials(sandbox: &TestSandbox) {
+    let describe = |family: &str| {
+        sandbox.aws(&["ecs", "describe-task-definition", "--task-definition", family])["taskDefinition"].clone()
+    };
+    let secrets = |definition: &Value| -> Vec<(String, String)> {
+        definition["containerDefinitions"][0]["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|secret| {
+                (secret["name"].as_str().unwrap().to_owned(), secret["valueFrom"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let service = describe("guestbook-sandbox");
+    let migration = describe("guestbook-sandbox-migrate");
+    for (name, from) in secrets(&service) {
+        assert!(from.contains(":secret:guestbook-sandbox/db-app"), "the service's {name} comes from {from}");
+    }
+    let migration_secrets = secrets(&migration);
+    let password = migration_secrets.iter().find(|(name, _)| name == "DB_PASSWORD").unwrap();
+    assert!(!password.1.contains("/db-app"), "the migration does not run as the master: {password:?}");
+    let role_password = migration_secrets.iter().find(|(name, _)| name == "APP_DB_ROLE_PASSWORD").unwrap();
+    assert!(role_password.1.contains("/db-app") && role_password.1.ends_with(":password::"), "{role_password:?}");
+    let environment = migration["containerDefinitions"][0]["environment"].as_array().unwrap();
+    assert!(environment.iter().any(|pair| pair["name"] == "APP_DB_ROLE" && pair["value"] == "guestbook_app"));
+    assert_ne!(service["executionRoleArn"], migration["executionRoleArn"]);
+    let app_secret = sandbox.aws(&["secretsmanager", "get-secret-value", "--secret-id", "guestbook-sandbox/db-app"]);
+    let app_secret: Value = serde_json::from_str(app_secret["SecretString"].as_str().unwrap()).unwrap();
+    assert_eq!(app_secret["username"], "guestbook_app");
+    let policy = |role: &str, name: &str| {
+        let policy = sandbox.aws(&["iam", "get-role-policy", "--role-name", role, "--policy-name", name]);
+        policy["PolicyDocument"].to_string()
+    };
+    let service_policy = policy("guestbook-sandbox-execution", "read-db-secret");
+    assert!(service_policy.contains("guestbook-sandbox/db-app"), "{service_policy}");
+    assert!(
+        !service_policy.replace("guestbook-sandbox/db-app", "").contains("guestbook-sandbox/db"),
+        "the service's execution role can read the master's secret: {service_policy}"
+    );
 }
 
 /// A second apply while one holds the state lock fails naming the holder;

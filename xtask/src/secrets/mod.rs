@@ -693,11 +693,14 @@ mod tests {
         let path = util::project_root().join(ENCRYPTED_FILE);
         let env = terraform_env_with(&path, &SecretValue::new(DEMO_PASSWORD.to_owned()), "sandbox").unwrap();
         let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["TF_VAR_db_password"]);
-        // The validation of `variable "db_password"` in infra/environments.
-        let db_password = &env[0].1;
-        assert!((16..=128).contains(&db_password.len()), "length {}", db_password.len());
-        assert!(!db_password.contains(['/', '@', '"', ' ']));
+        assert_eq!(names, ["TF_VAR_db_password", "TF_VAR_db_app_password"]);
+        // The validations of `variable "db_password"` and `"db_app_password"`
+        // in infra/environments.
+        for (_, password) in &env {
+            assert!((16..=128).contains(&password.len()), "length {}", password.len());
+            assert!(!password.contains(['/', '@', '"', ' ']));
+        }
+        assert_ne!(env[0].1, env[1].1, "the service role shares the master's password");
     }
 
     #[test]
