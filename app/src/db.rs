@@ -116,10 +116,18 @@ pub async fn ensure_app_role(conn: &mut PgConnection, role: &crate::config::AppR
         .context("looking up the app role")?;
     // format() with %I and %L quotes the name and the password as
     // PostgreSQL itself would; DDL takes no bind parameters.
-    let verb = if exists { "ALTER" } else { "CREATE" };
-    let statements: Vec<String> = sqlx::query_scalar(
+    // The attributes are set when the role is made. On RDS the master user
+    // is not a superuser, and PostgreSQL lets only a superuser name the
+    // SUPERUSER, REPLICATION or BYPASSRLS attributes in ALTER ROLE, even to
+    // turn them off: an existing role only gets its password again.
+    let role_statement = if exists {
+        "format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
+    } else {
+        "format('CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', $1::text, $2::text)"
+    };
+    let statements: Vec<String> = sqlx::query_scalar(&format!(
         "SELECT unnest(ARRAY[
-            format('%s ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', $3::text, $1::text, $2::text),
+            {role_statement},
             format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), $1::text),
             'REVOKE CREATE ON SCHEMA public FROM PUBLIC',
             format('REVOKE CREATE ON SCHEMA public FROM %I', $1::text),
@@ -129,11 +137,10 @@ pub async fn ensure_app_role(conn: &mut PgConnection, role: &crate::config::AppR
             format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %I', $1::text),
             format('ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', $1::text),
             format('ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO %I', $1::text)
-        ])",
-    )
+        ])"
+    ))
     .bind(&role.name)
     .bind(&role.password)
-    .bind(verb)
     .fetch_all(&mut *conn)
     .await
     .context("preparing the app role's statements")?;

@@ -34,9 +34,26 @@ fn unique_role() -> String {
 #[tokio::test]
 async fn the_app_role_reads_and_writes_but_cannot_change_the_schema() {
     let db = TestDb::create();
+    // Migrations run as RDS's master user would: the database's owner, with
+    // CREATEROLE, not a superuser (which could do anything anyway).
+    let master = format!("{}_master", unique_role());
+    let master_password = testkit::random_password();
+    let mut admin = PgConnection::connect(&db.url).await.unwrap();
+    admin
+        .execute(
+            format!("CREATE ROLE {master} WITH LOGIN CREATEROLE NOSUPERUSER PASSWORD '{master_password}'").as_str(),
+        )
+        .await
+        .unwrap();
+    let database: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut admin).await.unwrap();
+    admin.execute(format!("ALTER DATABASE {database} OWNER TO {master}").as_str()).await.unwrap();
+    let _ = admin.close().await;
+    let master_url = as_role(&db.url, &master, &master_password);
+
     let role = unique_role();
     let password = testkit::random_password();
-    let envs = [("DATABASE_URL", db.url.as_str()), ("APP_DB_ROLE", role.as_str()), ("APP_DB_ROLE_PASSWORD", &password)];
+    let envs =
+        [("DATABASE_URL", master_url.as_str()), ("APP_DB_ROLE", role.as_str()), ("APP_DB_ROLE_PASSWORD", &password)];
     for _ in 0..2 {
         // Twice: the second run takes the ALTER ROLE path.
         let output = run(&["migrate"], &envs);
