@@ -129,6 +129,62 @@ impl TestSandbox {
         let _ = fs::remove_dir_all(project_root().join("target/terraform").join(&self.environment));
     }
 
+    /// The aws CLI against this sandbox (and nothing else: no AWS setting
+    /// of the machine, no ~/.aws); returns stdout.
+    pub fn aws(&self, args: &[&str]) -> String {
+        testkit::assert_loopback_endpoint(&self.endpoint_url);
+        let mut aws = Command::new("aws");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AWS_") {
+                aws.env_remove(key);
+            }
+        }
+        let output = aws
+            .args(args)
+            .envs(self.exports.iter().map(|(key, value)| (key, value)))
+            .env("AWS_DEFAULT_REGION", self.export("AWS_REGION"))
+            .env("AWS_CONFIG_FILE", self.dir.path().join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("aws-credentials"))
+            .output()
+            .expect("running the aws CLI");
+        assert!(output.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs SQL in an environment's database, the real PostgreSQL server
+    /// behind the sandbox's RDS instance, connecting as the app does: with
+    /// the connection from its Secrets Manager secret, over TLS. Returns
+    /// psql's unaligned output.
+    pub fn database_query(&self, environment: &str, sql: &str) -> String {
+        let secret = self.aws(&[
+            "secretsmanager",
+            "get-secret-value",
+            "--secret-id",
+            &format!("guestbook-{environment}/db"),
+            "--query",
+            "SecretString",
+            "--output",
+            "text",
+        ]);
+        let secret: Value = serde_json::from_str(secret.trim()).unwrap();
+        let field = |name: &str| secret[name].as_str().unwrap_or_else(|| panic!("no {name} in the secret")).to_owned();
+        let psql = which_psql();
+        let output = Command::new(&psql)
+            .arg(format!(
+                "host={} port={} dbname={} user={} sslmode=require",
+                field("host"),
+                field("port"),
+                field("dbname"),
+                field("username")
+            ))
+            .args(["--no-psqlrc", "--tuples-only", "--no-align", "--command", sql])
+            .env("PGPASSWORD", field("password"))
+            .output()
+            .unwrap_or_else(|err| panic!("running {}: {err}", psql.display()));
+        assert!(output.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     /// POSTs JSON to moto's own API (test-only knobs such as scan findings).
     pub fn moto_api(&self, path: &str, body: &Value) {
         let address = self.endpoint_url.trim_start_matches("http://");
@@ -148,6 +204,14 @@ impl Drop for TestSandbox {
             command.arg("--purge");
         }
         let _ = command.output();
+    }
+}
+
+fn which_psql() -> PathBuf {
+    let on_path = Command::new("sh").args(["-c", "command -v psql"]).output().ok();
+    match on_path.map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned()) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from("/usr/lib/postgresql/15/bin/psql"),
     }
 }
 
