@@ -124,6 +124,16 @@ impl TestSandbox {
             assert!(!process_alive(pid), "pid {pid} still runs after sandbox down");
         }
         assert!(!self.state_path().exists(), "the state file is left after down");
+        // What moto started for its resources goes too: the database
+        // servers behind RDS instances, the containers of RunTask.
+        let rds_dir = project_root().join("target/sandbox").join(&self.environment).join("rds");
+        let servers = processes_with(&["postgres", &rds_dir.display().to_string()]);
+        assert!(servers.is_empty(), "database servers {servers:?} still run after sandbox down");
+        let containers = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=xtask-sandbox={}", self.environment)])
+            .output()
+            .expect("running docker ps");
+        assert!(containers.stdout.is_empty(), "task containers are left after sandbox down");
         // Terraform's working data for the environment pointed at this
         // sandbox's bucket; it goes with it.
         let _ = fs::remove_dir_all(project_root().join("target/terraform").join(&self.environment));
@@ -139,7 +149,11 @@ impl TestSandbox {
                 aws.env_remove(key);
             }
         }
+        // --endpoint-url as well: not every service of the v1 CLI reads
+        // AWS_ENDPOINT_URL.
         let output = aws
+            .arg("--endpoint-url")
+            .arg(&self.endpoint_url)
             .args(args)
             .envs(self.exports.iter().map(|(key, value)| (key, value)))
             .env("AWS_DEFAULT_REGION", self.export("AWS_REGION"))
