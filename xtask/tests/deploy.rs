@@ -27,9 +27,10 @@ fn deploy(sandbox: &TestSandbox, image: &LocalImage) -> String {
         assert!(stderr.contains(step), "step {step:?} not announced:\n{stderr}");
     }
     assert!(stderr.contains("migrations applied (exit code 0)"), "{stderr}");
-    // The migration task's output, from CloudWatch Logs (the sandbox
-    // writes what the awslogs driver would).
-    assert!(stderr.contains("  migrate | sandbox: ") && stderr.contains("would run migrate"), "{stderr}");
+    // The migration task's output, from CloudWatch Logs: the sandbox ran
+    // the image's `app migrate` against its real PostgreSQL and wrote the
+    // container's lines to the stream, as the awslogs driver does.
+    assert!(stderr.contains("  migrate | database schema is at version 1"), "{stderr}");
     assert!(stderr.contains("tracking deployment ecs-svc/"), "{stderr}");
     let deployed = stdout.lines().last().unwrap_or_default().to_owned();
     assert!(deployed.contains(&format!("{}/guestbook@sha256:", sandbox.registry)), "{stdout}");
@@ -63,12 +64,17 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
     assert!(output.status.success(), "infra apply failed:\n{stderr}");
 
-    let first = LocalImage::import("deploy-one");
-    let second = LocalImage::import("deploy-two");
+    let first = LocalImage::app("deploy-one");
+    let second = LocalImage::app("deploy-two");
 
     let first_deployed = deploy(&sandbox, &first);
     let (live, history) = live_image(&sandbox);
     assert!(live.contains(&first_deployed), "{history}");
+    // The migrations really ran, in the database the service's secret names.
+    assert_eq!(
+        sandbox.database_query("sandboxdep", "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version"),
+        "1"
+    );
 
     // Migrations on their own: a one-off task of the running image.
     let (output, _, stderr) = run(sandbox.xtask().arg("migrate"));
@@ -252,7 +258,7 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
 /// rolls out without migrating, `--force-migrate` migrates.
 #[test]
 fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothing() {
-    let sandbox = TestSandbox::up("sandboxbld");
+    let mut sandbox = TestSandbox::up("sandboxbld");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
     assert!(output.status.success(), "infra apply failed:\n{stderr}");
     // A deploy that builds this checkout (incrementally) runs the
@@ -283,6 +289,58 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
     assert!(!stderr.contains("migration task"), "{stderr}");
     let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).arg("--force-migrate"));
     assert!(output.status.success() && stderr.contains("migrations applied (exit code 0)"), "{stderr}");
+    // Down stops the database server behind the RDS instance too.
+    sandbox.down();
+}
+
+/// A migration that fails in the task stops the deploy before anything
+/// is rolled out: the container's own error line is shown, the exit code
+/// and the stream named, the service keeps its task definition, and
+/// nothing is recorded as live. The database is made unreachable the way
+/// it can be on AWS: the RDS instance is stopped (the sandbox then stops
+/// its PostgreSQL server), and the real image's `app migrate` cannot
+/// connect.
+#[test]
+fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
+    let sandbox = TestSandbox::up("sandboxmig");
+    let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
+    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    let service_before = sandbox.aws(&[
+        "ecs",
+        "describe-services",
+        "--cluster",
+        "guestbook-sandboxmig",
+        "--services",
+        "guestbook-sandboxmig",
+        "--query",
+        "services[0].taskDefinition",
+        "--output",
+        "text",
+    ]);
+    sandbox.aws(&["rds", "stop-db-instance", "--db-instance-identifier", "guestbook-sandboxmig"]);
+
+    let image = LocalImage::app("migfail");
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--image", &image.reference]));
+    assert!(!output.status.success(), "a deploy whose migration failed succeeded:\n{stderr}");
+    assert!(stderr.contains("  migrate | error: could not connect to the database"), "{stderr}");
+    assert!(stderr.contains("the migration task exited with 1: Essential container in task exited"), "{stderr}");
+    assert!(stderr.contains("nothing was rolled out"), "{stderr}");
+    assert!(!stderr.contains("tracking deployment"), "a rollout started:\n{stderr}");
+    let service_after = sandbox.aws(&[
+        "ecs",
+        "describe-services",
+        "--cluster",
+        "guestbook-sandboxmig",
+        "--services",
+        "guestbook-sandboxmig",
+        "--query",
+        "services[0].taskDefinition",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(service_after, service_before, "the service changed after a failed migration");
+    let (output, stdout, _) = run(sandbox.xtask().arg("status"));
+    assert!(!stdout.contains(": live "), "a failed deploy is live:\n{stdout} ({})", output.status);
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
@@ -303,6 +361,8 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
     let sandbox = TestSandbox::up("sandboxunlock");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--stage", "repositories", "--yes"]));
     assert!(output.status.success(), "applying the repositories stage failed:\n{stderr}");
+    // Never migrated (the deploys stop at the lock, or fail before the
+    // migrations: no environment stage here), so a one-file image will do.
     let image = LocalImage::import("lock-holder");
 
     let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));

@@ -34,6 +34,29 @@ impl LocalImage {
     }
 }
 
+impl LocalImage {
+    /// The working tree's app image with one file added: an image of its
+    /// own (its own digest) that really runs `app migrate`, now that the
+    /// sandbox runs a task's container.
+    pub fn app(name: &str) -> LocalImage {
+        let base = &crate::local_deploy::built().id;
+        let dir = ServiceDir::new("xtask-app-image");
+        let marker = dir.path().join("sandbox-test.txt");
+        fs::write(&marker, format!("{name} {}\n", std::process::id())).unwrap();
+        let reference = format!("xtask-test:{name}-{}", std::process::id());
+        let container = format!("xtask-test-{name}-{}", std::process::id());
+        let docker = |args: &[&str]| {
+            let output = Command::new("docker").args(args).output().expect("running docker");
+            assert!(output.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        docker(&["create", "--name", &container, base]);
+        docker(&["cp", &marker.display().to_string(), &format!("{container}:/sandbox-test.txt")]);
+        docker(&["commit", &container, &reference]);
+        docker(&["rm", &container]);
+        LocalImage { reference, extra_tags: Vec::new() }
+    }
+}
+
 impl Drop for LocalImage {
     fn drop(&mut self) {
         let _ = Command::new("docker").arg("rmi").arg(&self.reference).args(&self.extra_tags).output();

@@ -124,14 +124,24 @@ impl TestSandbox {
             assert!(!process_alive(pid), "pid {pid} still runs after sandbox down");
         }
         assert!(!self.state_path().exists(), "the state file is left after down");
+        // What moto started for its resources goes too: the database
+        // servers behind RDS instances, the containers of RunTask.
+        let rds_dir = project_root().join("target/sandbox").join(&self.environment).join("rds");
+        let servers = processes_with(&["postgres", &rds_dir.display().to_string()]);
+        assert!(servers.is_empty(), "database servers {servers:?} still run after sandbox down");
+        let containers = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=xtask-sandbox={}", self.environment)])
+            .output()
+            .expect("running docker ps");
+        assert!(containers.stdout.is_empty(), "task containers are left after sandbox down");
         // Terraform's working data for the environment pointed at this
         // sandbox's bucket; it goes with it.
         let _ = fs::remove_dir_all(project_root().join("target/terraform").join(&self.environment));
     }
 
-    /// The aws CLI against this sandbox only (no AWS_* of the machine, no
-    /// ~/.aws), its JSON answer parsed.
-    pub fn aws(&self, args: &[&str]) -> Value {
+    /// The aws CLI against this sandbox (and nothing else: no AWS setting
+    /// of the machine, no ~/.aws); returns stdout.
+    pub fn aws(&self, args: &[&str]) -> String {
         testkit::assert_loopback_endpoint(&self.endpoint_url);
         let mut aws = Command::new(testkit::which("aws", "pip install awscli"));
         for (key, _) in std::env::vars() {
@@ -139,9 +149,12 @@ impl TestSandbox {
                 aws.env_remove(key);
             }
         }
+        // --endpoint-url as well: not every service of the v1 CLI reads
+        // AWS_ENDPOINT_URL.
         let output = aws
+            .arg("--endpoint-url")
+            .arg(&self.endpoint_url)
             .args(args)
-            .args(["--output", "json"])
             .envs(self.exports.iter().map(|(key, value)| (key, value)))
             .env("AWS_DEFAULT_REGION", self.export("AWS_REGION"))
             .env("AWS_CONFIG_FILE", self.dir.path().join("aws-config"))
@@ -149,7 +162,47 @@ impl TestSandbox {
             .output()
             .expect("running the aws CLI");
         assert!(output.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).expect("aws printed JSON")
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `aws` with its JSON answer parsed.
+    pub fn aws_json(&self, args: &[&str]) -> Value {
+        let stdout = self.aws(&[args, &["--output", "json"]].concat());
+        serde_json::from_str(&stdout).expect("aws printed JSON")
+    }
+
+    /// Runs SQL in an environment's database, the real PostgreSQL server
+    /// behind the sandbox's RDS instance, connecting as the app does: with
+    /// the connection from its Secrets Manager secret, over TLS. Returns
+    /// psql's unaligned output.
+    pub fn database_query(&self, environment: &str, sql: &str) -> String {
+        let secret = self.aws(&[
+            "secretsmanager",
+            "get-secret-value",
+            "--secret-id",
+            &format!("guestbook-{environment}/db"),
+            "--query",
+            "SecretString",
+            "--output",
+            "text",
+        ]);
+        let secret: Value = serde_json::from_str(secret.trim()).unwrap();
+        let field = |name: &str| secret[name].as_str().unwrap_or_else(|| panic!("no {name} in the secret")).to_owned();
+        let psql = which_psql();
+        let output = Command::new(&psql)
+            .arg(format!(
+                "host={} port={} dbname={} user={} sslmode=require",
+                field("host"),
+                field("port"),
+                field("dbname"),
+                field("username")
+            ))
+            .args(["--no-psqlrc", "--tuples-only", "--no-align", "--command", sql])
+            .env("PGPASSWORD", field("password"))
+            .output()
+            .unwrap_or_else(|err| panic!("running {}: {err}", psql.display()));
+        assert!(output.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// POSTs JSON to moto's own API (test-only knobs such as scan findings).
@@ -171,6 +224,14 @@ impl Drop for TestSandbox {
             command.arg("--purge");
         }
         let _ = command.output();
+    }
+}
+
+fn which_psql() -> PathBuf {
+    let on_path = Command::new("sh").args(["-c", "command -v psql"]).output().ok();
+    match on_path.map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned()) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from("/usr/lib/postgresql/15/bin/psql"),
     }
 }
 
@@ -421,7 +482,7 @@ fn infra_apply_against_the_sandbox_creates_everything_and_converges() {
 /// service role and its password, which `app migrate` applies.
 fn the_service_and_the_migration_get_different_database_credentials(sandbox: &TestSandbox) {
     let describe = |family: &str| {
-        sandbox.aws(&["ecs", "describe-task-definition", "--task-definition", family])["taskDefinition"].clone()
+        sandbox.aws_json(&["ecs", "describe-task-definition", "--task-definition", family])["taskDefinition"].clone()
     };
     let secrets = |definition: &Value| -> Vec<(String, String)> {
         definition["containerDefinitions"][0]["secrets"]
@@ -446,11 +507,12 @@ fn the_service_and_the_migration_get_different_database_credentials(sandbox: &Te
     let environment = migration["containerDefinitions"][0]["environment"].as_array().unwrap();
     assert!(environment.iter().any(|pair| pair["name"] == "APP_DB_ROLE" && pair["value"] == "guestbook_app"));
     assert_ne!(service["executionRoleArn"], migration["executionRoleArn"]);
-    let app_secret = sandbox.aws(&["secretsmanager", "get-secret-value", "--secret-id", "guestbook-sandbox/db-app"]);
+    let app_secret =
+        sandbox.aws_json(&["secretsmanager", "get-secret-value", "--secret-id", "guestbook-sandbox/db-app"]);
     let app_secret: Value = serde_json::from_str(app_secret["SecretString"].as_str().unwrap()).unwrap();
     assert_eq!(app_secret["username"], "guestbook_app");
     let policy = |role: &str, name: &str| {
-        let policy = sandbox.aws(&["iam", "get-role-policy", "--role-name", role, "--policy-name", name]);
+        let policy = sandbox.aws_json(&["iam", "get-role-policy", "--role-name", role, "--policy-name", name]);
         policy["PolicyDocument"].to_string()
     };
     let service_policy = policy("guestbook-sandbox-execution", "read-db-secret");

@@ -100,8 +100,18 @@ const ACCESS_KEY_ID: &str = "test";
 const SECRET_ACCESS_KEY: &str = "test";
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// moto with the ECS behaviour the sandbox needs (deployments on update).
-const MOTO_LAUNCHER: &str = include_str!("moto_launcher.py");
 const MOTO_LAUNCHER_FILE: &str = "moto_launcher.py";
+/// The launcher and the modules it imports, written side by side: RDS
+/// instances backed by real PostgreSQL servers, RunTask running the real
+/// container.
+const MOTO_LAUNCHER_FILES: [(&str, &str); 3] = [
+    (MOTO_LAUNCHER_FILE, include_str!("moto_launcher.py")),
+    ("sandbox_rds.py", include_str!("sandbox_rds.py")),
+    ("sandbox_tasks.py", include_str!("sandbox_tasks.py")),
+];
+/// Label of the containers RunTask starts (sandbox_tasks.py), valued with
+/// the environment's name.
+const CONTAINER_LABEL: &str = "xtask-sandbox";
 
 /// The sandbox environment from deploy.toml, and where its files live.
 #[derive(Debug)]
@@ -299,6 +309,12 @@ impl UpPlan {
                     // moto decides a service's rollout once, at creation:
                     // COMPLETED when this many tasks "run" (>= desired count).
                     ("MOTO_ECS_SERVICE_RUNNING".to_owned(), up.ecs_service_running.to_string()),
+                    // Where the launcher keeps RDS data and the registry
+                    // login, how it labels containers, and the registry
+                    // that holds what moto's ECR lists.
+                    ("XTASK_SANDBOX_DIR".to_owned(), sandbox.dir.display().to_string()),
+                    ("XTASK_SANDBOX_NAME".to_owned(), sandbox.name.clone()),
+                    ("XTASK_SANDBOX_REGISTRY".to_owned(), sandbox.registry.clone()),
                 ],
                 address: format!("127.0.0.1:{moto_port}"),
                 log: sandbox.dir.join("moto.log"),
@@ -381,7 +397,7 @@ impl Up {
                 stopped.join(", ")
             ));
             if !ctx.dry_run() {
-                stop_all(&state);
+                stop_all(&sandbox, &state);
                 remove_state(&sandbox)?;
             }
         }
@@ -415,7 +431,9 @@ fn start(ctx: &Ctx, sandbox: &SandboxEnvironment, plan: &UpPlan) -> Result<State
     for dir in [&sandbox.dir, &plan.registry_storage] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomic(&sandbox.dir.join(MOTO_LAUNCHER_FILE), MOTO_LAUNCHER.as_bytes(), 0o644)?;
+    for (file, text) in MOTO_LAUNCHER_FILES {
+        write_atomic(&sandbox.dir.join(file), text.as_bytes(), 0o644)?;
+    }
 
     ui::step(&format!("starting moto on {}", plan.moto.address));
     let moto = Started::spawn(&plan.moto)?;
@@ -668,9 +686,14 @@ impl Down {
                     for component in state.components.iter().rev() {
                         println!("would stop {} (pid {})", component.name, component.pid);
                     }
+                    println!(
+                        "would stop the PostgreSQL servers under {} and remove containers labelled {CONTAINER_LABEL}={}",
+                        sandbox.dir.join("rds").display(),
+                        sandbox.name
+                    );
                     println!("would remove {}", sandbox.state_path().display());
                 } else {
-                    stop_all(&state);
+                    stop_all(&sandbox, &state);
                     remove_state(&sandbox)?;
                     ui::success(&format!("sandbox {} is down", sandbox.name));
                 }
@@ -690,8 +713,15 @@ impl Down {
 }
 
 /// Stops every component, newest first; a pid that now runs something
-/// else is left alone.
-fn stop_all(state: &State) {
+/// else is left alone. Then what moto started for its resources and did
+/// not stop itself (it was killed, say): database servers and containers.
+fn stop_all(sandbox: &SandboxEnvironment, state: &State) {
+    stop_components(state);
+    stop_database_servers(&sandbox.dir.join("rds"));
+    remove_containers(&sandbox.name);
+}
+
+fn stop_components(state: &State) {
     for component in state.components.iter().rev() {
         match command_line(component.pid) {
             None => ui::info(&format!("{} (pid {}) had already stopped", component.name, component.pid)),
@@ -707,6 +737,66 @@ fn stop_all(state: &State) {
             }
         }
     }
+}
+
+/// The PostgreSQL servers behind the sandbox's RDS instances
+/// (sandbox_rds.py), each found by the pid in its data directory and
+/// signalled only while its command line names that directory. SIGINT is
+/// PostgreSQL's fast shutdown.
+fn stop_database_servers(rds_dir: &Path) {
+    let Ok(instances) = fs::read_dir(rds_dir) else {
+        return;
+    };
+    for instance in instances.flatten() {
+        let data_dir = instance.path().join("data");
+        let Some(pid) = fs::read_to_string(data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().and_then(|line| line.trim().parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        let data_dir_text = data_dir.display().to_string();
+        let ours = command_line(pid).is_some_and(|args| args.contains(&data_dir_text));
+        if !ours {
+            continue;
+        }
+        signal_process(pid, "INT");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_running(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if process_running(pid) {
+            signal_process(pid, "KILL");
+        }
+        ui::info(&format!("stopped the database server of {} (pid {pid})", data_dir_text));
+    }
+}
+
+/// Containers RunTask started (sandbox_tasks.py), labelled with the
+/// environment's name; Docker runs them, so no signal to moto reaches them.
+fn remove_containers(environment: &str) {
+    let Ok(docker) = which::which("docker") else {
+        return;
+    };
+    let filter = format!("label={CONTAINER_LABEL}={environment}");
+    let Ok(listed) = Command::new(&docker).args(["ps", "-aq", "--filter", &filter]).stderr(Stdio::null()).output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_owned).collect();
+    if ids.is_empty() {
+        return;
+    }
+    let removed =
+        Command::new(&docker).args(["rm", "-f"]).args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    match removed {
+        Ok(status) if status.success() => ui::info(&format!("removed {} task container(s)", ids.len())),
+        _ => ui::warn(&format!("could not remove the task containers {}: `docker rm -f` them", ids.join(" "))),
+    }
+}
+
+fn signal_process(pid: u32, signal: &str) {
+    let _ = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).stderr(Stdio::null()).status();
 }
 
 fn remove_state(sandbox: &SandboxEnvironment) -> Result<()> {

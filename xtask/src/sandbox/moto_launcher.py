@@ -10,8 +10,11 @@ deployment, which completes at once when MOTO_ECS_SERVICE_RUNNING covers the
 desired count (and stays IN_PROGRESS otherwise), and the old deployment
 disappears, as on AWS after a successful rollout.
 
-It also writes a line to CloudWatch Logs for every task RunTask starts,
-as the awslogs driver would for the container's output.
+Two more modules, written beside this file, make the sandbox fail the way
+AWS fails: `sandbox_rds` backs every RDS instance with a real PostgreSQL
+server, and `sandbox_tasks` runs every RunTask's container with Docker, so
+a migration task really migrates (or really fails) and its exit code and
+output are the container's.
 
 It is only ever started by the sandbox; nothing else in the product knows
 moto exists. Arguments are moto_server's (-H HOST -p PORT).
@@ -146,46 +149,7 @@ def _db_instance_init(self, *args, **kwargs):
 
 rds_models.DBInstance.__init__ = _db_instance_init
 
-# A task with the awslogs log driver writes its container's output to
-# CloudWatch Logs, in the stream <prefix>/<container>/<task id>. moto runs
-# no containers, so the launcher writes what the driver would: one line
-# per container saying what it would run. Deploys read these streams to
-# show a migration task's output.
-_original_run_task = ecs_models.EC2ContainerServiceBackend.run_task
-
-
-def run_task(self, cluster_str, task_definition_str, count, overrides, started_by, *args, **kwargs):
-    tasks = _original_run_task(self, cluster_str, task_definition_str, count, overrides, started_by, *args, **kwargs)
-    try:
-        from moto.logs.models import logs_backends
-
-        logs = logs_backends[self.account_id][self.region_name]
-        commands = {
-            override.get("name"): override.get("command")
-            for override in (overrides or {}).get("containerOverrides", [])
-        }
-        task_definition = self.describe_task_definition(task_definition_str)
-        for task in tasks:
-            task_id = task.task_arn.split("/")[-1]
-            for container in task_definition.container_definitions:
-                options = (container.get("logConfiguration") or {}).get("options") or {}
-                group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
-                if not group or not prefix or group not in logs.groups:
-                    continue
-                stream = f"{prefix}/{container['name']}/{task_id}"
-                logs.create_log_stream(group, stream)
-                command = commands.get(container["name"]) or container.get("command") or []
-                message = (
-                    f"sandbox: {container['image']} would run {' '.join(command) or 'its default command'} "
-                    "here (the emulator runs no containers; it exits 0)"
-                )
-                logs.put_log_events(group, stream, [{"timestamp": int(utcnow().timestamp() * 1000), "message": message}])
-    except Exception as error:  # the logs are a nicety; never fail RunTask
-        print(f"moto_launcher: could not write the task's logs: {error}", file=sys.stderr)
-    return tasks
-
-
-ecs_models.EC2ContainerServiceBackend.run_task = run_task
+# RunTask runs the task's container for real: see sandbox_tasks below.
 
 # ECR scan findings as AWS reports them for the images the sandbox holds.
 # moto answers every scan of an image without configured results with a
@@ -233,6 +197,30 @@ def update_parameters(self, new_parameters):
 
 
 rds_models.DBParameterGroup.update_parameters = update_parameters
+
+
+import signal  # noqa: E402
+
+import sandbox_rds  # noqa: E402
+import sandbox_tasks  # noqa: E402
+
+sandbox_rds.install()
+sandbox_tasks.install()
+
+
+def _shutdown(signum, frame):
+    """`sandbox down` sends SIGTERM: the containers and database servers
+    started for moto's resources go with it (containers are the Docker
+    daemon's children, so no process-group signal reaches them)."""
+    try:
+        sandbox_tasks.shutdown()
+        sandbox_rds.shutdown()
+    finally:
+        os._exit(0)
+
+
+signal.signal(signal.SIGTERM, _shutdown)
+signal.signal(signal.SIGINT, _shutdown)
 
 from moto.server import main  # noqa: E402  (after the patch, on purpose)
 
