@@ -12,6 +12,7 @@ mod moto;
 mod postgres;
 mod process;
 mod registry;
+mod tls;
 
 pub use moto::Moto;
 pub use postgres::{
@@ -19,6 +20,7 @@ pub use postgres::{
 };
 pub use process::{ServiceDir, free_port, which};
 pub use registry::Registry;
+pub use tls::TestCa;
 
 /// Refuses an AWS endpoint that is not on this machine.
 ///

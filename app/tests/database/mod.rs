@@ -1,9 +1,9 @@
 //! The database's production defaults, against real servers: the service's
 //! own role has data rights only, and TLS is verified against the CA that
-//! signed the server's certificate (made here with the openssl CLI).
+//! signed the server's certificate (`testkit::TestCa`, made with the openssl CLI).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use sqlx::{Connection as _, Executor as _, PgConnection};
 
@@ -93,72 +93,6 @@ async fn the_app_role_reads_and_writes_but_cannot_change_the_schema() {
     app.wait(std::time::Duration::from_secs(10));
 }
 
-/// A CA, and a server certificate it signs for 127.0.0.1 and localhost,
-/// made with the openssl CLI.
-struct TestCa {
-    dir: testkit::ServiceDir,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let dir = testkit::ServiceDir::new(name);
-        let openssl = |args: &[&str]| {
-            let output = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("running openssl");
-            assert!(output.status.success(), "openssl {args:?}: {}", text(&output.stderr));
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test database CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        std::fs::write(dir.path().join("san.ext"), "subjectAltName = IP:127.0.0.1, DNS:localhost\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ]);
-        TestCa { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
 fn encoded(path: &Path) -> String {
     path.display().to_string().replace('/', "%2F")
 }
@@ -168,8 +102,8 @@ fn encoded(path: &Path) -> String {
 /// build image has neither), see `HOST_ONLY_APP_TESTS`.
 #[test]
 fn the_app_verifies_the_server_certificate_and_the_server_requires_tls() {
-    let ca = TestCa::new("app-db-ca");
-    let other_ca = TestCa::new("app-db-other-ca");
+    let ca = testkit::TestCa::new("app-db-ca", "IP:127.0.0.1, DNS:localhost");
+    let other_ca = testkit::TestCa::new("app-db-other-ca", "IP:127.0.0.1, DNS:localhost");
     let postgres = testkit::Postgres::start_with(testkit::PostgresOptions {
         tls: Some(testkit::TlsFiles { certificate: ca.path("server.pem"), key: ca.path("server.key") }),
         ..Default::default()

@@ -318,61 +318,10 @@ mod tests {
     /// with a certificate for 127.0.0.1 from a CA made here.
     #[test]
     fn https_verifies_the_server_against_the_trusted_ca_and_its_name() {
-        let dir = testkit::ServiceDir::new("xtask-https");
-        let openssl = |args: &[&str]| {
-            let output = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output().unwrap();
-            assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        };
-        for ca in ["ca", "other-ca"] {
-            let subject = format!("/CN={ca}");
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-                "-days",
-                "2",
-                "-subj",
-                &subject,
-            ]);
-        }
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(dir.path().join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ]);
+        let ca = testkit::TestCa::new("xtask-https", "IP:127.0.0.1");
+        let other_ca = testkit::TestCa::new("xtask-https-other", "IP:127.0.0.1");
         std::fs::write(
-            dir.path().join("version"),
+            ca.path("version"),
             "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"git_sha\":\"abc\"}",
         )
         .unwrap();
@@ -389,7 +338,7 @@ mod tests {
                 "-key",
                 "server.key",
             ])
-            .current_dir(dir.path())
+            .current_dir(ca.dir())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -400,20 +349,16 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let base = BaseUrl::parse(&format!("https://127.0.0.1:{port}")).unwrap();
-        let get = |ca: &str| {
-            send_trusting(&base, &Request::get("/version"), Duration::from_secs(5), Some(&dir.path().join(ca)))
+        let get = |trusted: std::path::PathBuf| {
+            send_trusting(&base, &Request::get("/version"), Duration::from_secs(5), Some(&trusted))
         };
-        let trusted = get("ca.pem");
-        let untrusted = get("other-ca.pem").map(|response| response.status);
+        let trusted = get(ca.path("ca.pem"));
+        let untrusted = get(other_ca.path("ca.pem")).map(|response| response.status);
         // By name: `localhost` is not what the certificate says.
         let misnamed = BaseUrl::parse(&format!("https://localhost:{port}")).unwrap();
-        let wrong_name = send_trusting(
-            &misnamed,
-            &Request::get("/version"),
-            Duration::from_secs(5),
-            Some(&dir.path().join("ca.pem")),
-        )
-        .map(|response| response.status);
+        let wrong_name =
+            send_trusting(&misnamed, &Request::get("/version"), Duration::from_secs(5), Some(&ca.path("ca.pem")))
+                .map(|response| response.status);
         let _ = server.kill();
         let _ = server.wait();
         let response = trusted.unwrap();
