@@ -38,11 +38,30 @@ pub struct TestSandbox {
 impl TestSandbox {
     /// Writes the config copy (the environment's registry on a free port)
     /// and runs `sandbox up`.
+    ///
+    /// The registry's port is picked free here but bound only later, by
+    /// `sandbox up`; with tests in parallel another process can take it in
+    /// between. That race is this test harness's, not the product's: `up`
+    /// then fails naming the port (and stops what it started), and the
+    /// harness tries again on another port, twice at most.
     pub fn up(environment: &str) -> TestSandbox {
-        let sandbox = TestSandbox::configure(environment);
-        let (output, stdout, stderr) = run(sandbox.xtask().args(["sandbox", "up"]));
-        assert!(output.status.success(), "sandbox up failed:\n{stderr}");
-        sandbox.with_exports(&stdout)
+        let mut attempt = 1;
+        loop {
+            let sandbox = TestSandbox::configure(environment);
+            let (output, stdout, stderr) = run(sandbox.xtask().args(["sandbox", "up"]));
+            let lost_the_port =
+                stderr.contains(&format!("listen tcp {}: bind: address already in use", sandbox.registry));
+            if !output.status.success() && lost_the_port && attempt < 3 {
+                eprintln!(
+                    "the registry's port {} was taken before sandbox up bound it; again on another",
+                    sandbox.registry
+                );
+                attempt += 1;
+                continue;
+            }
+            assert!(output.status.success(), "sandbox up failed:\n{stderr}");
+            return sandbox.with_exports(&stdout);
+        }
     }
 
     /// The sandbox before `up`: nothing runs yet.
