@@ -38,6 +38,23 @@ locals {
     DB_SSLMODE = var.db_sslmode
   })
 
+  # What the service's container and the migration task's have in common:
+  # the app's image (each deploy pins it) and its logs.
+  container_base = {
+    name      = local.container_name
+    image     = var.image
+    essential = true
+
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.app.name
+        awslogs-region        = var.aws_region
+        awslogs-stream-prefix = "app"
+      }
+    }
+  }
+
   # "<secret arn>:<json key>:<version stage>:<version id>"; empty stage and
   # id mean AWSCURRENT, read when each task starts.
   container_secrets = {
@@ -72,11 +89,7 @@ resource "aws_ecs_task_definition" "app" {
   }
 
   container_definitions = jsonencode([
-    {
-      name      = local.container_name
-      image     = var.image
-      essential = true
-
+    merge(local.container_base, {
       portMappings = [
         {
           containerPort = var.container_port
@@ -92,16 +105,7 @@ resource "aws_ecs_task_definition" "app" {
           valueFrom = "${aws_secretsmanager_secret.db_app.arn}:${key}::"
         }
       ]
-
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.app.name
-          awslogs-region        = var.aws_region
-          awslogs-stream-prefix = "app"
-        }
-      }
-    },
+    }),
   ])
 
   # Keep superseded revisions registered: the circuit breaker and a manual
@@ -134,11 +138,8 @@ resource "aws_ecs_task_definition" "migration" {
   }
 
   container_definitions = jsonencode([
-    {
-      name      = local.container_name
-      image     = var.image
-      essential = true
-      command   = ["migrate"]
+    merge(local.container_base, {
+      command = ["migrate"]
 
       environment = [
         for name, value in merge(local.container_environment, { APP_DB_ROLE = local.db_app_role }) : { name = name, value = value }
@@ -152,16 +153,7 @@ resource "aws_ecs_task_definition" "migration" {
         ],
         [{ name = "APP_DB_ROLE_PASSWORD", valueFrom = "${aws_secretsmanager_secret.db_app.arn}:password::" }],
       )
-
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.app.name
-          awslogs-region        = var.aws_region
-          awslogs-stream-prefix = "app"
-        }
-      }
-    },
+    }),
   ])
 
   skip_destroy = true

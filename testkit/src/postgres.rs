@@ -452,6 +452,17 @@ mod tests {
         assert!(!alive, "postgres pid {pid} still runs after stop");
     }
 
+    /// `SELECT 1` as postgres with no password from anywhere (no
+    /// PGPASSWORD, no ~/.pgpass, never a prompt).
+    fn psql_without_password(host: &str, port: u16) -> std::process::Output {
+        Command::new(find_pg_binary("psql"))
+            .args(["-X", "-w", "-h", host, "-U", "postgres", "-p", &port.to_string(), "-c", "SELECT 1"])
+            .env_remove("PGPASSWORD")
+            .env("PGPASSFILE", "/nonexistent")
+            .output()
+            .unwrap()
+    }
+
     #[test]
     fn every_connection_needs_the_password_kept_0600() {
         use std::os::unix::fs::PermissionsExt;
@@ -465,12 +476,7 @@ mod tests {
         // Without it, over TCP and over the socket, the server says no.
         let socket_dir = postgres.data_dir().parent().unwrap().join("socket");
         for host in ["127.0.0.1".to_owned(), socket_dir.display().to_string()] {
-            let output = Command::new(find_pg_binary("psql"))
-                .args(["-X", "-w", "-h", &host, "-U", "postgres", "-p", &postgres.port().to_string(), "-c", "SELECT 1"])
-                .env_remove("PGPASSWORD")
-                .env("PGPASSFILE", "/nonexistent")
-                .output()
-                .unwrap();
+            let output = psql_without_password(&host, postgres.port());
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(!output.status.success(), "connected to {host} without a password");
             assert!(stderr.contains("password"), "{host}: {stderr}");
@@ -501,12 +507,7 @@ mod tests {
         assert_eq!(fs::read_to_string(password_file(&data_dir)).unwrap().trim(), again.password());
         assert_eq!(again.psql("postgres", "SELECT value FROM kept"), "7");
         assert!(!fs::read_to_string(&hba_path).unwrap().lines().any(|line| line.ends_with(" trust")));
-        let output = Command::new(find_pg_binary("psql"))
-            .args(["-X", "-w", "-h", "127.0.0.1", "-U", "postgres", "-p", &again.port().to_string(), "-c", "SELECT 1"])
-            .env_remove("PGPASSWORD")
-            .env("PGPASSFILE", "/nonexistent")
-            .output()
-            .unwrap();
+        let output = psql_without_password("127.0.0.1", again.port());
         assert!(!output.status.success(), "connected without a password after the upgrade");
     }
 

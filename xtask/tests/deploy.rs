@@ -305,18 +305,21 @@ fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
     let sandbox = TestSandbox::up("sandboxmig");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
     assert!(output.status.success(), "infra apply failed:\n{stderr}");
-    let service_before = sandbox.aws(&[
-        "ecs",
-        "describe-services",
-        "--cluster",
-        "guestbook-sandboxmig",
-        "--services",
-        "guestbook-sandboxmig",
-        "--query",
-        "services[0].taskDefinition",
-        "--output",
-        "text",
-    ]);
+    let service_task_definition = || {
+        sandbox.aws(&[
+            "ecs",
+            "describe-services",
+            "--cluster",
+            "guestbook-sandboxmig",
+            "--services",
+            "guestbook-sandboxmig",
+            "--query",
+            "services[0].taskDefinition",
+            "--output",
+            "text",
+        ])
+    };
+    let service_before = service_task_definition();
     sandbox.aws(&["rds", "stop-db-instance", "--db-instance-identifier", "guestbook-sandboxmig"]);
 
     let image = LocalImage::app("migfail");
@@ -326,18 +329,7 @@ fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
     assert!(stderr.contains("the migration task exited with 1: Essential container in task exited"), "{stderr}");
     assert!(stderr.contains("nothing was rolled out"), "{stderr}");
     assert!(!stderr.contains("tracking deployment"), "a rollout started:\n{stderr}");
-    let service_after = sandbox.aws(&[
-        "ecs",
-        "describe-services",
-        "--cluster",
-        "guestbook-sandboxmig",
-        "--services",
-        "guestbook-sandboxmig",
-        "--query",
-        "services[0].taskDefinition",
-        "--output",
-        "text",
-    ]);
+    let service_after = service_task_definition();
     assert_eq!(service_after, service_before, "the service changed after a failed migration");
     let (output, stdout, _) = run(sandbox.xtask().arg("status"));
     assert!(!stdout.contains(": live "), "a failed deploy is live:\n{stdout} ({})", output.status);
