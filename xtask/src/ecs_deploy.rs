@@ -61,7 +61,9 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     let config = Config::load(&ctx.root)?;
     let name = ctx.global.environment.clone();
     let environment = infra::aws_environment(&config, &name)?;
-    crate::secrets::refuse_demo_password(&ctx.root, &name)?;
+    // First: it refuses the demo secrets outside a sandbox, before anything
+    // else is checked or asked.
+    let terraform = Terraform::new(ctx, &config, environment)?;
     let mut steps = Steps { rows: Vec::new(), json: ctx.global.json };
 
     let git_sha = steps.run("check the working tree", || match &origin {
@@ -78,7 +80,6 @@ pub fn deploy_release(ctx: &Ctx, args: &Deploy, origin: Origin) -> Result<String
     })?;
     confirm_protected(ctx, &name, environment, args.confirm_env.as_deref())?;
 
-    let terraform = Terraform::new(ctx, &config, environment)?;
     let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
     let tables = steps.run("find the ledger and the lock", || ledger_tables(&terraform, &name))?;
     let who = ledger::who();
