@@ -26,7 +26,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, ValueEnum};
 
-use crate::{ctx::Ctx, flags::Cli};
+use crate::{flags::Cli, support::ctx::Ctx};
 
 /// Print a completion script for `cargo xtask` (bash, zsh or fish) on stdout
 #[derive(Debug, Args)]

@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn the_shipped_configuration_is_valid() {
-        let config = Config::load(&crate::util::project_root()).unwrap();
+        let config = Config::load(&crate::support::fs::project_root()).unwrap();
         assert_eq!(config.app_name(), "guestbook");
         for name in ["local", "sandbox", "dev", "qa", "preprod", "prod"] {
             config.environment(name).unwrap();

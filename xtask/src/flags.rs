@@ -4,8 +4,14 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
-    bench, build_image, builder_image, ci, completions, ctx::Ctx, deploy, doctor, functional, infra, local, migrate,
-    promote, push, sandbox, secrets, setup, smoke_image, test_docker, test_local,
+    aws::{infra, push},
+    bench, completions,
+    deploy::{self, migrate, promote},
+    image::{build, builder, smoke},
+    local, sandbox, secrets,
+    setup::{self, doctor},
+    suite::{ci, functional, test_docker, test_local},
+    support::ctx::Ctx,
 };
 
 /// Test, build, ship and operate the service: `cargo xtask <task>`.
@@ -13,7 +19,7 @@ use crate::{
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
-    pub global: crate::ctx::GlobalArgs,
+    pub global: crate::support::ctx::GlobalArgs,
     #[command(subcommand)]
     pub task: Task,
 }
@@ -52,14 +58,14 @@ pub enum Task {
     /// Start, stop or inspect the sandbox: an AWS emulator and a registry on this machine
     Sandbox(sandbox::Sandbox),
     /// Make the Dockerfile's base images locally from Debian packages and this machine's Rust toolchain (offline builds)
-    BuilderImage(builder_image::BuilderImage),
+    BuilderImage(builder::BuilderImage),
     /// Build the runtime image: tagged by commit and branch, labelled, reproducible (--offline for no network)
-    BuildImage(build_image::BuildImage),
+    BuildImage(build::BuildImage),
     /// Build the test stage and run the test suite in a container against a throwaway Postgres
     TestDocker(test_docker::TestDocker),
     /// Run an image against a throwaway Postgres: /healthz, /readyz, /version, a clean SIGTERM stop
     #[command(hide = true)]
-    SmokeImage(smoke_image::SmokeImage),
+    SmokeImage(smoke::SmokeImage),
     /// Push the image built for this commit to ECR, check its digest and gate on its scan
     Push(push::Push),
     /// What CI runs: test-all, build-image, test-docker, functional tests of the image; on main deploy and test again

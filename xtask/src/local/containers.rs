@@ -12,8 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell};
 
-use super::{Target, http};
-use crate::{ctx::Ctx, image::run_read, test_docker::remove_container_on_exit, ui};
+use super::Target;
+use crate::http;
+use crate::{
+    image::run_read,
+    suite::test_docker::remove_container_on_exit,
+    support::{ctx::Ctx, ui},
+};
 
 pub const LABEL_APP: &str = "com.example.xtask.app";
 pub const LABEL_ENVIRONMENT: &str = "com.example.xtask.environment";
@@ -150,7 +155,7 @@ pub fn migrate(
             lines[lines.len().saturating_sub(20)..].join("\n")
         );
     }
-    ui::detail(&format!("migrations took {}", ui::format_duration(started.elapsed())));
+    ui::detail(&format!("migrations took {}", crate::support::time::format_duration(started.elapsed())));
     Ok(stdout.lines().find_map(|line| line.strip_prefix("database schema is at version ")).map(str::to_owned))
 }
 

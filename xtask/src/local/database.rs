@@ -31,10 +31,9 @@ use xshell::{Shell, cmd};
 
 use super::{Target, shown};
 use crate::{
-    ctx::Ctx,
     image::{image_exists, run_read},
-    test_docker::POSTGRES_IMAGE,
-    ui, util,
+    suite::test_docker::POSTGRES_IMAGE,
+    support::{ctx::Ctx, ui},
 };
 
 /// The port of the default environment's database, when free: fixed, so a
@@ -204,7 +203,8 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
         listen_addresses: Some("127.0.0.1".to_owned()),
         tls: None,
     };
-    let postgres = crate::util::start_postgres(options).context("starting PostgreSQL for the local environment")?;
+    let postgres =
+        crate::support::exec::start_postgres(options).context("starting PostgreSQL for the local environment")?;
     let database = database_name(target);
     let exists = postgres.psql("postgres", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"));
     if exists.is_empty() {
@@ -212,7 +212,11 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
     }
     let detached = postgres.detach();
     write_state(target, &State { kind: Kind::Host, port })?;
-    ui::info(&format!("PostgreSQL (pid {}) ready in {}", detached.pid, crate::ui::format_duration(started.elapsed())));
+    ui::info(&format!(
+        "PostgreSQL (pid {}) ready in {}",
+        detached.pid,
+        crate::support::time::format_duration(started.elapsed())
+    ));
     Database::new(ctx, target, port, true)
 }
 
@@ -292,7 +296,7 @@ fn host_server(target: &Target) -> Option<(u32, u16)> {
     let pid: u32 = lines.first()?.trim().parse().ok()?;
     let port: u16 = lines.get(3)?.trim().parse().ok()?;
     let answers = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).is_ok();
-    (util::process_running(pid) && answers).then_some((pid, port))
+    (crate::support::process::process_running(pid) && answers).then_some((pid, port))
 }
 
 /// The app's URL of the database, password included: testkit's password
@@ -327,7 +331,7 @@ fn kept_password(path: &std::path::Path) -> Result<String> {
     let password = testkit::random_password();
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    util::write_atomic(path, format!("{password}\n").as_bytes(), 0o600)?;
+    crate::support::fs::write_atomic(path, format!("{password}\n").as_bytes(), 0o600)?;
     Ok(password)
 }
 
@@ -375,5 +379,5 @@ fn read_state(target: &Target) -> Option<State> {
 
 fn write_state(target: &Target, state: &State) -> Result<()> {
     fs::create_dir_all(&target.state_dir).with_context(|| format!("creating {}", target.state_dir.display()))?;
-    util::write_atomic(&state_path(target), &serde_json::to_vec_pretty(state)?, 0o644)
+    crate::support::fs::write_atomic(&state_path(target), &serde_json::to_vec_pretty(state)?, 0o644)
 }

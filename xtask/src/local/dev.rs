@@ -27,13 +27,9 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{Target, containers, database, http};
-use crate::{
-    cleanup,
-    ctx::Ctx,
-    ui,
-    util::{self, cargo},
-};
+use super::{Target, containers, database};
+use crate::http;
+use crate::support::{cleanup, ctx::Ctx, exec::cargo, ui};
 
 /// What is watched, relative to the project root.
 const WATCHED: [&str; 4] = ["app/src", "app/migrations", "app/Cargo.toml", "app/build.rs"];
@@ -140,12 +136,15 @@ impl Session<'_> {
                     println!("url: {url}");
                     ui::info(&format!(
                         "built in {}; watching {} (Ctrl-C stops)",
-                        ui::format_duration(build_time),
+                        crate::support::time::format_duration(build_time),
                         WATCHED.join(", ")
                     ));
                     first = false;
                 } else {
-                    ui::success(&format!("rebuilt in {} and restarted on {url}", ui::format_duration(build_time)));
+                    ui::success(&format!(
+                        "rebuilt in {} and restarted on {url}",
+                        crate::support::time::format_duration(build_time)
+                    ));
                 }
                 if let Err(err) = ready {
                     ui::warn(&format!("{err:#}"));
@@ -153,7 +152,7 @@ impl Session<'_> {
             } else {
                 ui::error(&format!(
                     "the build failed after {}{}; fix it and save to try again",
-                    ui::format_duration(build_time),
+                    crate::support::time::format_duration(build_time),
                     if app.is_some() { " (the previous build keeps running)" } else { "" }
                 ));
             }
@@ -262,9 +261,9 @@ fn app_binary(ctx: &Ctx) -> PathBuf {
 /// SIGTERM to the group, up to the drain time and a little more, then the
 /// group is killed.
 fn stop_process_group(pid: u32) {
-    util::kill_process_group(pid);
+    crate::support::process::kill_process_group(pid);
     let deadline = Instant::now() + Duration::from_secs(DRAIN_SECONDS + 3);
-    while util::process_running(pid) {
+    while crate::support::process::process_running(pid) {
         if Instant::now() > deadline {
             let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
             break;
@@ -296,7 +295,7 @@ mod tests {
 
     #[test]
     fn the_snapshot_sees_the_app_sources() {
-        let files = snapshot(&util::project_root());
+        let files = snapshot(&crate::support::fs::project_root());
         assert!(files.contains_key(Path::new("app/src/main.rs")), "{:?}", files.keys().collect::<Vec<_>>());
         assert!(files.contains_key(Path::new("app/Cargo.toml")));
         assert!(files.keys().any(|path| path.starts_with("app/migrations")));

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::http1;
+use crate::http::http1;
 
 /// What to send.
 #[derive(Debug, Clone)]

@@ -18,15 +18,12 @@
 //! goes into the release ledger (`releases.jsonl`), which `status` shows and
 //! `rollback` reads.
 
-pub mod bench;
 mod containers;
 mod database;
 pub mod dev;
-pub mod http;
-pub mod http1;
 pub mod load;
 pub mod proxy;
-mod release;
+pub mod release;
 
 use std::{
     fs,
@@ -39,10 +36,9 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
-    ctx::Ctx,
     deploy::{Deploy, Rollback, Status},
     ledger::{self, LedgerStore, ReleaseKind},
-    ui,
+    support::{ctx::Ctx, ui},
 };
 
 use release::{ImageChoice, ReleaseRequest};

@@ -20,16 +20,15 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{Target, containers, database, http, proxy, short_id, short_sha};
+use super::{Target, containers, database, proxy, short_id, short_sha};
+use crate::http;
 use crate::{
-    cleanup,
-    ctx::Ctx,
     image::{
         AppIdentity, BuildKit, BuildMode, DockerBuild, Source, image_id, image_tags, make_reproducible, prepare_build,
         release_build_args,
     },
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
-    ui,
+    support::{cleanup, ctx::Ctx, ui},
 };
 
 /// The longest a switch waits for the requests in flight on the old release
@@ -107,7 +106,7 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
                 } else {
                     format!(
                         "the old release switched off and drained in {}",
-                        ui::format_duration(report.ready_to_old_stopped)
+                        crate::support::time::format_duration(report.ready_to_old_stopped)
                     )
                 };
                 ui::success(&format!(
@@ -116,8 +115,8 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
                     short_id(&report.image_id),
                     short_sha(&report.git_sha),
                     target.environment,
-                    ui::format_duration(report.total),
-                    ui::format_duration(report.ready_after),
+                    crate::support::time::format_duration(report.total),
+                    crate::support::time::format_duration(report.ready_after),
                 ));
             }
             println!("url: {}", target.url());
@@ -173,7 +172,7 @@ fn unchanged(ctx: &Ctx, target: &Target, live: &Release, started: Instant) -> Re
         live.started_at
     );
     ui::success(&why);
-    crate::ndjson::event(serde_json::json!({
+    crate::support::ndjson::event(serde_json::json!({
         "event": "step", "step": "roll out", "outcome": "skipped", "seconds": 0.0, "reason": why,
     }));
     if !ctx.dry_run() {
@@ -320,7 +319,7 @@ fn run(
     let git_sha = new_sha.clone().or(planned.expected_sha.clone()).unwrap_or_else(|| "unknown".to_owned());
     journal.update(|record| record.git_sha = git_sha.clone());
     if !ctx.dry_run() {
-        ui::success(&format!("{} is ready after {}", spec.name, ui::format_duration(ready_after)));
+        ui::success(&format!("{} is ready after {}", spec.name, crate::support::time::format_duration(ready_after)));
     }
 
     let old: Vec<String> = containers::list(sh, target)?
@@ -404,7 +403,7 @@ pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, requested
     })?;
     let id = make_reproducible(ctx, &built_id, &tags, &source.created())?;
     if !ctx.dry_run() {
-        ui::success(&format!("built {} in {}", tags[0], ui::format_duration(started.elapsed())));
+        ui::success(&format!("built {} in {}", tags[0], crate::support::time::format_duration(started.elapsed())));
     }
     Ok(id)
 }
@@ -432,7 +431,7 @@ impl Journal {
     fn start(ctx: &Ctx, target: &Target, kind: ReleaseKind, planned: &PlannedImage) -> Result<Journal> {
         let record = Release {
             environment: target.environment.clone(),
-            started_at: ledger::now_rfc3339(),
+            started_at: crate::support::time::now_rfc3339_millis(),
             image: planned.reference.clone(),
             git_sha: planned.expected_sha.clone().unwrap_or_else(|| "unknown".to_owned()),
             runs_as: None,
@@ -463,7 +462,7 @@ impl Journal {
                 }
                 let mut record = record.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
                 record.outcome = Outcome::Failed("interrupted".to_owned());
-                record.finished_at = Some(ledger::now_rfc3339());
+                record.finished_at = Some(crate::support::time::now_rfc3339_millis());
                 let _ = ledger::FileLedger::new(ledger_path).put(&record);
             })
         });
@@ -484,7 +483,7 @@ impl Journal {
         }
         let mut record = self.lock().clone();
         record.outcome = outcome;
-        record.finished_at = Some(ledger::now_rfc3339());
+        record.finished_at = Some(crate::support::time::now_rfc3339_millis());
         self.target.ledger().put(&record)
     }
 

@@ -40,12 +40,9 @@ use serde_json::json;
 
 pub use self::sync::SyncArgs;
 use crate::{
-    aws::AwsProcess,
-    cleanup,
+    aws::{client::AwsProcess, infra, push},
     config::Config,
-    ctx::Ctx,
-    infra, push, ui,
-    util::{process_running, write_atomic},
+    support::{cleanup, ctx::Ctx, fs::write_atomic, process::process_running, ui},
 };
 
 /// Start, stop or inspect the sandbox: an AWS emulator and a registry on this machine
@@ -272,7 +269,7 @@ impl UpPlan {
     fn new(sandbox: &SandboxEnvironment, up: &Up) -> Result<UpPlan> {
         let python = which_tool("python3")?;
         let docker_registry = which_tool("docker-registry")?;
-        let xtask = crate::util::self_exe().context("finding the xtask binary (for the sync process)")?;
+        let xtask = crate::support::exec::self_exe().context("finding the xtask binary (for the sync process)")?;
         let moto_port = testkit::free_port();
         let sync_address = format!("127.0.0.1:{}", testkit::free_port());
         let endpoint_url = format!("http://127.0.0.1:{moto_port}");

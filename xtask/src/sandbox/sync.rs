@@ -17,10 +17,12 @@ use serde_json::{Value, json};
 
 use super::http;
 use crate::{
-    aws::{AwsApi, AwsProcess},
-    ctx::Ctx,
-    push::{EcrToken, ecr_token},
-    util::hex,
+    aws::{
+        api::AwsApi,
+        client::AwsProcess,
+        push::{EcrToken, ecr_token},
+    },
+    support::{ctx::Ctx, fs::hex},
 };
 
 /// The manifest types a push event can carry; blobs (layers) are ignored.

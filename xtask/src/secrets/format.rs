@@ -32,7 +32,7 @@ use openssl::{
     symm::{Cipher, Crypter, Mode},
 };
 
-use crate::util::hex;
+use crate::support::fs::hex;
 
 /// PBKDF2 iterations of every file the command line writes and reads
 /// (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::{ui, util};
+use crate::support::ui;
 
 /// The script written to `.git/hooks/pre-commit`.
 pub const PRE_COMMIT_HOOK: &str = include_str!("pre-commit.sh");
@@ -33,7 +33,7 @@ pub struct InstallHooks {
 }
 
 impl InstallHooks {
-    pub fn run(self, ctx: &crate::ctx::Ctx) -> Result<()> {
+    pub fn run(self, ctx: &crate::support::ctx::Ctx) -> Result<()> {
         let repo = self.repo.unwrap_or_else(|| ctx.root.clone());
         let hooks_dir = hooks_dir(&repo)?;
         let hook_path = hooks_dir.join("pre-commit");
@@ -62,7 +62,7 @@ impl InstallHooks {
             return Ok(());
         }
         fs::create_dir_all(&hooks_dir).with_context(|| format!("creating {}", hooks_dir.display()))?;
-        util::write_atomic(&hook_path, PRE_COMMIT_HOOK.as_bytes(), 0o755)?;
+        crate::support::fs::write_atomic(&hook_path, PRE_COMMIT_HOOK.as_bytes(), 0o755)?;
         // The umask may have taken bits away, and git skips a hook that is not executable.
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&hook_path, fs::Permissions::from_mode(0o755))

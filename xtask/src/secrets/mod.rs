@@ -37,7 +37,10 @@ use self::{
     password::PasswordSource,
     private_dir::PrivateTempFile,
 };
-use crate::{bench::Figure, ctx::Ctx, ui, util};
+use crate::{
+    bench::Figure,
+    support::{ctx::Ctx, exec, ui},
+};
 
 /// The decrypted file's name, in the private directory outside the
 /// repository (`private_dir`); `.gitignore` ignores it anywhere too.
@@ -347,7 +350,7 @@ impl Encrypt {
         }
         let encrypted = format::encrypt(&content.0, password.expose().as_bytes(), ITERATIONS)
             .with_context(|| format!("encrypting {}", input.display()))?;
-        util::write_atomic(&output, &encrypted, 0o644)?;
+        crate::support::fs::write_atomic(&output, &encrypted, 0o644)?;
         ui::success(&format!(
             "encrypted {} ({} variables) into {}",
             input.display(),
@@ -372,7 +375,7 @@ fn replace_existing(ctx: &Ctx, output: &Path, content: &[u8], password: &SecretV
         Ok(_) => Ok(true),
         Err(err) => {
             ui::warn(&format!("{} does not decrypt with this password: {err}", output.display()));
-            if util::confirm(
+            if crate::support::prompt::confirm(
                 ctx.global.yes,
                 &format!("replace {} (use `secrets rekey` to change a password)?", output.display()),
             )? {
@@ -425,13 +428,13 @@ impl Decrypt {
                     output.display(),
                     input.display()
                 );
-                if !util::confirm(ctx.global.yes, &question)? {
+                if !crate::support::prompt::confirm(ctx.global.yes, &question)? {
                     bail!("left {} unchanged", output.display());
                 }
             }
             Err(_) => {}
         }
-        util::write_atomic(&output, &decrypted.content, 0o600)?;
+        crate::support::fs::write_atomic(&output, &decrypted.content, 0o600)?;
         ui::success(&format!("decrypted {} into {} (mode 0600)", input.display(), output.display()));
         Ok(())
     }
@@ -484,7 +487,7 @@ impl Edit {
             .with_context(|| format!("your edit is discarded and {} left unchanged", path.display()))?;
         let encrypted = format::encrypt(&edited.0, password.expose().as_bytes(), ITERATIONS)
             .with_context(|| format!("encrypting {}", path.display()))?;
-        util::write_atomic(&path, &encrypted, 0o644)?;
+        crate::support::fs::write_atomic(&path, &encrypted, 0o644)?;
         ui::success(&format!("re-encrypted {}", path.display()));
         Ok(())
     }
@@ -519,7 +522,7 @@ impl Rekey {
         )?;
         let encrypted = format::encrypt(&decrypted.content, new_password.expose().as_bytes(), ITERATIONS)
             .with_context(|| format!("encrypting {}", output.display()))?;
-        util::write_atomic(&output, &encrypted, 0o644)?;
+        crate::support::fs::write_atomic(&output, &encrypted, 0o644)?;
         ui::success(&format!(
             "re-encrypted {} with the new password (-pbkdf2 -md sha256 -iter {ITERATIONS}, integrity line){}",
             output.display(),
@@ -666,7 +669,7 @@ impl Drop for Plaintext {
 /// The reference figure: the same file through the openssl CLI, the password
 /// in the child's environment only.
 fn time_openssl_decrypt(encrypted: &[u8], password: &[u8]) -> Result<Duration> {
-    let openssl = util::require_tool("openssl", "apt-get install openssl")?;
+    let openssl = exec::require_tool("openssl", "apt-get install openssl")?;
     let started = Instant::now();
     let mut child = Command::new(openssl)
         .args(["enc", "-d", "-aes-256-cbc", "-pbkdf2", "-md", "sha256", "-iter", &ITERATIONS.to_string()])
@@ -690,7 +693,7 @@ mod tests {
 
     #[test]
     fn the_shipped_secrets_file_decrypts_with_the_demo_password() {
-        let path = util::project_root().join(ENCRYPTED_FILE);
+        let path = crate::support::fs::project_root().join(ENCRYPTED_FILE);
         let env = terraform_env_with(&path, &SecretValue::new(DEMO_PASSWORD.to_owned()), "sandbox").unwrap();
         let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["TF_VAR_db_password", "TF_VAR_db_app_password"]);
@@ -705,7 +708,7 @@ mod tests {
 
     #[test]
     fn only_a_sandbox_may_use_the_demo_password_or_the_demo_values() {
-        let root = util::project_root();
+        let root = crate::support::fs::project_root();
         refuse_demo_password(&root, "sandbox").unwrap();
         refuse_demo_password(&root, "sandboxdep").unwrap();
         for environment in ["dev", "prod"] {
@@ -732,7 +735,7 @@ mod tests {
 
     #[test]
     fn the_shipped_secrets_file_refuses_a_wrong_password() {
-        let path = util::project_root().join(ENCRYPTED_FILE);
+        let path = crate::support::fs::project_root().join(ENCRYPTED_FILE);
         let err = terraform_env_with(&path, &SecretValue::new("change-me".to_owned()), "sandbox").unwrap_err();
         assert!(matches!(err.downcast_ref::<DecryptError>(), Some(DecryptError::WrongPassword { .. })), "{err:#}");
     }
@@ -746,7 +749,7 @@ mod tests {
 
     #[test]
     fn git_ignores_the_decrypted_file_at_the_project_root() {
-        let root = util::project_root();
+        let root = crate::support::fs::project_root();
         ensure_ignored_by_git(&root, &root.join(PLAINTEXT_FILE)).unwrap();
         ensure_ignored_by_git(&root, &root.join("app.tfvars.plain")).unwrap();
         let err = ensure_ignored_by_git(&root, &root.join("xtask/secrets.txt")).unwrap_err();

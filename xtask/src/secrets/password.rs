@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::SecretValue;
-use crate::cleanup;
+use crate::support::cleanup;
 
 /// Where to look for one password.
 pub struct PasswordSource<'a> {

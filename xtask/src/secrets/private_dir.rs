@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::cleanup;
+use crate::support::cleanup;
 
 /// The directory of this project's decrypted secrets, created 0700 when
 /// missing: `<base>/xtask-secrets-<uid>/<project>-<hash of its path>`. Two

@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{Target, shown};
-use crate::{ctx::Ctx, ui, util};
+use crate::support::{ctx::Ctx, ui};
 
 pub use server::Upstream;
 
@@ -60,7 +60,7 @@ impl LocalProxy {
         let control = TcpListener::bind("127.0.0.1:0").context("listening on a control port")?;
         let control_port = control.local_addr().context("reading the control port")?.port();
         let router = server::Router::new(self.upstream_file.clone());
-        util::write_atomic(&self.control_file, format!("{control_port}\n").as_bytes(), 0o644)?;
+        crate::support::fs::write_atomic(&self.control_file, format!("{control_port}\n").as_bytes(), 0o644)?;
         eprintln!(
             "proxy: listening on {}, releases from {}, control port {control_port}",
             self.listen,
@@ -94,7 +94,7 @@ pub fn ensure_running(ctx: &Ctx, target: &Target) -> Result<()> {
     let upstream_file = target.file("upstream");
     let control_file = target.file("proxy.control");
     let log_path = target.file("proxy.log");
-    let exe = crate::util::self_exe().context("finding the xtask binary to run the proxy")?;
+    let exe = crate::support::exec::self_exe().context("finding the xtask binary to run the proxy")?;
     let description = format!(
         "{} local-proxy --listen {listen} --upstream-file {} --control-file {} (in the background, log {})",
         exe.display(),
@@ -138,10 +138,10 @@ pub fn ensure_running(ctx: &Ctx, target: &Target) -> Result<()> {
     let pid = child.id();
     // Not waited for: it outlives this process (and is reaped by init).
     drop(child);
-    util::write_atomic(&target.file("proxy.pid"), format!("{pid}\n").as_bytes(), 0o644)?;
+    crate::support::fs::write_atomic(&target.file("proxy.pid"), format!("{pid}\n").as_bytes(), 0o644)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() || !control_file.exists() {
-        if !util::process_running(pid) || Instant::now() > deadline {
+        if !crate::support::process::process_running(pid) || Instant::now() > deadline {
             bail!(
                 "the proxy did not start listening on {listen}; its log {}:\n{}",
                 log_path.display(),
@@ -167,7 +167,7 @@ pub fn switch_to(ctx: &Ctx, target: &Target, port: u16, name: &str, drain_timeou
         println!("would wait: for the proxy to answer the requests in flight on the old release");
         return Ok(());
     }
-    util::write_atomic(&upstream_file, format!("127.0.0.1:{port} {name}\n").as_bytes(), 0o644)?;
+    crate::support::fs::write_atomic(&upstream_file, format!("127.0.0.1:{port} {name}\n").as_bytes(), 0o644)?;
     // From here on the new release serves: a drain that cannot be asked
     // for must not fail the release (its caller would remove the container
     // the URL now points at); the old container's own drain covers it.
@@ -175,11 +175,11 @@ pub fn switch_to(ctx: &Ctx, target: &Target, port: u16, name: &str, drain_timeou
     match drain(target, drain_timeout) {
         Ok(0) => ui::detail(&format!(
             "the proxy has no request in flight on the old release ({} after the switch)",
-            ui::format_duration(started.elapsed())
+            crate::support::time::format_duration(started.elapsed())
         )),
         Ok(busy) => ui::warn(&format!(
             "{busy} requests are still in flight on the old release after {}: stopping it anyway (its drain gets them)",
-            ui::format_duration(drain_timeout)
+            crate::support::time::format_duration(drain_timeout)
         )),
         Err(err) => {
             ui::warn(&format!("could not ask the proxy to drain the old release ({err:#}); giving it 1 s instead"));
@@ -227,7 +227,7 @@ pub fn running_pid(target: &Target) -> Option<u32> {
     let pid: u32 = fs::read_to_string(target.file("proxy.pid")).ok()?.trim().parse().ok()?;
     let upstream_file = target.file("upstream");
     let line = proxy_command_line(pid)?;
-    (util::process_running(pid) && line.contains(&*upstream_file.to_string_lossy())).then_some(pid)
+    (crate::support::process::process_running(pid) && line.contains(&*upstream_file.to_string_lossy())).then_some(pid)
 }
 
 /// Stops the proxy (SIGTERM, then SIGKILL after 5 s); the upstream file goes
@@ -248,7 +248,7 @@ pub fn stop(ctx: &Ctx, target: &Target) -> Result<()> {
     ui::info(&format!("stopping the proxy (pid {pid}) on 127.0.0.1:{}", target.host_port));
     signal(pid, "TERM");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while util::process_running(pid) {
+    while crate::support::process::process_running(pid) {
         if Instant::now() > deadline {
             signal(pid, "KILL");
             break;

@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::local::http1::{self, Body, Head};
+use crate::http::http1::{self, Body, Head};
 
 /// How long a request may wait for a release that accepts its connection:
 /// it covers a container that is being replaced, not a missing one.
@@ -521,7 +521,7 @@ mod tests {
 
     impl Proxy {
         fn switch(&self, release: &Release, name: &str) {
-            crate::util::write_atomic(
+            crate::support::fs::write_atomic(
                 &self.upstream_file,
                 format!("127.0.0.1:{} {name}\n", release.port).as_bytes(),
                 0o644,
@@ -636,7 +636,8 @@ mod tests {
             }
         });
         let proxy = proxy();
-        crate::util::write_atomic(&proxy.upstream_file, format!("127.0.0.1:{port} echo\n").as_bytes(), 0o644).unwrap();
+        crate::support::fs::write_atomic(&proxy.upstream_file, format!("127.0.0.1:{port} echo\n").as_bytes(), 0o644)
+            .unwrap();
         let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n").unwrap();
@@ -661,8 +662,12 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
-        crate::util::write_atomic(&proxy.upstream_file, format!("127.0.0.1:{port} app-local-1\n").as_bytes(), 0o644)
-            .unwrap();
+        crate::support::fs::write_atomic(
+            &proxy.upstream_file,
+            format!("127.0.0.1:{port} app-local-1\n").as_bytes(),
+            0o644,
+        )
+        .unwrap();
         let (status, body) = client.send("POST", "/entries", "x");
         assert_eq!(status, 502);
         assert!(body.contains("app-local-1"), "{body}");

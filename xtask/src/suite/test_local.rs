@@ -1,0 +1,337 @@
+//! The test tiers, as the design describes them:
+//! - `cargo xtask test-local` (tier 1, seconds when warm): formatting,
+//!   clippy with warnings denied, every unit test, the app's integration
+//!   tests against a throwaway Postgres, the task runner's tests that need
+//!   no Docker, Terraform or emulator (the `tests` test binary), and
+//!   Terraform formatting and validation;
+//! - `cargo xtask test-docker` (tier 2, in its own module);
+//! - `cargo xtask test-all` (the full suite, what CI runs): tier 1, then the
+//!   task runner's end-to-end tests against Docker, Terraform and the
+//!   sandbox (the `e2e` test binary), several at a time: they spend most of
+//!   their time waiting (Terraform's fixed waits, container health checks),
+//!   and each has its own sandbox, environment and ports.
+//!
+//! Every step runs even after one fails, so one run shows everything that
+//! needs fixing; the summary at the end has a line and a time per step.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use xshell::cmd;
+
+use crate::support::{
+    cleanup,
+    ctx::Ctx,
+    exec::{cargo, require_tool},
+    ui::{self, Outcome, SummaryRow},
+};
+
+/// Tier 1: fmt, clippy, unit tests, the app's and the task runner's fast tests, terraform
+#[derive(Debug, Args)]
+pub struct TestLocal {
+    /// Run only these steps (repeatable); default: all of tier 1
+    #[arg(long = "step", value_enum)]
+    pub steps: Vec<Step>,
+    /// Extra arguments for `cargo test` (after `--`), e.g. `-- -p app`
+    #[arg(last = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+/// The full suite: tier 1, then the task runner's end-to-end tests (Docker, Terraform, the sandbox)
+#[derive(Debug, Args)]
+pub struct TestAll {
+    /// End-to-end tests run at once (default: XTASK_TEST_THREADS or 4)
+    #[arg(long)]
+    pub test_threads: Option<usize>,
+}
+
+impl TestAll {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        crate::setup::ensure(ctx, crate::setup::Need::Everything)?;
+        let threads = match (self.test_threads, ctx.env_var("XTASK_TEST_THREADS")) {
+            (Some(threads), _) => threads,
+            (None, Some(value)) => {
+                value.parse().with_context(|| format!("XTASK_TEST_THREADS={value:?} is not a number"))?
+            }
+            (None, None) => 4,
+        };
+        let mut steps = Step::TIER_1.to_vec();
+        steps.push(Step::EndToEnd);
+        let suite = TestLocal { steps, cargo_test_args: Vec::new() };
+        suite.run_steps(ctx, "test-all summary", threads)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Step {
+    Fmt,
+    Clippy,
+    Test,
+    TerraformFmt,
+    TerraformValidate,
+    /// The task runner's end-to-end tests (only in test-all by default).
+    EndToEnd,
+}
+
+impl Step {
+    const TIER_1: [Step; 5] = [Step::Fmt, Step::Clippy, Step::Test, Step::TerraformFmt, Step::TerraformValidate];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Fmt => "cargo fmt --check",
+            Step::Clippy => "cargo clippy -D warnings",
+            Step::Test => "cargo test (unit, app, fast task runner tests)",
+            Step::TerraformFmt => "terraform fmt -check",
+            Step::TerraformValidate => "terraform validate",
+            Step::EndToEnd => "cargo test -p xtask --test e2e",
+        }
+    }
+}
+
+impl TestLocal {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        crate::setup::ensure(ctx, crate::setup::Need::QuickTests)?;
+        let steps = if self.steps.is_empty() { Step::TIER_1.to_vec() } else { self.steps.clone() };
+        TestLocal { steps, ..self }.run_steps(ctx, "test-local summary", 4)
+    }
+
+    fn run_steps(&self, ctx: &Ctx, title: &str, e2e_threads: usize) -> Result<()> {
+        let mut rows = Vec::new();
+        for step in self.steps.iter().copied() {
+            if crate::support::cleanup::interrupted() {
+                break;
+            }
+            ui::step(step.name());
+            let started = Instant::now();
+            let outcome = match self.run_step(ctx, step, e2e_threads) {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    ui::error(&format!("{}: {err:#}", step.name()));
+                    Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned())
+                }
+            };
+            rows.push(SummaryRow { name: step.name().to_owned(), outcome, duration: started.elapsed() });
+        }
+        ui::print_summary(title, &rows);
+        let failed: Vec<_> =
+            rows.iter().filter(|row| matches!(row.outcome, Outcome::Failed(_))).map(|row| row.name.as_str()).collect();
+        if !failed.is_empty() {
+            bail!("{} step(s) failed: {}", failed.len(), failed.join(", "));
+        }
+        Ok(())
+    }
+
+    fn run_step(&self, ctx: &Ctx, step: Step, e2e_threads: usize) -> Result<Outcome> {
+        let sh = &ctx.sh;
+        match step {
+            Step::Fmt => {
+                // rustfmt colours its diff whenever TERM is set, pipe or not.
+                let color = if ui::color() { "auto" } else { "never" };
+                checked(ctx, "cargo fmt", cargo(sh).args(["fmt", "--all", "--check", "--", "--color", color]))
+            }
+            Step::Clippy => checked(
+                ctx,
+                "cargo clippy",
+                cargo(sh).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+            ),
+            Step::Test => self.run_tests(ctx, Tier::Fast),
+            Step::EndToEnd => self.run_tests(ctx, Tier::EndToEnd { threads: e2e_threads }),
+            Step::TerraformFmt => {
+                if terraform_roots(&ctx.root).is_empty() {
+                    return Ok(Outcome::Skipped("infra/ has no Terraform code yet".to_owned()));
+                }
+                let terraform = require_tool("terraform", TERRAFORM_HINT)?;
+                checked(ctx, "terraform fmt", cmd!(sh, "{terraform} fmt -check -recursive -diff infra"))
+            }
+            Step::TerraformValidate => {
+                let roots = terraform_roots(&ctx.root);
+                if roots.is_empty() {
+                    return Ok(Outcome::Skipped("infra/ has no Terraform code yet".to_owned()));
+                }
+                let terraform = require_tool("terraform", TERRAFORM_HINT)?;
+                let terraform_version =
+                    cmd!(sh, "{terraform} version").quiet().ignore_stderr().read().unwrap_or_default();
+                let mut unchanged = Vec::new();
+                for root in roots {
+                    let _dir = sh.push_dir(&root);
+                    // A data dir of its own: validation must not disturb (or
+                    // be disturbed by) the backend an `infra` task set up.
+                    let name = root.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    let data_dir = ctx.root.join("target/terraform-validate").join(&name);
+                    // Validation is a function of the configuration and
+                    // Terraform's version: a root validated as it is now is
+                    // not validated again (8 s of a warm tier 1 here).
+                    let stamp_path = data_dir.join("validated");
+                    let stamp = validation_stamp(&root, &terraform_version)?;
+                    if std::fs::read_to_string(&stamp_path).is_ok_and(|seen| seen == stamp) && !ctx.dry_run() {
+                        unchanged.push(name);
+                        continue;
+                    }
+                    let _data_dir = sh.push_env("TF_DATA_DIR", &data_dir);
+                    // No backend: validation needs providers, not state.
+                    checked(ctx, "terraform init", cmd!(sh, "{terraform} init -backend=false -input=false -no-color"))?;
+                    checked(ctx, "terraform validate", cmd!(sh, "{terraform} validate -no-color"))?;
+                    if !ctx.dry_run() {
+                        crate::support::fs::write_atomic(&stamp_path, stamp.as_bytes(), 0o644)?;
+                    }
+                }
+                if !unchanged.is_empty() {
+                    ui::info(&format!(
+                        "terraform validate: {} unchanged since they last validated",
+                        unchanged.join(", ")
+                    ));
+                }
+                Ok(Outcome::Passed)
+            }
+        }
+    }
+
+    fn run_tests(&self, ctx: &Ctx, tier: Tier) -> Result<Outcome> {
+        let extra = &self.cargo_test_args;
+        let (database_url, _postgres_guard) = match ctx.env_var("DATABASE_URL") {
+            Some(url) => {
+                ui::info("using DATABASE_URL from the environment or .env");
+                (url, None)
+            }
+            _ if ctx.dry_run() => {
+                println!("would start: a throwaway Postgres from the local binaries");
+                ("postgres://postgres:PASSWORD@127.0.0.1:PORT/postgres".to_owned(), None)
+            }
+            _ => {
+                let (url, guard) = start_throwaway_postgres()?;
+                (url, Some(guard))
+            }
+        };
+        // Extra arguments that pick packages replace the tier's selection.
+        let picks_packages = extra.iter().any(|arg| arg == "-p" || arg.starts_with("--package"));
+        // --no-fail-fast: one failing test binary must not hide the others.
+        let runs: Vec<Vec<String>> = match tier {
+            _ if picks_packages => vec![Vec::new()],
+            // Everything but the task runner's end-to-end binary.
+            Tier::Fast => vec![
+                strings(&["--workspace", "--exclude", "xtask"]),
+                strings(&["-p", "xtask", "--bins", "--test", "tests"]),
+            ],
+            Tier::EndToEnd { .. } => vec![strings(&["-p", "xtask", "--test", "e2e"])],
+        };
+        let threads = match tier {
+            // After the `--` of the extra arguments, if they have one.
+            Tier::EndToEnd { threads } if extra.iter().any(|arg| arg == "--") => {
+                vec![format!("--test-threads={threads}")]
+            }
+            Tier::EndToEnd { threads } => vec!["--".to_owned(), format!("--test-threads={threads}")],
+            Tier::Fast => Vec::new(),
+        };
+        let mut outcome = Ok(Outcome::Passed);
+        for selection in runs {
+            let cmd = cargo(&ctx.sh)
+                .args(["test", "--no-fail-fast"])
+                .args(&selection)
+                .args(extra)
+                .args(&threads)
+                .env("DATABASE_URL", &database_url);
+            let result = checked(ctx, "cargo test", cmd);
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        // `_postgres_guard` drops here: the server stops, its directory goes.
+        outcome
+    }
+}
+
+/// SHA-256 of a root's `.tf` files and lock file (names and contents, in
+/// name order) and Terraform's version.
+fn validation_stamp(root: &Path, terraform_version: &str) -> Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("listing {}", root.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "tf")
+                || path.file_name().is_some_and(|n| n == ".terraform.lock.hcl")
+        })
+        .collect();
+    files.sort();
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(terraform_version.as_bytes());
+    for file in files {
+        hasher.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+        hasher.update(b"\0");
+        hasher.update(&std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
+    }
+    Ok(crate::support::fs::hex(&hasher.finish()))
+}
+
+/// Which tests a `cargo test` step runs.
+#[derive(Debug, Clone, Copy)]
+enum Tier {
+    Fast,
+    EndToEnd { threads: usize },
+}
+
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
+}
+
+const TERRAFORM_HINT: &str = "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install";
+
+/// Starts a throwaway Postgres that is stopped and deleted when the guard
+/// drops, and also when xtask is interrupted.
+fn start_throwaway_postgres() -> Result<(String, cleanup::CleanupGuard)> {
+    let started = Instant::now();
+    let postgres = crate::support::exec::start_postgres(testkit::PostgresOptions::default())
+        .context("starting a throwaway Postgres (set DATABASE_URL to use your own)")?;
+    let url = postgres.url();
+    ui::info(&format!(
+        "started a throwaway Postgres on 127.0.0.1:{} in {} (pid {}, data {})",
+        postgres.port(),
+        crate::support::time::format_duration(started.elapsed()),
+        postgres.pid(),
+        postgres.data_dir().display()
+    ));
+    let slot = Arc::new(Mutex::new(Some(postgres)));
+    let guard = cleanup::register("stop the throwaway Postgres", move || {
+        if let Some(postgres) = slot.lock().unwrap_or_else(|poison| poison.into_inner()).take() {
+            postgres.stop();
+        }
+    });
+    Ok((url, guard))
+}
+
+/// Runs a step's command; a non-zero exit is a failed step.
+fn checked(ctx: &Ctx, description: &str, cmd: xshell::Cmd<'_>) -> Result<Outcome> {
+    let status = ctx.run_with_progress(description, cmd)?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(Outcome::Passed)
+}
+
+/// Terraform root modules under infra/ (directories holding .tf files,
+/// skipping `.terraform` caches and nested modules under `modules/`).
+pub fn terraform_roots(root: &Path) -> Vec<PathBuf> {
+    let infra = root.join("infra");
+    let mut roots = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&infra) else { return roots };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if !path.is_dir() || name == "modules" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let has_tf = std::fs::read_dir(&path)
+            .map(|files| files.flatten().any(|file| file.path().extension().is_some_and(|ext| ext == "tf")))
+            .unwrap_or(false);
+        if has_tf {
+            roots.push(path);
+        }
+    }
+    roots.sort();
+    roots
+}

@@ -1,0 +1,12 @@
+//! The support layer: what every task needs and that knows no task. Nothing
+//! here imports anything above it (see ARCHITECTURE.md).
+
+pub mod cleanup;
+pub mod ctx;
+pub mod exec;
+pub mod fs;
+pub mod ndjson;
+pub mod process;
+pub mod prompt;
+pub mod time;
+pub mod ui;
