@@ -58,7 +58,7 @@ pub struct Database {
 impl Database {
     fn new(ctx: &Ctx, target: &Target, port: u16, started: bool) -> Result<Database> {
         let app_role_password =
-            if ctx.dry_run() { "<app role password>".to_owned() } else { kept_password(&app_password_path(target))? };
+            ctx.effect("<app role password>".to_owned(), || kept_password(&app_password_path(target)))?;
         Ok(Database {
             url: url(target, port),
             app_role: format!("{}_app", database_name(target)),

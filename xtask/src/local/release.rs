@@ -119,12 +119,12 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
                     crate::support::time::format_duration(report.ready_after),
                 ));
             }
-            println!("url: {}", target.url());
-            match &report.served_sha {
-                Some(sha) => println!("version: {sha}"),
-                None if ctx.dry_run() => println!("version: {} (expected)", report.git_sha),
-                None => println!("version: {} (not checked: --skip-smoke)", report.git_sha),
-            }
+            ui::result(&format!("url: {}", target.url()));
+            ui::result(&match &report.served_sha {
+                Some(sha) => format!("version: {sha}"),
+                None if ctx.dry_run() => format!("version: {} (expected)", report.git_sha),
+                None => format!("version: {} (not checked: --skip-smoke)", report.git_sha),
+            });
             Ok(report)
         }
         Err(err) => {

@@ -57,8 +57,7 @@ impl InstallHooks {
             ),
             _ => {}
         }
-        if ctx.dry_run() {
-            println!("would write {} (mode 0755)", hook_path.display());
+        if ctx.would(format_args!("write {} (mode 0755)", hook_path.display())) {
             return Ok(());
         }
         fs::create_dir_all(&hooks_dir).with_context(|| format!("creating {}", hooks_dir.display()))?;

@@ -83,15 +83,39 @@ impl Ctx {
             .or_else(|| self.dotenv.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()))
     }
 
+    /// True under `--dry-run`. Tasks do not branch on it: they ask
+    /// [`Ctx::would`] (which prints the plan line and decides in one place),
+    /// [`Ctx::effect`], or run commands through [`Ctx::run`] and its kin.
     pub fn dry_run(&self) -> bool {
         self.global.dry_run
+    }
+
+    /// The one place where `--dry-run` turns an effect into its plan: under
+    /// `--dry-run` prints `would <what>` on stdout and returns true (the
+    /// caller skips the effect); otherwise returns false and prints nothing.
+    ///
+    /// `what` starts with its verb: "run: docker build ...", "write
+    /// target/x", "call: ecs.update_service ...".
+    #[must_use]
+    pub fn would(&self, what: impl std::fmt::Display) -> bool {
+        if self.dry_run() {
+            ui::plan(&format!("would {what}"));
+        }
+        self.dry_run()
+    }
+
+    /// An effect whose result the rest of the task uses: under `--dry-run`
+    /// it is skipped and `planned` stands in for its result (a placeholder
+    /// password, no lock, an empty history). Its plan line, if any, is
+    /// printed by a [`Ctx::would`] nearby.
+    pub fn effect<T>(&self, planned: T, effect: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.dry_run() { Ok(planned) } else { effect() }
     }
 
     /// Runs a command that changes something; with `--dry-run` it is only
     /// printed. Its output streams to the terminal.
     pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
-        if self.dry_run() {
-            println!("would run: {cmd}");
+        if self.would(format_args!("run: {cmd}")) {
             return Ok(());
         }
         ui::detail(&format!("$ {cmd}"));
@@ -103,8 +127,7 @@ impl Ctx {
     /// its whole process group is terminated before xtask exits, so no
     /// `cargo test` or `docker build` is left running behind us.
     pub fn run_interruptible(&self, description: &str, cmd: Cmd<'_>) -> Result<ExitStatus> {
-        if self.dry_run() {
-            println!("would run: {cmd}");
+        if self.would(format_args!("run: {cmd}")) {
             return Ok(success_status());
         }
         ui::detail(&format!("$ {cmd}"));
@@ -115,8 +138,7 @@ impl Ctx {
     /// `run_interruptible` for a long step whose output matters only when
     /// it fails: shown as `ui::progress` (a spinner on a terminal).
     pub fn run_with_progress(&self, description: &str, cmd: Cmd<'_>) -> Result<ExitStatus> {
-        if self.dry_run() {
-            println!("would run: {cmd}");
+        if self.would(format_args!("run: {cmd}")) {
             return Ok(success_status());
         }
         ui::detail(&format!("$ {cmd}"));

@@ -118,6 +118,18 @@ pub fn success(message: &str) {
     }
 }
 
+/// A line of a `--dry-run` plan (`would run: ...`), on stdout: the plan is
+/// the task's result, which a script may capture.
+pub fn plan(line: &str) {
+    println!("{line}");
+}
+
+/// A task's result on stdout: JSON for scripts (one line), or text a user
+/// reads (`version: 1.2.3`, a list of releases).
+pub fn result(text: &str) {
+    println!("{text}");
+}
+
 /// One row of an end-of-task summary.
 #[derive(Debug, Clone)]
 pub struct SummaryRow {
