@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     aws::{infra, push},
     bench, completions,
+    config::{Config, Target},
     deploy::{self, migrate, promote},
     image::{build, builder, smoke},
     local, sandbox, secrets,
@@ -87,29 +88,41 @@ pub enum Task {
 }
 
 impl Task {
+    /// Runs the task. `deploy.toml` is read here, at most once, and only by
+    /// the tasks that need it (setup and secrets work with a broken one);
+    /// the environment `--env` names is resolved here, once, into the
+    /// [`Target`] the task acts on.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = || Config::load(&ctx.root);
+        let env = ctx.global.environment.as_str();
+        let target = || config()?.target(env);
+        let aws_env = || config()?.aws_env(env);
+        let docker_env = || match target()? {
+            Target::Docker(docker) => Ok(docker),
+            Target::Aws(_) => anyhow::bail!("{env} is not a docker environment in deploy.toml"),
+        };
         match self {
             Task::TestLocal(task) => task.run(ctx),
             Task::TestAll(task) => task.run(ctx),
             Task::Doctor(task) => task.run(ctx),
             Task::Setup(task) => task.run(ctx),
-            Task::Deploy(task) => task.run(ctx),
-            Task::Status(task) => task.run(ctx),
-            Task::Rollback(task) => task.run(ctx),
-            Task::Unlock(task) => task.run(ctx),
-            Task::Promote(task) => task.run(ctx),
-            Task::Migrate(task) => task.run(ctx),
-            Task::Down(task) => task.run(ctx),
+            Task::Deploy(task) => task.run(ctx, &target()?),
+            Task::Status(task) => task.run(ctx, &target()?),
+            Task::Rollback(task) => task.run(ctx, &target()?),
+            Task::Unlock(task) => task.run(ctx, &target()?),
+            Task::Promote(task) => task.run(ctx, &config()?),
+            Task::Migrate(task) => task.run(ctx, &target()?),
+            Task::Down(task) => task.run(ctx, &docker_env()?),
             Task::Dev(task) => task.run(ctx),
             Task::LocalProxy(task) => task.run(ctx),
-            Task::Infra(task) => task.run(ctx),
+            Task::Infra(task) => task.run(ctx, &aws_env()?),
             Task::Sandbox(task) => task.run(ctx),
             Task::BuilderImage(task) => task.run(ctx),
             Task::BuildImage(task) => task.run(ctx),
             Task::TestDocker(task) => task.run(ctx),
             Task::SmokeImage(task) => task.run(ctx),
-            Task::Push(task) => task.run(ctx),
-            Task::Ci(task) => task.run(ctx),
+            Task::Push(task) => task.run(ctx, &aws_env()?),
+            Task::Ci(task) => task.run(ctx, &config()?, env),
             Task::FunctionalTest(task) => task.run(ctx),
             Task::Bench(task) => task.run(ctx),
             Task::Secrets(task) => task.run(ctx),

@@ -14,7 +14,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use xshell::{Cmd, cmd};
 
 use crate::{
-    config::{Config, Environment, EnvironmentKind},
+    config::{AwsEnv, Environment},
     secrets,
     support::{
         ctx::Ctx,
@@ -77,10 +77,8 @@ pub enum PlanResult {
 }
 
 impl Infra {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let config = Config::load(&ctx.root)?;
-        let environment = aws_environment(&config, &ctx.global.environment)?;
-        let terraform = Terraform::new(ctx, &config, environment)?;
+    pub fn run(self, ctx: &Ctx, env: &AwsEnv) -> Result<()> {
+        let terraform = Terraform::new(ctx, env)?;
         match self.action {
             InfraAction::Plan(args) => {
                 for stage in stages(args.stage, false) {
@@ -101,7 +99,7 @@ impl Infra {
                 Ok(())
             }
             InfraAction::Destroy(args) => {
-                confirm_environment_name(ctx)?;
+                confirm_environment_name(ctx, &env.name)?;
                 for stage in stages(args.stage, true) {
                     terraform.destroy(stage, args.image.as_deref())?;
                 }
@@ -145,17 +143,6 @@ fn stages(only: Option<Stage>, reverse: bool) -> Vec<Stage> {
     all
 }
 
-pub fn aws_environment<'a>(config: &'a Config, name: &str) -> Result<&'a Environment> {
-    let environment = config.environment(name)?;
-    if environment.kind != EnvironmentKind::Aws {
-        bail!(
-            "environment {name:?} runs on the local Docker engine (kind = \"docker\" in {}); infrastructure tasks need an aws environment such as sandbox",
-            config.path.display()
-        );
-    }
-    Ok(environment)
-}
-
 /// What to do when Terraform found no AWS credentials (its S3 backend says
 /// so first, in a paragraph that does not name this project's ways).
 fn credentials_hint(terraform_stderr: &str) -> &'static str {
@@ -176,26 +163,17 @@ pub struct Terraform<'a> {
     /// Outputs already read in this run, by stage.
     outputs: std::cell::RefCell<Vec<(Stage, serde_json::Value)>>,
     binary: PathBuf,
-    app_name: String,
-    container_port: u16,
-    environment_name: String,
+    env: &'a AwsEnv,
+    /// `env.settings`, the environment as deploy.toml writes it.
     environment: &'a Environment,
+    environment_name: &'a str,
 }
 
 impl<'a> Terraform<'a> {
-    /// Terraform for the environment named by `--env`.
-    pub fn new(ctx: &'a Ctx, config: &'a Config, environment: &'a Environment) -> Result<Terraform<'a>> {
-        Terraform::for_environment(ctx, config, &ctx.global.environment, environment)
-    }
-
-    /// Terraform for a named environment (promotion reads two).
-    pub fn for_environment(
-        ctx: &'a Ctx,
-        config: &'a Config,
-        name: &str,
-        environment: &'a Environment,
-    ) -> Result<Terraform<'a>> {
-        secrets::refuse_demo_password(&ctx.root, name)?;
+    /// Terraform for one AWS environment. Refuses the template's demo
+    /// secrets outside a sandbox first, before any other check or question.
+    pub fn new(ctx: &'a Ctx, env: &'a AwsEnv) -> Result<Terraform<'a>> {
+        secrets::refuse_demo_password(&ctx.root, &env.name)?;
         let binary =
             require_tool("terraform", "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install")?;
         Ok(Terraform {
@@ -203,10 +181,9 @@ impl<'a> Terraform<'a> {
             initialised: std::cell::RefCell::new(Vec::new()),
             outputs: std::cell::RefCell::new(Vec::new()),
             binary,
-            app_name: config.app_name().to_owned(),
-            container_port: config.app.port,
-            environment_name: name.to_owned(),
-            environment,
+            env,
+            environment: &env.settings,
+            environment_name: &env.name,
         })
     }
 
@@ -220,8 +197,8 @@ impl<'a> Terraform<'a> {
     /// has a state of its own.
     pub fn state_key(&self, stage: Stage) -> String {
         match stage {
-            Stage::Repositories => format!("{}/repositories.tfstate", self.app_name),
-            Stage::Environment => format!("{}/{}/environment.tfstate", self.app_name, self.environment_name),
+            Stage::Repositories => format!("{}/repositories.tfstate", self.env.app_name),
+            Stage::Environment => format!("{}/{}/environment.tfstate", self.env.app_name, self.environment_name),
         }
     }
 
@@ -242,7 +219,7 @@ impl<'a> Terraform<'a> {
             Stage::Repositories => "repositories",
             Stage::Environment => "environment",
         };
-        self.ctx.root.join("target/terraform").join(&self.environment_name).join(name)
+        self.ctx.root.join("target/terraform").join(self.environment_name).join(name)
     }
 
     /// `terraform init` with this environment's backend.
@@ -250,9 +227,8 @@ impl<'a> Terraform<'a> {
         if self.initialised.borrow().contains(&stage) {
             return Ok(());
         }
+        let (bucket, region) = (&self.env.state_bucket, &self.env.region);
         let environment = self.environment;
-        let bucket = environment.state_bucket.as_deref().unwrap_or_default();
-        let region = environment.region.as_deref().unwrap_or_default();
         let mut backend = vec![
             format!("-backend-config=bucket={bucket}"),
             format!("-backend-config=key={}", self.state_key(stage)),
@@ -279,14 +255,12 @@ impl<'a> Terraform<'a> {
 
     /// `-var` flags and the variable file for a stage.
     fn variables(&self, stage: Stage, image: Option<&str>) -> Result<Vec<String>> {
-        let mut args = vec![
-            format!("-var=app_name={}", self.app_name),
-            format!("-var=aws_region={}", self.environment.region.as_deref().unwrap_or_default()),
-        ];
+        let mut args =
+            vec![format!("-var=app_name={}", self.env.app_name), format!("-var=aws_region={}", self.env.region)];
         if stage == Stage::Environment {
             args.push(format!("-var=environment={}", self.environment_name));
-            args.push(format!("-var=container_port={}", self.container_port));
-            let tfvars = self.environment.tfvars.as_deref().unwrap_or(&self.environment_name);
+            args.push(format!("-var=container_port={}", self.env.container_port));
+            let tfvars = self.environment.tfvars.as_deref().unwrap_or(self.environment_name);
             let var_file = Path::new("env").join(format!("{tfvars}.tfvars"));
             if self.directory(stage).join(&var_file).exists() {
                 args.insert(0, format!("-var-file={}", var_file.display()));
@@ -317,14 +291,14 @@ impl<'a> Terraform<'a> {
     /// configuration (deploy.toml) and the encrypted secrets. A deploy whose
     /// fingerprint matches the last successful release's has nothing to
     /// plan: an app-only change then costs no Terraform run at all.
-    pub fn input_fingerprint(&self, config: &Config) -> Result<String> {
+    pub fn input_fingerprint(&self) -> Result<String> {
         let mut files = Vec::new();
         for stage in [Stage::Repositories, Stage::Environment] {
             collect_terraform_files(&self.directory(stage), &mut files)?;
         }
-        let tfvars = self.environment.tfvars.as_deref().unwrap_or(&self.environment_name);
+        let tfvars = self.environment.tfvars.as_deref().unwrap_or(self.environment_name);
         files.push(self.directory(Stage::Environment).join("env").join(format!("{tfvars}.tfvars")));
-        files.push(config.path.clone());
+        files.push(self.env.config_path.clone());
         files.push(self.ctx.root.join(secrets::ENCRYPTED_FILE));
         let mut hasher = openssl::sha::Sha256::new();
         hasher.update(self.environment_name.as_bytes());
@@ -405,7 +379,7 @@ impl<'a> Terraform<'a> {
 
     fn secret_env(&self, stage: Stage) -> Result<Vec<(String, String)>> {
         if stage == Stage::Environment {
-            secrets::terraform_env(self.ctx, &self.environment_name)
+            secrets::terraform_env(self.ctx, self.environment_name)
                 .context("decrypting secrets.tfvars.enc for Terraform (set SECRETS_PASSWORD)")
         } else {
             Ok(Vec::new())
@@ -533,16 +507,15 @@ fn run_terraform_with_progress(description: &str, cmd: Cmd<'_>) -> Result<std::p
 
 /// Destroy asks for the environment name typed back, even with --yes:
 /// there is no undo.
-fn confirm_environment_name(ctx: &Ctx) -> Result<()> {
+fn confirm_environment_name(ctx: &Ctx, name: &str) -> Result<()> {
     use std::io::IsTerminal;
-    let name = &ctx.global.environment;
     if ctx.dry_run() {
         return Ok(());
     }
     if let Ok(confirmed) = std::env::var("XTASK_CONFIRM_ENV")
         && ctx.global.yes
     {
-        if &confirmed == name {
+        if confirmed == name {
             return Ok(());
         }
         bail!("XTASK_CONFIRM_ENV={confirmed:?} does not match the environment {name:?}");

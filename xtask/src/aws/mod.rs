@@ -5,8 +5,14 @@
 pub mod api;
 pub mod client;
 pub mod deploy;
+pub mod ecr;
 pub mod infra;
+pub mod migrations;
+pub mod operate;
 pub mod push;
 pub mod reconcile;
 pub mod rollout;
+pub mod scan;
+pub mod service;
+pub mod session;
 pub mod store;

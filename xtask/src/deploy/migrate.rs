@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::{
-    config::{Config, EnvironmentKind},
+    config::Target,
     support::{ctx::Ctx, fs::hex},
 };
 
@@ -22,11 +22,10 @@ pub struct Migrate {
 }
 
 impl Migrate {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let config = Config::load(&ctx.root)?;
-        match config.environment(&ctx.global.environment)?.kind {
-            EnvironmentKind::Docker => crate::local::migrate(ctx, self.image.as_deref()),
-            EnvironmentKind::Aws => crate::aws::deploy::run_migrations(ctx, self.image.as_deref()),
+    pub fn run(self, ctx: &Ctx, target: &Target) -> Result<()> {
+        match target {
+            Target::Docker(env) => crate::local::migrate(ctx, env, self.image.as_deref()),
+            Target::Aws(env) => crate::aws::migrations::run_migrations(ctx, env, self.image.as_deref()),
         }
     }
 }

@@ -1,19 +1,23 @@
-//! `cargo xtask deploy`, `status` and `rollback`: the flags every
-//! environment kind shares, and the dispatch to the local Docker path
-//! (`local`) or the ECS path (`ecs_deploy`).
+//! `cargo xtask deploy`, `status`, `rollback`, `unlock`: the flags every
+//! environment kind shares, converted to requests (`request.rs`) and
+//! dispatched by the environment's kind to the local Docker path (`local`)
+//! or the ECS path (`aws::deploy`, `aws::operate`).
 
 pub mod migrate;
 pub mod promote;
+pub mod request;
+
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::{
-    aws::push::ScanGate,
-    config::{Config, EnvironmentKind},
+    aws::scan::ScanGate,
+    config::Target,
     support::{ctx::Ctx, time::parse_duration},
 };
+use request::{DeployRequest, ImageSpec, Origin, ROLLOUT_TIMEOUT, Refresh, SMOKE_TIMEOUT};
 
 /// Build, push, migrate and roll out the app to an environment
 #[derive(Debug, Clone, Args)]
@@ -50,14 +54,14 @@ pub struct Deploy {
     #[arg(long)]
     pub skip_smoke: bool,
     /// How long the smoke check retries before it fails (and rolls back)
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = SMOKE_TIMEOUT, value_parser = parse_duration)]
     pub smoke_timeout: Duration,
     /// For protected environments without a terminal: the environment name,
     /// typed back (with --yes)
     #[arg(long, value_name = "ENV")]
     pub confirm_env: Option<String>,
     /// Give up waiting for the rollout after this long (e.g. 90s, 15m)
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, default_value = ROLLOUT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
     /// Build the image offline (see build-image --offline)
     #[arg(long = "offline", env = "XTASK_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
@@ -71,15 +75,12 @@ pub struct Deploy {
 pub struct Unlock {}
 
 impl Unlock {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        match environment_kind(ctx)? {
-            EnvironmentKind::Docker => {
-                bail!(
-                    "{} is a docker environment: its lock is a file lock, released when its holder exits",
-                    ctx.global.environment
-                )
+    pub fn run(self, ctx: &Ctx, target: &Target) -> Result<()> {
+        match target {
+            Target::Docker(env) => {
+                bail!("{} is a docker environment: its lock is a file lock, released when its holder exits", env.name)
             }
-            EnvironmentKind::Aws => crate::aws::deploy::unlock(ctx),
+            Target::Aws(env) => crate::aws::operate::unlock(ctx, env),
         }
     }
 }
@@ -96,43 +97,67 @@ pub struct Status {
 #[derive(Debug, Clone, Args)]
 pub struct Rollback {
     /// Give up waiting for the rollout after this long
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, default_value = ROLLOUT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
 impl Deploy {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        match environment_kind(ctx)? {
-            EnvironmentKind::Docker => {
-                // The README's first command works on a fresh machine: what
-                // a local deploy needs is installed first (announced).
-                crate::setup::ensure(ctx, crate::setup::Need::LocalDeploy)?;
-                crate::local::deploy(ctx, &self)
-            }
-            EnvironmentKind::Aws => crate::aws::deploy::deploy(ctx, &self),
+    /// The request these flags make.
+    pub fn request(self) -> DeployRequest {
+        let refresh = |skip: bool, force: bool| match (skip, force) {
+            (true, _) => Refresh::Skip,
+            (false, true) => Refresh::Always,
+            (false, false) => Refresh::IfChanged,
+        };
+        DeployRequest {
+            image: match self.image {
+                Some(image) => ImageSpec::Given(image),
+                None => ImageSpec::Build { clean: self.clean_build, offline: self.offline },
+            },
+            origin: Origin::Checkout,
+            allow_dirty: self.allow_dirty,
+            infra: refresh(self.skip_infra, self.force_infra),
+            migrations: refresh(self.skip_migrate, self.force_migrate),
+            force_rollout: self.force,
+            smoke: (!self.skip_smoke).then_some(self.smoke_timeout),
+            confirm_env: self.confirm_env,
+            timeout: self.timeout,
+            gate: self.gate,
         }
+    }
+
+    pub fn run(self, ctx: &Ctx, target: &Target) -> Result<()> {
+        deploy(ctx, target, &self.request())
+    }
+}
+
+/// A deploy to an environment of either kind (`deploy`, and `ci` on main).
+pub fn deploy(ctx: &Ctx, target: &Target, request: &DeployRequest) -> Result<()> {
+    match target {
+        Target::Docker(env) => {
+            // The README's first command works on a fresh machine: what
+            // a local deploy needs is installed first (announced).
+            crate::setup::ensure(ctx, crate::setup::Need::LocalDeploy)?;
+            crate::local::deploy(ctx, env, request)
+        }
+        Target::Aws(env) => crate::aws::deploy::deploy(ctx, env, request).map(|report| report.print(ctx)),
     }
 }
 
 impl Status {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        match environment_kind(ctx)? {
-            EnvironmentKind::Docker => crate::local::status(ctx, &self),
-            EnvironmentKind::Aws => crate::aws::deploy::status(ctx, &self),
+    pub fn run(self, ctx: &Ctx, target: &Target) -> Result<()> {
+        match target {
+            Target::Docker(env) => crate::local::status(ctx, env, self.limit),
+            Target::Aws(env) => crate::aws::operate::status(ctx, env, self.limit),
         }
     }
 }
 
 impl Rollback {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        match environment_kind(ctx)? {
-            EnvironmentKind::Docker => crate::local::rollback(ctx, &self),
-            EnvironmentKind::Aws => crate::aws::deploy::rollback(ctx, &self),
+    pub fn run(self, ctx: &Ctx, target: &Target) -> Result<()> {
+        match target {
+            Target::Docker(env) => crate::local::rollback(ctx, env, self.timeout),
+            Target::Aws(env) => crate::aws::operate::rollback(ctx, env, self.timeout),
         }
     }
-}
-
-fn environment_kind(ctx: &Ctx) -> Result<EnvironmentKind> {
-    let config = Config::load(&ctx.root)?;
-    Ok(config.environment(&ctx.global.environment)?.kind)
 }

@@ -15,13 +15,13 @@ use crate::{
     aws::{
         api::AwsApi,
         client::AwsProcess,
-        deploy::{self, Origin},
-        infra::{self, Stage, Terraform},
-        push::{ScanGate, Threshold},
+        deploy,
+        infra::{Stage, Terraform},
+        scan::ScanGate,
         store::DynamoLedger,
     },
     config::Config,
-    deploy::Deploy,
+    deploy::request::{DeployRequest, Origin, ROLLOUT_TIMEOUT, Refresh},
     ledger::{self, LedgerStore},
     support::{ctx::Ctx, time::parse_duration, ui},
 };
@@ -42,16 +42,15 @@ pub struct Promote {
     #[arg(long)]
     pub skip_migrate: bool,
     /// Give up waiting for the rollout after this long
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, default_value = ROLLOUT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: std::time::Duration,
 }
 
 impl Promote {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let config = Config::load(&ctx.root)?;
-        let source = infra::aws_environment(&config, &self.from)?;
-        let target = infra::aws_environment(&config, &self.to)?;
-        let allowed = target.promote_from.as_ref().map(|from| from.get_ref().as_str());
+    pub fn run(self, ctx: &Ctx, config: &Config) -> Result<()> {
+        let source = config.aws_env(&self.from)?;
+        let target = config.aws_env(&self.to)?;
+        let allowed = target.settings.promote_from.as_ref().map(|from| from.get_ref().as_str());
         if allowed != Some(self.from.as_str()) {
             bail!(
                 "{} takes releases from {}, not from {} (promote_from in {})",
@@ -63,7 +62,7 @@ impl Promote {
         }
 
         // The release live in the source, which must have succeeded there.
-        let source_terraform = Terraform::for_environment(ctx, &config, &self.from, source)?;
+        let source_terraform = Terraform::new(ctx, &source)?;
         let aws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
         let releases = source_terraform
             .output(Stage::Repositories, "release_table_name")?
@@ -84,7 +83,7 @@ impl Promote {
         ));
 
         // Copy the manifest byte for byte into the target's repository.
-        let target_terraform = Terraform::for_environment(ctx, &config, &self.to, target)?;
+        let target_terraform = Terraform::new(ctx, &target)?;
         let repository = config.app_name().to_owned();
         let tag = format!("promoted-{}-{}", self.to, compact_timestamp(&crate::support::time::now_rfc3339_millis()));
         let target_image = {
@@ -114,7 +113,7 @@ impl Promote {
                 ),
                 Err(err) => return Err(err).context(format!("tagging {digest} as {tag} for {}", self.to)),
             }
-            let registry = match &target.registry {
+            let registry = match &target.settings.registry {
                 Some(registry) => registry.clone(),
                 None => {
                     let url = target_terraform.output(Stage::Repositories, "repository_url")?.with_context(|| {
@@ -128,37 +127,25 @@ impl Promote {
         ui::success(&format!("{target_image} tagged {tag}"));
 
         // The ordinary deploy of that digest to the target, with its wait.
-        let target_ctx =
-            Ctx::new(crate::support::ctx::GlobalArgs { environment: self.to.clone(), ..ctx.global.clone() })?;
-        let args = Deploy {
-            // A target that runs this digest already has nothing to do.
-            force: false,
-            image: Some(target_image.clone()),
-            clean_build: false,
+        // A target that runs this digest already has nothing to do.
+        let request = DeployRequest {
+            origin: Origin::Promoted { git_sha: live.git_sha },
+            // Not built here: nothing in the checkout matters.
             allow_dirty: true,
-            skip_infra: false,
-            force_infra: false,
-            skip_migrate: self.skip_migrate,
-            force_migrate: false,
-            skip_smoke: false,
-            smoke_timeout: std::time::Duration::from_secs(60),
+            migrations: if self.skip_migrate { Refresh::Skip } else { Refresh::IfChanged },
             confirm_env: self.confirm_env.clone(),
             timeout: self.timeout,
-            offline: false,
             // Nothing is pushed: the image was scanned when it was pushed.
-            gate: ScanGate {
-                fail_on_severity: Threshold::None,
-                scan_timeout: std::time::Duration::ZERO,
-                allow_unscanned: false,
-                advisory_db: None,
-            },
+            gate: ScanGate::off(),
+            ..DeployRequest::of_image(target_image.clone())
         };
-        let deployed = deploy::deploy_release(&target_ctx, &args, Origin::Promoted { git_sha: live.git_sha })?;
-        if ctx.dry_run() {
+        let report = deploy::deploy(ctx, &target, &request)?;
+        report.print(ctx);
+        if ctx.would(format_args!("check that {} runs {digest}", self.to)) {
             return Ok(());
         }
-        if digest_of(&deployed).as_deref() != Some(digest.as_str()) {
-            bail!("{} runs {deployed}, not {digest}", self.to);
+        if digest_of(&report.image).as_deref() != Some(digest.as_str()) {
+            bail!("{} runs {}, not {digest}", self.to, report.image);
         }
         ui::success(&format!("{} runs {digest}, the digest live in {}", self.to, self.from));
         Ok(())

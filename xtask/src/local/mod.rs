@@ -35,8 +35,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::{
-    config::{Config, EnvironmentKind},
-    deploy::{Deploy, Rollback, Status},
+    config::{Config, DockerEnv, EnvironmentKind},
+    deploy::request::{DeployRequest, ImageSpec, Refresh},
     ledger::{self, LedgerStore, ReleaseKind},
     support::{ctx::Ctx, ui},
 };
@@ -48,31 +48,33 @@ use release::{ImageChoice, ReleaseRequest};
 /// which would only make a broken local release hang.
 pub const HEALTH_TIMEOUT_CAP: Duration = Duration::from_secs(120);
 
-pub fn deploy(ctx: &Ctx, args: &Deploy) -> Result<()> {
-    let target = Target::load(ctx)?;
-    let image = match &args.image {
-        Some(reference) => ImageChoice::Reference(reference.clone()),
-        None => ImageChoice::BuildWorkingTree {
+/// `cargo xtask deploy` to a docker environment: a release of the request's
+/// image beside the live one, switched to when ready.
+pub fn deploy(ctx: &Ctx, env: &DockerEnv, request: &DeployRequest) -> Result<()> {
+    let target = Target::new(ctx, env);
+    let image = match &request.image {
+        ImageSpec::Given(reference) => ImageChoice::Reference(reference.clone()),
+        ImageSpec::Build { clean, offline } => ImageChoice::BuildWorkingTree {
             mode: crate::image::BuildMode {
-                offline: args.offline || crate::image::offline_setting(ctx) == Some(true),
-                incremental: !args.clean_build,
+                offline: *offline || crate::image::offline_setting(ctx) == Some(true),
+                incremental: !clean,
             },
         },
     };
     let request = ReleaseRequest {
         kind: ReleaseKind::Deploy,
         image,
-        migrate: !args.skip_migrate,
-        smoke: !args.skip_smoke,
-        health_timeout: args.timeout.min(HEALTH_TIMEOUT_CAP),
-        force: args.force,
+        migrate: request.migrations != Refresh::Skip,
+        smoke: request.smoke.is_some(),
+        health_timeout: request.timeout.min(HEALTH_TIMEOUT_CAP),
+        force: request.force_rollout,
     };
     release::release(ctx, &target, &request)?;
     Ok(())
 }
 
-pub fn rollback(ctx: &Ctx, args: &Rollback) -> Result<()> {
-    let target = Target::load(ctx)?;
+pub fn rollback(ctx: &Ctx, env: &DockerEnv, timeout: Duration) -> Result<()> {
+    let target = Target::new(ctx, env);
     let history = target.ledger().history(&target.environment, usize::MAX)?;
     let Some(live) = ledger::live_release(&history) else {
         bail!("nothing was deployed to {} yet: there is no release to roll back from", target.environment);
@@ -100,7 +102,7 @@ pub fn rollback(ctx: &Ctx, args: &Rollback) -> Result<()> {
         // database emptied by `down --volumes`.
         migrate: true,
         smoke: true,
-        health_timeout: args.timeout.min(HEALTH_TIMEOUT_CAP),
+        health_timeout: timeout.min(HEALTH_TIMEOUT_CAP),
         // The rollback target runs another image than the live release.
         force: false,
     };
@@ -108,14 +110,14 @@ pub fn rollback(ctx: &Ctx, args: &Rollback) -> Result<()> {
     Ok(())
 }
 
-pub fn status(ctx: &Ctx, args: &Status) -> Result<()> {
-    let target = Target::load(ctx)?;
+pub fn status(ctx: &Ctx, env: &DockerEnv, limit: usize) -> Result<()> {
+    let target = Target::new(ctx, env);
     let mut ledger = target.ledger();
-    let history = ledger.history(&target.environment, args.limit.max(1))?;
+    let history = ledger.history(&target.environment, limit.max(1))?;
     let containers = containers::list(&ctx.sh, &target)?;
     let upstream_port = proxy::upstream_port(&target);
-    println!("environment: {} (docker)", target.environment);
-    println!("url: {}", target.url());
+    ui::result(&format!("environment: {} (docker)", target.environment));
+    ui::result(&format!("url: {}", target.url()));
     match ledger::live_release(&history) {
         Some(live) => {
             let serving = live.runs_as.as_deref().and_then(|name| containers.iter().find(|c| c.name == name));
@@ -124,44 +126,44 @@ pub fn status(ctx: &Ctx, args: &Status) -> Result<()> {
                 Some(container) => format!("not running: {}", container.status),
                 None => "its container is gone (`cargo xtask down`?)".to_owned(),
             };
-            println!(
+            ui::result(&format!(
                 "live: {} (git {}, image {}, container {}, {state})",
                 live.started_at,
                 short_sha(&live.git_sha),
                 short_id(&live.image),
                 live.runs_as.as_deref().unwrap_or("?")
-            );
+            ));
         }
-        None => println!("live: nothing deployed yet (`cargo xtask deploy`)"),
+        None => ui::result("live: nothing deployed yet (`cargo xtask deploy`)"),
     }
     match proxy::running_pid(&target) {
-        Some(pid) => println!(
+        Some(pid) => ui::result(&format!(
             "proxy: pid {pid}, 127.0.0.1:{} -> {}",
             target.host_port,
             upstream_port.map_or("nothing yet".to_owned(), |port| format!("127.0.0.1:{port}"))
-        ),
-        None => println!("proxy: not running"),
+        )),
+        None => ui::result("proxy: not running"),
     }
-    println!("database: {}", database::describe(ctx, &target));
+    ui::result(&format!("database: {}", database::describe(ctx, &target)));
     if !containers.is_empty() {
-        println!("containers:");
+        ui::result("containers:");
         for container in &containers {
             let serving = if container.running && Some(container.port) == upstream_port { "  <- serving" } else { "" };
-            println!(
+            ui::result(&format!(
                 "  {}  127.0.0.1:{}  {}  {}{serving}",
                 container.name,
                 container.port,
                 short_id(&container.image),
                 container.status
-            );
+            ));
         }
     }
-    println!("releases (newest first, {}):", shown(&ctx.root, ledger.path()));
+    ui::result(&format!("releases (newest first, {}):", shown(&ctx.root, ledger.path())));
     if history.is_empty() {
-        println!("  none");
+        ui::result("  none");
     }
     for line in ledger::format_history(&history) {
-        println!("  {line}");
+        ui::result(&format!("  {line}"));
     }
     Ok(())
 }
@@ -176,9 +178,8 @@ pub struct Down {
 }
 
 impl Down {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let target = Target::load(ctx)?;
-        down(ctx, &target, self.volumes)
+    pub fn run(self, ctx: &Ctx, env: &DockerEnv) -> Result<()> {
+        down(ctx, &Target::new(ctx, env), self.volumes)
     }
 }
 
@@ -221,6 +222,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// The environment's state under `target/local/<name>`.
+    pub fn new(ctx: &Ctx, env: &DockerEnv) -> Target {
+        Target {
+            app_name: env.app_name.clone(),
+            environment: env.name.clone(),
+            host_port: env.host_port,
+            state_dir: ctx.root.join("target/local").join(&env.name),
+            app_env: Vec::new(),
+        }
+    }
+
     pub fn load(ctx: &Ctx) -> Result<Target> {
         let config = Config::load(&ctx.root)?;
         let name = &ctx.global.environment;
@@ -290,8 +302,8 @@ fn shown(root: &Path, path: &Path) -> String {
 
 /// `cargo xtask migrate` on a local environment: `app migrate` from the
 /// image (default: the live release's) against the local database.
-pub fn migrate(ctx: &Ctx, image: Option<&str>) -> Result<()> {
-    let target = Target::load(ctx)?;
+pub fn migrate(ctx: &Ctx, env: &DockerEnv, image: Option<&str>) -> Result<()> {
+    let target = Target::new(ctx, env);
     let image = match image {
         Some(image) => image.to_owned(),
         None => {

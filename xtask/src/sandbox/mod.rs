@@ -40,7 +40,7 @@ use serde_json::json;
 
 pub use self::sync::SyncArgs;
 use crate::{
-    aws::{client::AwsProcess, infra, push},
+    aws::client::AwsProcess,
     config::Config,
     support::{cleanup, ctx::Ctx, fs::write_atomic, process::process_running, ui},
 };
@@ -132,7 +132,7 @@ impl SandboxEnvironment {
             );
         }
         let config = Config::load(&ctx.root)?;
-        let environment = infra::aws_environment(&config, &name)?;
+        let environment = config.aws_env(&name)?.settings;
         let field = |field: &str| format!("environments.{name}.{field} in {}", config.path.display());
         let registry = environment.registry.clone().with_context(|| {
             format!("{} is not set: the sandbox needs a registry address such as 127.0.0.1:5055", field("registry"))
@@ -445,7 +445,7 @@ fn start(ctx: &Ctx, sandbox: &SandboxEnvironment, plan: &UpPlan) -> Result<State
     ui::step("asking the sandbox's ECR for the registry login");
     let token = {
         let mut aws = AwsProcess::start_with_env(ctx, &plan.aws_env)?;
-        push::ecr_token(&mut aws)?
+        crate::aws::ecr::ecr_token(&mut aws)?
     };
     write_htpasswd(&plan.htpasswd, &token.user, token.password.expose())?;
 

@@ -20,7 +20,7 @@ use crate::{
     aws::{
         api::AwsApi,
         client::AwsProcess,
-        push::{EcrToken, ecr_token},
+        ecr::{EcrToken, ecr_token},
     },
     support::{ctx::Ctx, fs::hex},
 };

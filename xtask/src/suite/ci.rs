@@ -37,16 +37,17 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use xshell::cmd;
 
 use crate::{
     aws::{
-        infra::{self, Stage, Terraform},
-        push::Push,
+        infra::{Stage, Terraform},
+        push::PushRequest,
+        scan::ScanGate,
     },
-    config::{Config, EnvironmentKind},
-    deploy::Deploy,
+    config::{AwsEnv, Config, EnvironmentKind, Target},
+    deploy::request::DeployRequest,
     http::BaseUrl,
     image::{AppIdentity, Offline, Source, branch_tag, build::BuildImage, smoke::RunningImage},
     local,
@@ -110,11 +111,13 @@ pub enum StepKind {
 }
 
 impl Ci {
-    pub fn run(mut self, ctx: &Ctx) -> Result<()> {
+    /// `config` is deploy.toml; `default_env` the environment `--env`
+    /// names, deployed to on main unless `--deploy-env` names another.
+    pub fn run(mut self, ctx: &Ctx, config: &Config, default_env: &str) -> Result<()> {
         // Pipelines pass unset variables as empty strings: those mean none.
         self.push_env = self.push_env.filter(|name| !name.is_empty());
         self.deploy_env = self.deploy_env.filter(|name| !name.is_empty());
-        let plan = self.plan(ctx)?;
+        let plan = self.plan(ctx, config, default_env)?;
         if ctx.dry_run() {
             print!("{}", plan.describe());
             return Ok(());
@@ -159,8 +162,7 @@ impl Ci {
     }
 
     /// The steps for this branch, with everything they act on resolved.
-    fn plan(&self, ctx: &Ctx) -> Result<Plan> {
-        let config = Config::load(&ctx.root)?;
+    fn plan(&self, ctx: &Ctx, config: &Config, default_env: &str) -> Result<Plan> {
         let app = AppIdentity::load(&ctx.root)?;
         let source = Source::read(&ctx.sh)?;
         let BuildRef { branch, on_main } = match self.branch.as_deref().filter(|branch| !branch.is_empty()) {
@@ -201,7 +203,7 @@ impl Ci {
         if on_main && !self.no_deploy {
             let environment = match &self.deploy_env {
                 Some(environment) => environment.clone(),
-                None => ctx.global.environment.clone(),
+                None => default_env.to_owned(),
             };
             let kind = config.environment(&environment)?.kind;
             let how = match kind {
@@ -211,10 +213,10 @@ impl Ci {
             steps.push(PlannedStep::new(
                 StepKind::Deploy,
                 format!("deploy to {environment}"),
-                format!("cargo xtask --env {environment} deploy {}: {how}", deploy_args(&commit_image).join(" ")),
+                format!("cargo xtask --env {environment} deploy --image {commit_image}: {how}"),
             ));
             let url = match kind {
-                EnvironmentKind::Docker => format!("http://127.0.0.1:{}", docker_host_port(&config, &environment)?),
+                EnvironmentKind::Docker => format!("http://127.0.0.1:{}", docker_host_port(config, &environment)?),
                 EnvironmentKind::Aws => format!("the service_url of {environment} (Terraform output)"),
             };
             steps.push(PlannedStep::new(
@@ -222,7 +224,7 @@ impl Ci {
                 format!("functional tests: {environment}"),
                 format!("test every route and the page of {url}"),
             ));
-            deploy_environment = Some(environment);
+            deploy_environment = Some(config.target(&environment)?);
         } else {
             let tag = branch.as_deref().and_then(branch_tag);
             let image = tag.map(|tag| format!("{}:{tag}", app.name));
@@ -239,7 +241,7 @@ impl Ci {
                 "push the branch image",
                 match (&self.push_env, &image) {
                     (Some(environment), Some(image)) => {
-                        format!("cargo xtask --env {environment} push {}", push_args(image).join(" "))
+                        format!("cargo xtask --env {environment} push --image {image}")
                     }
                     _ => "not pushed: the image stays local unless --push-env ENV (or XTASK_CI_PUSH_ENV) names a registry"
                         .to_owned(),
@@ -252,6 +254,7 @@ impl Ci {
             git_sha: source.git_sha,
             commit_image,
             deploy_environment,
+            push_environment: self.push_env.as_deref().map(|name| config.aws_env(name)).transpose()?,
             branch_image,
             steps,
             skipped: self.skip.clone(),
@@ -279,13 +282,15 @@ impl Ci {
                 stopped?;
             }
             StepKind::Deploy => {
-                let environment = plan.deploy_environment.as_deref().context("no environment to deploy to")?;
-                let deploy: Deploy = flags_from(&deploy_args(&plan.commit_image))?;
-                deploy.run(&context_for(ctx, environment)?)?;
+                let target = plan.deploy_environment.as_ref().context("no environment to deploy to")?;
+                // The image built and tested above, nothing rebuilt.
+                let request = DeployRequest::of_image(&plan.commit_image);
+                crate::deploy::deploy(&confirming(ctx)?, target, &request)?;
             }
             StepKind::FunctionalEnv => {
-                let environment = plan.deploy_environment.as_deref().context("no environment was deployed")?;
-                let Some(url) = environment_url(&context_for(ctx, environment)?)? else {
+                let target = plan.deploy_environment.as_ref().context("no environment was deployed")?;
+                let environment = target.name();
+                let Some(url) = environment_url(ctx, target)? else {
                     return Ok(Outcome::Skipped(format!(
                         "environments.{environment}.smoke_check = false: no container serves there"
                     )));
@@ -301,13 +306,13 @@ impl Ci {
                 ui::success(&format!("tagged {image}"));
             }
             StepKind::BranchPush => {
-                let (Some(environment), Some(image)) = (&self.push_env, &plan.branch_image) else {
+                let (Some(environment), Some(image)) = (&plan.push_environment, &plan.branch_image) else {
                     return Ok(Outcome::Skipped(
                         "the branch image stays local: --push-env ENV (or XTASK_CI_PUSH_ENV) pushes it".to_owned(),
                     ));
                 };
-                let push: Push = flags_from(&push_args(image))?;
-                push.run(&context_for(ctx, environment)?)?;
+                let request = PushRequest { image: Some(image.clone()), gate: ScanGate::default() };
+                request.execute(&confirming(ctx)?, environment)?;
             }
         }
         Ok(Outcome::Passed)
@@ -321,7 +326,9 @@ struct Plan {
     /// `<app>:git-<sha12>[-dirty]`: what build-image builds and every later
     /// step uses.
     commit_image: String,
-    deploy_environment: Option<String>,
+    deploy_environment: Option<Target>,
+    /// `--push-env`: where a branch image goes.
+    push_environment: Option<AwsEnv>,
     branch_image: Option<String>,
     steps: Vec<PlannedStep>,
     /// `--skip`: planned, shown, not run.
@@ -363,34 +370,10 @@ impl PlannedStep {
     }
 }
 
-/// Deploy's flags in ci: the image built and tested above, nothing rebuilt.
-fn deploy_args(commit_image: &str) -> Vec<String> {
-    vec!["--image".to_owned(), commit_image.to_owned()]
-}
-
-fn push_args(image: &str) -> Vec<String> {
-    vec!["--image".to_owned(), image.to_owned()]
-}
-
-/// A task's flags struct from arguments, as clap makes it for the command
-/// line. Used for the tasks with many flags (deploy, push): their defaults
-/// (timeouts, the scan gate) then stay where they are declared.
-fn flags_from<T: Args>(args: &[String]) -> Result<T> {
-    #[derive(Debug, Parser)]
-    #[command(no_binary_name = true)]
-    struct FlagsOf<T: Args> {
-        #[command(flatten)]
-        flags: T,
-    }
-    let parsed = FlagsOf::<T>::try_parse_from(args).with_context(|| format!("parsing the flags {args:?}"))?;
-    Ok(parsed.flags)
-}
-
-/// The context of a step acting on another environment. CI has no terminal
-/// to confirm on: under CI the step answers yes, as `--yes` would.
-fn context_for(ctx: &Ctx, environment: &str) -> Result<Ctx> {
+/// The context of a step that may ask for a confirmation. CI has no
+/// terminal to confirm on: under CI the step answers yes, as `--yes` would.
+fn confirming(ctx: &Ctx) -> Result<Ctx> {
     let mut global = ctx.global.clone();
-    global.environment = environment.to_owned();
     global.yes = global.yes || ui::in_ci();
     Ctx::new(global)
 }
@@ -452,19 +435,15 @@ fn docker_host_port(config: &Config, environment: &str) -> Result<u16> {
 /// Where an environment serves the app: the stable URL of a docker one, the
 /// `service_url` output of an AWS one; `None` where nothing serves
 /// (`smoke_check = false`: the sandbox's emulated ECS runs no container).
-fn environment_url(ctx: &Ctx) -> Result<Option<String>> {
-    let config = Config::load(&ctx.root)?;
-    let name = &ctx.global.environment;
-    let environment = config.environment(name)?;
-    match environment.kind {
-        EnvironmentKind::Docker => Ok(Some(local::Target::load(ctx)?.url())),
-        EnvironmentKind::Aws if !environment.smoke_check => Ok(None),
-        EnvironmentKind::Aws => {
-            let environment = infra::aws_environment(&config, name)?;
-            let terraform = Terraform::new(ctx, &config, environment)?;
+fn environment_url(ctx: &Ctx, target: &Target) -> Result<Option<String>> {
+    match target {
+        Target::Docker(env) => Ok(Some(local::Target::new(ctx, env).url())),
+        Target::Aws(env) if !env.settings.smoke_check => Ok(None),
+        Target::Aws(env) => {
+            let terraform = Terraform::new(ctx, env)?;
             let url = terraform
                 .output(Stage::Environment, "service_url")?
-                .with_context(|| format!("{name} has no service_url output: was it deployed?"))?;
+                .with_context(|| format!("{} has no service_url output: was it deployed?", env.name))?;
             Ok(Some(url))
         }
     }
@@ -473,15 +452,6 @@ fn environment_url(ctx: &Ctx) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deploy_and_push_flags_parse_with_their_declared_defaults() {
-        let deploy: Deploy = flags_from(&deploy_args("guestbook:git-0123456789ab")).unwrap();
-        assert_eq!(deploy.image.as_deref(), Some("guestbook:git-0123456789ab"));
-        assert!(!deploy.allow_dirty && !deploy.skip_smoke);
-        let push: Push = flags_from(&push_args("guestbook:branch-x")).unwrap();
-        assert_eq!(push.image.as_deref(), Some("guestbook:branch-x"));
-    }
 
     fn ci_env(vars: &[(&str, &str)]) -> Option<BuildRef> {
         BuildRef::from_ci(|name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned()))

@@ -3,6 +3,13 @@
 //! It holds the application's name and every environment. Errors name the
 //! file, the line and the field, because a deploy tool that says "invalid
 //! config" sends people digging.
+//!
+//! It is read once per run, by the command line (`flags.rs`), and resolved
+//! there into the [`Target`] a task acts on (`target.rs`).
+
+mod target;
+
+pub use target::{AwsEnv, DockerEnv, Target};
 
 use std::{
     collections::BTreeMap,
@@ -27,7 +34,7 @@ pub struct Config {
     pub environments: BTreeMap<String, Environment>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub name: Spanned<String>,
@@ -44,7 +51,7 @@ pub enum EnvironmentKind {
     Aws,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     pub kind: EnvironmentKind,
@@ -91,7 +98,7 @@ pub struct Environment {
 
 /// `[environments.<name>.vulnerabilities]`: what a finding of the dependency
 /// check does, and the advisories this environment accepts for a while.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VulnerabilityPolicy {
     /// `block` (the default) stops the push at the threshold; `warn` only
@@ -112,7 +119,7 @@ pub enum GateMode {
 
 /// An advisory accepted until a date, for a stated reason (both required:
 /// an ignore nobody can explain or that never ends is a hole in the gate).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IgnoredAdvisory {
     pub id: String,
@@ -250,7 +257,13 @@ impl Config {
         let text = fs::read_to_string(&path).with_context(|| {
             format!("reading {}{origin}: every task takes its environments from this file", path.display())
         })?;
-        Ok(Config::parse(&path, &text)?)
+        let config = Config::parse(&path, &text)?;
+        crate::support::ui::detail(&format!(
+            "read {} ({} environments)",
+            config.path.display(),
+            config.environments.len()
+        ));
+        Ok(config)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
