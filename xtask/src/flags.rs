@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     aws::{infra, push},
     bench, completions,
-    config::{Config, Target},
+    config::{ConfigOnce, Target},
     deploy::{self, migrate, promote},
     image::{build, builder, smoke},
     local, sandbox, secrets,
@@ -93,7 +93,8 @@ impl Task {
     /// the environment `--env` names is resolved here, once, into the
     /// [`Target`] the task acts on.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let config = || Config::load(&ctx.root);
+        let once = ConfigOnce::new(&ctx.root);
+        let config = || once.get();
         let env = ctx.global.environment.as_str();
         let target = || config()?.target(env);
         let aws_env = || config()?.aws_env(env);
@@ -110,7 +111,7 @@ impl Task {
             Task::Status(task) => task.run(ctx, &target()?),
             Task::Rollback(task) => task.run(ctx, &target()?),
             Task::Unlock(task) => task.run(ctx, &target()?),
-            Task::Promote(task) => task.run(ctx, &config()?),
+            Task::Promote(task) => task.run(ctx, config()?),
             Task::Migrate(task) => task.run(ctx, &target()?),
             Task::Down(task) => task.run(ctx, &docker_env()?),
             Task::Dev(task) => task.run(ctx),
@@ -122,9 +123,9 @@ impl Task {
             Task::TestDocker(task) => task.run(ctx),
             Task::SmokeImage(task) => task.run(ctx),
             Task::Push(task) => task.run(ctx, &aws_env()?),
-            Task::Ci(task) => task.run(ctx, &config()?, env),
+            Task::Ci(task) => task.run(ctx, config()?, env),
             Task::FunctionalTest(task) => task.run(ctx),
-            Task::Bench(task) => task.run(ctx),
+            Task::Bench(task) => task.run(ctx, &once),
             Task::Secrets(task) => task.run(ctx),
             Task::EncryptSecrets(task) => task.run(ctx),
             Task::DecryptSecrets(task) => task.run(ctx),

@@ -42,13 +42,13 @@ fn main() -> ExitCode {
     if let Err(err) = &result {
         support::ui::error(&format!("{err:#}"));
     }
-    support::ndjson::event(serde_json::json!({
-        "event": "task",
-        "task": task,
-        "outcome": if result.is_ok() { "succeeded" } else { "failed" },
-        "seconds": started.elapsed().as_secs_f64(),
-        "error": result.as_ref().err().map(|err| format!("{err:#}")),
-    }));
+    support::events::Event::Task {
+        task: &task,
+        outcome: if result.is_ok() { "succeeded" } else { "failed" },
+        seconds: started.elapsed().as_secs_f64(),
+        error: result.as_ref().err().map(|err| format!("{err:#}")),
+    }
+    .emit();
     if let Some(capture) = capture {
         capture.finish();
     }

@@ -247,3 +247,27 @@ fn a_climbing_import_is_caught() {
     assert_eq!(layer_of(Path::new("aws/push.rs"), &map), None);
     assert!(rank("task") > rank("support"), "a support module naming a task climbs");
 }
+
+/// deploy.toml is read once per run: only `config/` reads the file, only
+/// the command line (`flags.rs`) holds the once-per-run reader, and only
+/// the command line reads which environment `--env` names; tasks receive
+/// the resolved target.
+#[test]
+fn only_the_command_line_reads_deploy_toml_and_the_environment_name() {
+    let src = project_root().join("xtask/src");
+    let mut offenders = Vec::new();
+    for (module, file) in module_files() {
+        let code = code(&src.join(&file));
+        let checks = [
+            ("Config::load(", module.starts_with("config")),
+            ("ConfigOnce::new(", module == "flags" || module.starts_with("config")),
+            ("global.environment", module == "flags"),
+        ];
+        for (needle, allowed) in checks {
+            if !allowed && code.contains(needle) {
+                offenders.push(format!("{} names {needle}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}

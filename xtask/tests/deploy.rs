@@ -76,6 +76,31 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
         "1"
     );
 
+    // --dry-run: the plan on stdout, every change a `would` line, deploy.toml
+    // read once (the verbose log says when), and nothing changed.
+    let (output, stdout, stderr) = run(sandbox
+        .xtask()
+        .args(["--verbose", "--dry-run", "deploy"])
+        .args(DEPLOY_FLAGS)
+        .args(["--image", &second.reference]));
+    assert!(output.status.success(), "dry-run deploy failed:\n{stderr}");
+    for planned in [
+        "would call: dynamodb.put_item (the deploy lock of sandboxdep",
+        "would run: docker push ",
+        "would call: dynamodb.put_item (release ",
+        "would call: ecs.clone_task_definition ",
+        "would call: ecs.update_service ",
+        "would wait for the deployment of the new task definition",
+    ] {
+        assert!(stdout.contains(planned), "the dry-run plan lacks {planned:?}:\n{stdout}");
+    }
+    let reads = stderr.lines().filter(|line| line.starts_with("read ") && line.ends_with(" environments)")).count();
+    assert_eq!(reads, 1, "deploy.toml was read {reads} times in one run:\n{stderr}");
+    let (output, stdout, stderr) = run(sandbox.xtask().args(["--dry-run", "infra", "apply", "--yes"]));
+    assert!(output.status.success(), "dry-run infra apply failed:\n{stderr}");
+    assert!(stdout.lines().all(|line| line.starts_with("would ") || line.contains('\t')), "{stdout}");
+    assert_eq!(live_image(&sandbox).0, live, "a dry run changed what runs");
+
     // Migrations on their own: a one-off task of the running image.
     let (output, _, stderr) = run(sandbox.xtask().arg("migrate"));
     assert!(output.status.success(), "migrate failed:\n{stderr}");
@@ -240,6 +265,14 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     assert!(!output.status.success(), "promotion against the chain was not refused");
     assert!(stderr.contains("sandboxdep takes releases from no environment"), "{stderr}");
 
+    let (output, stdout, stderr) =
+        run(sandbox.xtask().args(["--dry-run", "promote", "--from", "sandboxdep", "--to", "sandboxqa", "--yes"]));
+    assert!(output.status.success(), "dry-run promote failed:\n{stderr}");
+    assert!(
+        stdout.contains("would call: ecr.put_image ") && stdout.contains("would call: ecs.update_service "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("would check that sandboxqa runs sha256:"), "{stdout}");
     let (output, _, stderr) =
         run(sandbox.xtask().args(["promote", "--from", "sandboxdep", "--to", "sandboxqa", "--yes"]));
     assert!(output.status.success(), "promote failed:\n{stderr}");

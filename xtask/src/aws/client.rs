@@ -106,7 +106,7 @@ impl AwsApi for AwsProcess {
     fn call(&mut self, op: &str, params: Value) -> Result<Value, ApiError> {
         let request = json!({ "id": self.next_id, "op": op, "params": params });
         if self.dry_run && !is_read_only(op) {
-            println!("would call: {op} {params}");
+            ui::plan(&format!("would call: {op} {params}"));
             return Ok(Value::Null);
         }
         ui::detail(&format!("aws: {op} {params}"));

@@ -15,7 +15,6 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
-use serde_json::json;
 
 use crate::{
     aws::{
@@ -34,7 +33,7 @@ use crate::{
     },
     image::{Offline, Source, build::BuildImage},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
-    support::{ctx::Ctx, prompt::confirm, ui},
+    support::{ctx::Ctx, events::Event, prompt::confirm, ui},
 };
 
 /// What a deploy did: the report printed at its end.
@@ -53,14 +52,14 @@ impl DeployReport {
     /// The image on stdout, or with `--json` one `deployed` event.
     pub fn print(&self, ctx: &Ctx) {
         if ctx.global.json {
-            let mut event = json!({
-                "event": "deployed", "environment": self.environment, "image": self.image,
-                "task_definition": self.task_definition, "git_sha": self.git_sha,
-            });
-            if self.unchanged {
-                event["unchanged"] = true.into();
+            Event::Deployed {
+                environment: &self.environment,
+                image: &self.image,
+                task_definition: &self.task_definition,
+                git_sha: &self.git_sha,
+                unchanged: self.unchanged,
             }
-            ui::result(&event.to_string());
+            .emit();
         } else {
             ui::result(&self.image);
         }
@@ -74,7 +73,7 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
     // First: it refuses the demo secrets outside a sandbox, before anything
     // else is checked or asked.
     let terraform = Terraform::new(ctx, env)?;
-    let mut steps = Steps::new(ctx);
+    let mut steps = Steps::new();
     let git_sha = steps.run("check the working tree", || match &request.origin {
         Origin::Promoted { git_sha } => Ok(git_sha.clone()),
         Origin::Checkout => {

@@ -88,7 +88,7 @@ impl Infra {
                         PlanResult::Changes => "changes pending",
                     };
                     ui::success(&format!("{}: {summary}", stage.directory()));
-                    println!("{}\t{summary}", stage.directory());
+                    ui::result(&format!("{}\t{summary}", stage.directory()));
                 }
                 Ok(())
             }
@@ -433,8 +433,7 @@ impl<'a> Terraform<'a> {
             .args(["apply", "-input=false", "-no-color", "-lock-timeout=0s"])
             .arg(&plan_file)
             .envs(self.secret_env(stage)?);
-        if self.ctx.dry_run() {
-            println!("would run: {cmd}");
+        if self.ctx.would(format_args!("run: {cmd}")) {
             return Ok(());
         }
         if !confirm(
@@ -469,8 +468,7 @@ impl<'a> Terraform<'a> {
             .args(["destroy", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=0s"])
             .args(variables)
             .envs(self.secret_env(stage)?);
-        if self.ctx.dry_run() {
-            println!("would run: {cmd}");
+        if self.ctx.would(format_args!("run: {cmd}")) {
             return Ok(());
         }
         ui::step(&format!("terraform destroy {}", stage.directory()));
@@ -509,7 +507,7 @@ fn run_terraform_with_progress(description: &str, cmd: Cmd<'_>) -> Result<std::p
 /// there is no undo.
 fn confirm_environment_name(ctx: &Ctx, name: &str) -> Result<()> {
     use std::io::IsTerminal;
-    if ctx.dry_run() {
+    if ctx.would(format_args!("ask for {name:?} typed back")) {
         return Ok(());
     }
     if let Ok(confirmed) = std::env::var("XTASK_CONFIRM_ENV")

@@ -23,7 +23,7 @@ use crate::{
     },
     config::AwsEnv,
     image::{self, advisories::DependencyCheck},
-    support::{ctx::Ctx, exec::require_tool, ui},
+    support::{ctx::Ctx, events::Event, exec::require_tool, ui},
 };
 
 /// Push the image built for this commit to the environment's ECR repository
@@ -139,7 +139,6 @@ impl PushRequest {
         let scan = self.gate.check(&mut aws, &repository, &digest, scan_on_push, &remote_by_digest, &dependencies)?;
         if ctx.global.json {
             let result = json!({
-                "event": "result",
                 "environment": environment_name,
                 "registry": registry,
                 "repository": repository,
@@ -149,7 +148,7 @@ impl PushRequest {
                 "tagged_image": remote_tagged,
                 "scan": scan,
             });
-            ui::result(&result.to_string());
+            Event::Result(result.as_object().cloned().unwrap_or_default()).emit();
         } else {
             ui::result(&remote_by_digest);
         }

@@ -23,6 +23,7 @@ use crate::{
     ledger::{self, LedgerStore, Outcome, Release},
     support::{
         ctx::Ctx,
+        events::{Event, StepOutcome},
         prompt::type_name_back,
         ui::{self, SummaryRow},
     },
@@ -93,7 +94,7 @@ pub fn required_output(terraform: &Terraform<'_>, output: &str) -> Result<String
 pub fn confirm_protected(ctx: &Ctx, env: &AwsEnv, confirm_env: Option<&str>) -> Result<()> {
     use std::io::IsTerminal;
     let name = env.name.as_str();
-    if !env.settings.protected || ctx.dry_run() {
+    if !env.settings.protected || ctx.would(format_args!("ask for {name:?} typed back (a protected environment)")) {
         return Ok(());
     }
     if let Some(confirmed) = confirm_env {
@@ -194,23 +195,17 @@ pub fn reconcile_ledger(
 /// one JSON object on stdout.
 pub struct Steps {
     pub rows: Vec<SummaryRow>,
-    json: bool,
 }
 
 impl Steps {
-    pub fn new(ctx: &Ctx) -> Steps {
-        Steps { rows: Vec::new(), json: ctx.global.json }
+    pub fn new() -> Steps {
+        Steps { rows: Vec::new() }
     }
 
     /// A step that did not run, and why (shown in the summary and as JSON).
     pub fn skip(&mut self, name: &str, why: &str) {
         ui::step(&format!("{name}: skipped, {why}"));
-        if self.json {
-            println!(
-                "{}",
-                json!({ "event": "step", "step": name, "outcome": "skipped", "seconds": 0.0, "reason": why })
-            );
-        }
+        Event::Step { step: name, outcome: StepOutcome::Skipped, seconds: 0.0, reason: Some(why), error: None }.emit();
         self.rows.push(SummaryRow {
             name: name.to_owned(),
             outcome: ui::Outcome::Skipped(why.to_owned()),
@@ -226,16 +221,12 @@ impl Steps {
             Ok(_) => ui::Outcome::Passed,
             Err(err) => ui::Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
         };
-        if self.json {
-            let (state, error) = match &outcome {
-                ui::Outcome::Failed(error) => ("failed", Some(error.clone())),
-                _ => ("passed", None),
-            };
-            println!(
-                "{}",
-                json!({ "event": "step", "step": name, "outcome": state, "seconds": started.elapsed().as_secs_f64(), "error": error })
-            );
-        }
+        let (state, error) = match &outcome {
+            ui::Outcome::Failed(error) => (StepOutcome::Failed, Some(error.clone())),
+            _ => (StepOutcome::Passed, None),
+        };
+        Event::Step { step: name, outcome: state, seconds: started.elapsed().as_secs_f64(), reason: None, error }
+            .emit();
         self.rows.push(SummaryRow { name: name.to_owned(), outcome, duration: started.elapsed() });
         result.with_context(|| format!("step {name:?} failed"))
     }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::{
     aws::{api::AwsApi, client::AwsProcess},
     ledger::{LedgerStore, Outcome, Release, ReleaseKind},
-    support::cleanup,
+    support::{cleanup, ui},
 };
 
 /// The `xtask-aws` process shared by the deploy steps and the Ctrl-C
@@ -207,11 +207,9 @@ impl DeployLock {
             match released {
                 Ok(_) => {}
                 Err(err) if err.code == "ConditionalCheckFailedException" => {}
-                Err(err) => {
-                    eprintln!(
-                        "warning: could not release the deploy lock of {environment} ({err}); it expires by itself"
-                    )
-                }
+                Err(err) => ui::warn(&format!(
+                    "could not release the deploy lock of {environment} ({err}); it expires by itself"
+                )),
             }
         });
         Ok(DeployLock {
@@ -275,14 +273,14 @@ fn renew_until_stopped(
         match renewed {
             Ok(_) => {}
             Err(err) if err.code == "ConditionalCheckFailedException" => {
-                eprintln!(
-                    "warning: the deploy lock of {environment} was broken or taken over; this deploy stops before its next step"
-                );
+                ui::warn(&format!(
+                    "the deploy lock of {environment} was broken or taken over; this deploy stops before its next step"
+                ));
                 lost.store(true, Ordering::SeqCst);
                 return;
             }
             // A failed renewal is retried; the lease has room for three more.
-            Err(err) => eprintln!("warning: renewing the deploy lock of {environment}: {err}"),
+            Err(err) => ui::warn(&format!("renewing the deploy lock of {environment}: {err}")),
         }
     }
 }
@@ -350,7 +348,7 @@ pub fn record_interruption(
         release.finished_at = Some(crate::support::time::now_rfc3339_millis());
         let item = release_item(&release);
         if let Err(err) = with_aws(&aws, |aws| aws.call("dynamodb.put_item", json!({ "table": table, "item": item }))) {
-            eprintln!("warning: could not record the interrupted release ({err})");
+            ui::warn(&format!("could not record the interrupted release ({err})"));
         }
     })
 }

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::support::{ctx::Ctx, exec::cargo, ui};
+use crate::{
+    config::ConfigOnce,
+    support::{ctx::Ctx, exec::cargo, ui},
+};
 
 /// Run benchmarks and print their figures next to their goals
 #[derive(Debug, Args)]
@@ -46,7 +49,7 @@ pub struct Figure {
 }
 
 impl Bench {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
+    pub fn run(self, ctx: &Ctx, config: &ConfigOnce) -> Result<()> {
         let which = if self.which.is_empty() { Which::value_variants().to_vec() } else { self.which };
         let mut figures = Vec::new();
         let mut failed = Vec::new();
@@ -55,7 +58,7 @@ impl Bench {
                 Which::Startup => startup(ctx),
                 Which::Secrets => crate::secrets::bench(ctx),
                 Which::Image => crate::bench::image::image(ctx),
-                Which::LocalSwitch => crate::bench::switch::local_switch(ctx),
+                Which::LocalSwitch => config.get().and_then(|config| crate::bench::switch::local_switch(ctx, config)),
                 Which::Deploy => crate::bench::deploy::deploy(ctx),
                 Which::Tests => tests(ctx),
             };
@@ -88,17 +91,17 @@ pub fn print_table(figures: &[Figure]) {
     let name_width = figures.iter().map(|f| f.name.len()).max().unwrap_or(6).max(6);
     let value_width = figures.iter().map(|f| f.value.len()).max().unwrap_or(5).max(5);
     let goal_width = figures.iter().map(|f| f.goal.len()).max().unwrap_or(4).max(4);
-    println!("{:<name_width$}  {:>value_width$}  {:<goal_width$}  result", "figure", "value", "goal");
+    ui::result(&format!("{:<name_width$}  {:>value_width$}  {:<goal_width$}  result", "figure", "value", "goal"));
     for figure in figures {
         let result = match figure.pass {
             Some(true) => "pass",
             Some(false) => "FAIL",
             None => "-",
         };
-        println!(
+        ui::result(&format!(
             "{:<name_width$}  {:>value_width$}  {:<goal_width$}  {result}",
             figure.name, figure.value, figure.goal
-        );
+        ));
     }
 }
 

@@ -40,8 +40,7 @@ const POST_EVERY: u64 = 10;
 /// The throughput the goal asks for, on a 2-core machine.
 const GOAL_REQUESTS_PER_SECOND: f64 = 2000.0;
 
-pub fn local_switch(ctx: &Ctx) -> Result<Vec<Figure>> {
-    let config = Config::load(&ctx.root)?;
+pub fn local_switch(ctx: &Ctx, config: &Config) -> Result<Vec<Figure>> {
     let target = Target {
         app_name: config.app_name().to_owned(),
         environment: format!("bench-switch-{}", std::process::id()),

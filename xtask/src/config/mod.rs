@@ -236,6 +236,28 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// `deploy.toml` for one run: read on first use and never again. The
+/// command line holds one and hands out the config or the resolved target;
+/// tasks that never ask (setup, secrets) work even when the file is broken.
+pub struct ConfigOnce {
+    root: PathBuf,
+    config: std::cell::OnceCell<Config>,
+}
+
+impl ConfigOnce {
+    pub fn new(root: &Path) -> ConfigOnce {
+        ConfigOnce { root: root.to_path_buf(), config: std::cell::OnceCell::new() }
+    }
+
+    pub fn get(&self) -> Result<&Config> {
+        if let Some(config) = self.config.get() {
+            return Ok(config);
+        }
+        let config = Config::load(&self.root)?;
+        Ok(self.config.get_or_init(|| config))
+    }
+}
+
 impl Config {
     /// Reads `deploy.toml` from the project root, or the file named by
     /// `XTASK_CONFIG` when that is set.

@@ -134,8 +134,7 @@ pub fn migrate(
         .env("APP_DB_ROLE", &database.app_role)
         .env("APP_DB_ROLE_PASSWORD", &database.app_role_password)
         .args([image_id, "migrate"]);
-    if ctx.dry_run() {
-        println!("would run: {command}");
+    if ctx.would(format_args!("run: {command}")) {
         return Ok(None);
     }
     ui::detail(&format!("$ {command}"));
@@ -163,8 +162,7 @@ pub fn migrate(
 /// it exits, and after `timeout`; says every few seconds what it waits for.
 pub fn wait_ready(ctx: &Ctx, name: &str, port: u16, timeout: Duration) -> Result<Duration> {
     let url = format!("http://127.0.0.1:{port}/readyz");
-    if ctx.dry_run() {
-        println!("would wait: up to {}s for {url} ({name}) to answer 200", timeout.as_secs());
+    if ctx.would(format_args!("wait: up to {}s for {url} ({name}) to answer 200", timeout.as_secs())) {
         return Ok(Duration::ZERO);
     }
     ui::info(&format!("waiting up to {}s for {url} ({name}) to answer 200", timeout.as_secs()));
@@ -210,9 +208,8 @@ pub fn logs_tail(sh: &Shell, name: &str, lines: usize) -> String {
 pub fn stop_and_remove(ctx: &Ctx, name: &str) -> Result<()> {
     let sh = &ctx.sh;
     let timeout = STOP_TIMEOUT_SECONDS.to_string();
-    if ctx.dry_run() {
-        println!("would run: docker stop --time {timeout} {name}");
-        println!("would run: docker rm --force {name}");
+    if ctx.would(format_args!("run: docker stop --time {timeout} {name}")) {
+        let _ = ctx.would(format_args!("run: docker rm --force {name}"));
         return Ok(());
     }
     if inspect(sh, name, "{{.State.Running}}").is_ok_and(|running| running == "true") {
@@ -232,8 +229,7 @@ pub fn stop_and_remove(ctx: &Ctx, name: &str) -> Result<()> {
 
 /// `docker rm --force`, quietly: used on the way out of a failure too.
 pub fn remove(ctx: &Ctx, name: &str) {
-    if ctx.dry_run() {
-        println!("would run: docker rm --force {name}");
+    if ctx.would(format_args!("run: docker rm --force {name}")) {
         return;
     }
     ui::detail(&format!("$ docker rm --force {name}"));

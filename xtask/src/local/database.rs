@@ -131,14 +131,12 @@ pub fn describe(ctx: &Ctx, target: &Target) -> String {
 
 /// Stops the server of either kind; the data stays.
 pub fn stop(ctx: &Ctx, target: &Target) -> Result<()> {
-    if let Some((pid, port)) = host_server(target) {
-        if ctx.dry_run() {
-            println!("would stop: PostgreSQL (pid {pid}) on 127.0.0.1:{port}");
-        } else {
-            ui::info(&format!("stopping PostgreSQL (pid {pid}) on 127.0.0.1:{port}"));
-            if !testkit::stop_postgres(pid, Duration::from_secs(15)) {
-                bail!("PostgreSQL (pid {pid}) did not stop");
-            }
+    if let Some((pid, port)) = host_server(target)
+        && !ctx.would(format_args!("stop: PostgreSQL (pid {pid}) on 127.0.0.1:{port}"))
+    {
+        ui::info(&format!("stopping PostgreSQL (pid {pid}) on 127.0.0.1:{port}"));
+        if !testkit::stop_postgres(pid, Duration::from_secs(15)) {
+            bail!("PostgreSQL (pid {pid}) did not stop");
         }
     }
     let name = container_name(target);
@@ -152,13 +150,9 @@ pub fn stop(ctx: &Ctx, target: &Target) -> Result<()> {
 pub fn remove_data(ctx: &Ctx, target: &Target) -> Result<()> {
     let sh = &ctx.sh;
     let directory = target.state_dir.join("postgres");
-    if directory.exists() {
-        if ctx.dry_run() {
-            println!("would delete: {}", shown(&ctx.root, &directory));
-        } else {
-            ui::info(&format!("deleting the database's data in {}", shown(&ctx.root, &directory)));
-            fs::remove_dir_all(&directory).with_context(|| format!("deleting {}", directory.display()))?;
-        }
+    if directory.exists() && !ctx.would(format_args!("delete: {}", shown(&ctx.root, &directory))) {
+        ui::info(&format!("deleting the database's data in {}", shown(&ctx.root, &directory)));
+        fs::remove_dir_all(&directory).with_context(|| format!("deleting {}", directory.display()))?;
     }
     let name = container_name(target);
     if container_exists(sh, &name) {
@@ -170,9 +164,10 @@ pub fn remove_data(ctx: &Ctx, target: &Target) -> Result<()> {
     if volume_exists {
         run_read(ctx, cmd!(sh, "docker volume rm {volume}"))?;
     }
-    if !ctx.dry_run() {
+    let _ = ctx.effect((), || {
         let _ = fs::remove_file(state_path(target));
-    }
+        Ok(())
+    });
     Ok(())
 }
 
@@ -183,11 +178,10 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
     }
     let port = choose_port(target, recorded_port);
     let data_dir = data_dir(target);
-    if ctx.dry_run() {
-        println!(
-            "would start: PostgreSQL from the host's binaries on 127.0.0.1:{port}, data in {}",
-            shown(&ctx.root, &data_dir)
-        );
+    if ctx.would(format_args!(
+        "start: PostgreSQL from the host's binaries on 127.0.0.1:{port}, data in {}",
+        shown(&ctx.root, &data_dir)
+    )) {
         return Database::new(ctx, target, port, true);
     }
     let fresh = !data_dir.join("PG_VERSION").exists();
@@ -242,7 +236,7 @@ fn ensure_container(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> R
             let (app_label, environment_label) =
                 (format!("{}={}", super::containers::LABEL_APP, target.app_name), environment_label(target));
             ui::info(&format!("starting {POSTGRES_IMAGE} as {name} on 127.0.0.1:{port} (data in volume {volume})"));
-            let password = if ctx.dry_run() { String::new() } else { container_password(target)? };
+            let password = ctx.effect(String::new(), || container_password(target))?;
             run_read(
                 ctx,
                 cmd!(
@@ -255,8 +249,7 @@ fn ensure_container(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> R
             port
         }
     };
-    if ctx.dry_run() {
-        println!("would wait: for pg_isready in {name}");
+    if ctx.would(format_args!("wait: for pg_isready in {name}")) {
         return Database::new(ctx, target, port, true);
     }
     let port_text = port.to_string();

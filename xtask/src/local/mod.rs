@@ -196,13 +196,11 @@ pub fn down(ctx: &Ctx, target: &Target, volumes: bool) -> Result<()> {
     if volumes {
         database::remove_data(ctx, target)?;
     }
-    if !ctx.dry_run() {
-        ui::success(&format!(
-            "{} is down{}",
-            target.environment,
-            if volumes { " and its database data is deleted" } else { "; its database data is kept" }
-        ));
-    }
+    ctx.success(&format!(
+        "{} is down{}",
+        target.environment,
+        if volumes { " and its database data is deleted" } else { "; its database data is kept" }
+    ));
     Ok(())
 }
 
@@ -269,9 +267,10 @@ impl Target {
     /// stop the other's container. Not taken in dry-run, which changes
     /// nothing.
     pub fn lock(&self, ctx: &Ctx) -> Result<Option<fs::File>> {
-        if ctx.dry_run() {
-            return Ok(None);
-        }
+        ctx.effect(None, || self.take_lock().map(Some))
+    }
+
+    fn take_lock(&self) -> Result<fs::File> {
         fs::create_dir_all(&self.state_dir).with_context(|| format!("creating {}", self.state_dir.display()))?;
         let path = self.file("lock");
         let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -279,7 +278,7 @@ impl Target {
             ui::info(&format!("waiting for another xtask task on {} to finish ({})", self.environment, path.display()));
             file.lock().with_context(|| format!("locking {}", path.display()))?;
         }
-        Ok(Some(file))
+        Ok(file)
     }
 }
 

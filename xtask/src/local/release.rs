@@ -28,6 +28,7 @@ use crate::{
         release_build_args,
     },
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
+    support::events::{Event, StepOutcome},
     support::{cleanup, ctx::Ctx, ui},
 };
 
@@ -90,7 +91,7 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
         && let Some(image_id) = known_image_id(ctx, &planned)
         && let Some(live) = serving_release(ctx, target, &image_id)?
     {
-        return Ok(unchanged(ctx, target, &live, started));
+        return Ok(unchanged(target, &live, started));
     }
     let journal = Journal::start(ctx, target, request.kind, &planned)?;
     match run(ctx, target, request, planned, &journal, started) {
@@ -100,7 +101,7 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
         }
         Ok(report) => {
             journal.finish(Outcome::Succeeded)?;
-            if !ctx.dry_run() {
+            {
                 let switch = if report.replaced.is_empty() {
                     "the first release of the environment".to_owned()
                 } else {
@@ -109,7 +110,7 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
                         crate::support::time::format_duration(report.ready_to_old_stopped)
                     )
                 };
-                ui::success(&format!(
+                ctx.success(&format!(
                     "{} {} (git {}) is live on {} after {}: ready in {}, {switch}",
                     kind_word(request.kind),
                     short_id(&report.image_id),
@@ -122,7 +123,8 @@ pub fn release(ctx: &Ctx, target: &Target, request: &ReleaseRequest) -> Result<R
             ui::result(&format!("url: {}", target.url()));
             ui::result(&match &report.served_sha {
                 Some(sha) => format!("version: {sha}"),
-                None if ctx.dry_run() => format!("version: {} (expected)", report.git_sha),
+                // Only a dry run skips the check it was asked for.
+                None if request.smoke => format!("version: {} (expected)", report.git_sha),
                 None => format!("version: {} (not checked: --skip-smoke)", report.git_sha),
             });
             Ok(report)
@@ -163,7 +165,7 @@ fn serving_release(ctx: &Ctx, target: &Target, image_id: &str) -> Result<Option<
 }
 
 /// Says that nothing changed, in words and as a skipped step (`--json`).
-fn unchanged(ctx: &Ctx, target: &Target, live: &Release, started: Instant) -> ReleaseReport {
+fn unchanged(target: &Target, live: &Release, started: Instant) -> ReleaseReport {
     let why = format!(
         "{} already runs {} (git {}, released {}): nothing to do (--force rolls it out again)",
         target.environment,
@@ -172,13 +174,10 @@ fn unchanged(ctx: &Ctx, target: &Target, live: &Release, started: Instant) -> Re
         live.started_at
     );
     ui::success(&why);
-    crate::support::ndjson::event(serde_json::json!({
-        "event": "step", "step": "roll out", "outcome": "skipped", "seconds": 0.0, "reason": why,
-    }));
-    if !ctx.dry_run() {
-        println!("url: {}", target.url());
-        println!("version: {}", live.git_sha);
-    }
+    Event::Step { step: "roll out", outcome: StepOutcome::Skipped, seconds: 0.0, reason: Some(&why), error: None }
+        .emit();
+    ui::result(&format!("url: {}", target.url()));
+    ui::result(&format!("version: {}", live.git_sha));
     ReleaseReport {
         image_id: live.image.clone(),
         git_sha: live.git_sha.clone(),
@@ -262,7 +261,7 @@ fn run(
         && let Some(live) = serving_release(ctx, target, &image_id)?
     {
         // A build of a changed working tree that came out the same.
-        return Ok(unchanged(ctx, target, &live, started));
+        return Ok(unchanged(target, &live, started));
     }
     journal.update(|record| record.image = image_id.clone());
     let named = if planned.reference == image_id { String::new() } else { format!(" ({})", planned.reference) };
@@ -295,10 +294,14 @@ fn run(
 
     let gate = (|| -> Result<Option<String>> {
         containers::wait_ready(ctx, &spec.name, spec.port, request.health_timeout)?;
-        if !request.smoke || ctx.dry_run() {
+        if !request.smoke {
             return Ok(None);
         }
-        let sha = http::version_sha(&http::get(spec.port, "/version", Duration::from_secs(5))?)?;
+        let Some(answer) = ctx.effect(None, || http::get(spec.port, "/version", Duration::from_secs(5)).map(Some))?
+        else {
+            return Ok(None);
+        };
+        let sha = http::version_sha(&answer)?;
         if let Some(expected) = &planned.expected_sha
             && *expected != sha
         {
@@ -318,9 +321,7 @@ fn run(
     let ready_after = ready_at - container_started;
     let git_sha = new_sha.clone().or(planned.expected_sha.clone()).unwrap_or_else(|| "unknown".to_owned());
     journal.update(|record| record.git_sha = git_sha.clone());
-    if !ctx.dry_run() {
-        ui::success(&format!("{} is ready after {}", spec.name, crate::support::time::format_duration(ready_after)));
-    }
+    ctx.success(&format!("{} is ready after {}", spec.name, crate::support::time::format_duration(ready_after)));
 
     let old: Vec<String> = containers::list(sh, target)?
         .into_iter()
@@ -342,7 +343,11 @@ fn run(
     let old_stop = stopping.elapsed();
     let ready_to_old_stopped = ready_at.elapsed();
 
-    let served_sha = if request.smoke && !ctx.dry_run() {
+    let served_sha = if !request.smoke
+        || ctx.would(format_args!("check: GET {}/version reports the new release's git_sha", target.url()))
+    {
+        None
+    } else {
         let answer = http::get(target.host_port, "/version", Duration::from_secs(5))
             .with_context(|| format!("checking {}/version after the switch", target.url()))?;
         let sha = http::version_sha(&answer).with_context(|| format!("checking {}/version", target.url()))?;
@@ -350,11 +355,6 @@ fn run(
             bail!("{}/version reports {sha} after the switch, not {}", target.url(), new_sha.unwrap_or_default());
         }
         Some(sha)
-    } else {
-        if request.smoke {
-            println!("would check: GET {}/version reports the new release's git_sha", target.url());
-        }
-        None
     };
     Ok(ReleaseReport {
         image_id,
@@ -402,9 +402,7 @@ pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, requested
         }
     })?;
     let id = make_reproducible(ctx, &built_id, &tags, &source.created())?;
-    if !ctx.dry_run() {
-        ui::success(&format!("built {} in {}", tags[0], crate::support::time::format_duration(started.elapsed())));
-    }
+    ctx.success(&format!("built {} in {}", tags[0], crate::support::time::format_duration(started.elapsed())));
     Ok(id)
 }
 
@@ -443,13 +441,11 @@ impl Journal {
             infra_inputs: None,
             migrations: None,
         };
-        let dry_run = ctx.dry_run();
-        if dry_run {
-            println!(
-                "would record: the attempt in {} (in progress, then its outcome)",
-                super::shown(&ctx.root, &target.ledger_path())
-            );
-        } else {
+        let dry_run = ctx.would(format_args!(
+            "record: the attempt in {} (in progress, then its outcome)",
+            super::shown(&ctx.root, &target.ledger_path())
+        ));
+        if !dry_run {
             target.ledger().put(&record)?;
         }
         let record = Arc::new(Mutex::new(record));
@@ -511,9 +507,9 @@ struct NewContainer {
 impl NewContainer {
     fn guard(ctx: &Ctx, name: &str) -> NewContainer {
         let serving = Arc::new(AtomicBool::new(false));
-        let guard = (!ctx.dry_run()).then(|| {
+        let guard = {
             let (serving, name) = (serving.clone(), name.to_owned());
-            cleanup::register(format!("remove the container {name}"), move || {
+            ctx.on_cleanup(format!("remove the container {name}"), move || {
                 if !serving.load(Ordering::SeqCst) {
                     let _ = std::process::Command::new("docker")
                         .args(["rm", "--force", &name])
@@ -522,7 +518,7 @@ impl NewContainer {
                         .status();
                 }
             })
-        });
+        };
         NewContainer { serving, _guard: guard }
     }
 

@@ -119,7 +119,7 @@ impl Ci {
         self.deploy_env = self.deploy_env.filter(|name| !name.is_empty());
         let plan = self.plan(ctx, config, default_env)?;
         if ctx.dry_run() {
-            print!("{}", plan.describe());
+            ui::plan(plan.describe().trim_end());
             return Ok(());
         }
         ui::info(&format!(

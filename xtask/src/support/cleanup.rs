@@ -63,7 +63,7 @@ pub fn install_interrupt_handler() {
             // A second Ctrl-C while cleaning up: the first one is handling it.
             return;
         }
-        eprintln!("\ninterrupted: cleaning up");
+        crate::support::ui::notice("\ninterrupted: cleaning up");
         run_all();
         std::process::exit(130);
     });
@@ -77,7 +77,7 @@ pub fn install_interrupt_handler() {
 fn run_all() {
     let actions = std::mem::take(&mut *ACTIONS.lock().unwrap_or_else(|poison| poison.into_inner()));
     for (_, description, action) in actions.into_iter().rev() {
-        eprintln!("cleanup: {description}");
+        crate::support::ui::notice(&format!("cleanup: {description}"));
         action();
     }
 }

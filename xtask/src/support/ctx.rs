@@ -112,6 +112,23 @@ impl Ctx {
         if self.dry_run() { Ok(planned) } else { effect() }
     }
 
+    /// Says a change succeeded; a dry run changed nothing and says nothing.
+    pub fn success(&self, message: &str) {
+        if !self.dry_run() {
+            ui::success(message);
+        }
+    }
+
+    /// Registers `action` to run on Ctrl-C and when the guard drops; a dry
+    /// run made nothing to clean up and registers nothing.
+    pub fn on_cleanup(
+        &self,
+        description: impl Into<String>,
+        action: impl FnOnce() + Send + 'static,
+    ) -> Option<crate::support::cleanup::CleanupGuard> {
+        (!self.dry_run()).then(|| crate::support::cleanup::register(description, action))
+    }
+
     /// Runs a command that changes something; with `--dry-run` it is only
     /// printed. Its output streams to the terminal.
     pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {

@@ -165,7 +165,7 @@ fn interrupt_and_wait(description: &str, process_group: u32, grace: Duration) {
         .args(["-INT", "--", &format!("-{process_group}")])
         .stderr(std::process::Stdio::null())
         .status();
-    eprintln!("waiting up to {}s for {description} to stop cleanly", grace.as_secs());
+    ui::notice(&format!("waiting up to {}s for {description} to stop cleanly", grace.as_secs()));
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if !process_running(process_group) {
@@ -173,7 +173,7 @@ fn interrupt_and_wait(description: &str, process_group: u32, grace: Duration) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("{description} did not stop within {}s; terminating it", grace.as_secs());
+    ui::notice(&format!("{description} did not stop within {}s; terminating it", grace.as_secs()));
     kill_process_group(process_group);
 }
 

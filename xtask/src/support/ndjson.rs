@@ -22,7 +22,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::support::events::Event;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -42,7 +44,7 @@ pub fn event(value: Value) {
 
 /// A console message as an event.
 pub fn log(level: &str, message: &str) {
-    event(json!({ "event": "log", "level": level, "message": message }));
+    Event::Log { level, message }.emit();
 }
 
 /// The pipe that stands in for stdout while a task runs with `--json`.
@@ -115,7 +117,7 @@ fn wrap(line: &str) -> String {
     if trimmed.starts_with('{') && serde_json::from_str::<serde_json::Map<String, Value>>(trimmed).is_ok() {
         return trimmed.to_owned();
     }
-    json!({ "event": "output", "text": line }).to_string()
+    Event::Output { text: line }.to_value().to_string()
 }
 
 #[cfg(test)]

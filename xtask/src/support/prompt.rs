@@ -13,7 +13,7 @@ pub fn confirm(yes: bool, question: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("{question}: no terminal to ask on; pass --yes to confirm non-interactively");
     }
-    eprint!("{question} [y/N] ");
+    crate::support::ui::ask(&format!("{question} [y/N] "));
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).context("reading the answer from the terminal")?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
@@ -22,7 +22,7 @@ pub fn confirm(yes: bool, question: &str) -> Result<bool> {
 /// Asks for `name` typed back on the terminal (irreversible or protected
 /// actions); `nothing_done` ends the refusal, e.g. "nothing destroyed".
 pub fn type_name_back(name: &str, prompt: &str, nothing_done: &str) -> Result<()> {
-    eprint!("{prompt}");
+    crate::support::ui::ask(prompt);
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
     if answer.trim() != name {

@@ -118,6 +118,18 @@ pub fn success(message: &str) {
     }
 }
 
+/// A plain line on stderr, with no progress bar to suspend: for the Ctrl-C
+/// handler's thread, which must not wait on a lock the interrupted task
+/// may hold.
+pub fn notice(message: &str) {
+    eprintln!("{message}");
+}
+
+/// A question on the terminal, the answer typed on the same line.
+pub fn ask(question: &str) {
+    eprint!("{question}");
+}
+
 /// A line of a `--dry-run` plan (`would run: ...`), on stdout: the plan is
 /// the task's result, which a script may capture.
 pub fn plan(line: &str) {
@@ -149,18 +161,19 @@ pub enum Outcome {
 /// the result of the task). On GitHub Actions the same table, in Markdown,
 /// is appended to the job summary (`$GITHUB_STEP_SUMMARY`).
 pub fn print_summary(title: &str, rows: &[SummaryRow]) {
-    crate::support::ndjson::event(serde_json::json!({
-        "event": "summary",
-        "title": title,
-        "steps": rows.iter().map(|row| {
+    use crate::support::events::{Event, StepOutcome, SummaryStep};
+    let steps = rows
+        .iter()
+        .map(|row| {
             let (outcome, reason) = match &row.outcome {
-                Outcome::Passed => ("passed", None),
-                Outcome::Failed(why) => ("failed", Some(why)),
-                Outcome::Skipped(why) => ("skipped", Some(why)),
+                Outcome::Passed => (StepOutcome::Passed, None),
+                Outcome::Failed(why) => (StepOutcome::Failed, Some(why.as_str())),
+                Outcome::Skipped(why) => (StepOutcome::Skipped, Some(why.as_str())),
             };
-            serde_json::json!({ "step": row.name, "outcome": outcome, "seconds": row.duration.as_secs_f64(), "reason": reason })
-        }).collect::<Vec<_>>(),
-    }));
+            SummaryStep { step: &row.name, outcome, seconds: row.duration.as_secs_f64(), reason }
+        })
+        .collect();
+    Event::Summary { title, steps }.emit();
     let width = rows.iter().map(|row| row.name.len()).max().unwrap_or(4).max(4);
     let mut lines = vec![String::new(), title.to_owned()];
     for row in rows {
