@@ -275,21 +275,27 @@ pub fn version_sha(response: &Response) -> Result<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_status_and_body_from_a_server_that_closes() {
+    /// A server on a free port that reads one request, answers `response`
+    /// and closes; joining it gives the request it read.
+    fn one_shot_server(response: &'static [u8]) -> (u16, std::thread::JoinHandle<String>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             let mut request = [0u8; 1024];
             let read = stream.read(&mut request).unwrap();
-            assert!(String::from_utf8_lossy(&request[..read]).starts_with("GET /version HTTP/1.0\r\n"));
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"git_sha\":\"abc\"}")
-                .unwrap();
+            stream.write_all(response).unwrap();
+            String::from_utf8_lossy(&request[..read]).into_owned()
         });
+        (port, server)
+    }
+
+    #[test]
+    fn reads_status_and_body_from_a_server_that_closes() {
+        let (port, server) =
+            one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"git_sha\":\"abc\"}");
         let response = get(port, "/version", Duration::from_secs(5)).unwrap();
-        server.join().unwrap();
+        assert!(server.join().unwrap().starts_with("GET /version HTTP/1.0\r\n"));
         assert_eq!(response.status, 200);
         assert_eq!(version_sha(&response).unwrap(), "abc");
         let unavailable = Response { status: 503, headers: Vec::new(), body: "{}".to_owned() };
@@ -372,16 +378,7 @@ mod tests {
 
     #[test]
     fn posts_a_body_and_reads_headers() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let read = stream.read(&mut request).unwrap();
-            let request = String::from_utf8_lossy(&request[..read]).into_owned();
-            stream.write_all(b"HTTP/1.1 303 See Other\r\nLocation: /\r\n\r\n").unwrap();
-            request
-        });
+        let (port, server) = one_shot_server(b"HTTP/1.1 303 See Other\r\nLocation: /\r\n\r\n");
         let request = Request::post("/entries", "application/x-www-form-urlencoded", "name=a&message=b");
         let response = send(&BaseUrl::local(port), &request, Duration::from_secs(5)).unwrap();
         let sent = server.join().unwrap();
