@@ -31,7 +31,7 @@ use crate::{
         migrate::{MIGRATIONS_DIR, migrations_fingerprint},
         request::{DeployRequest, ImageSpec, Origin, Refresh},
     },
-    image::{Offline, Source, build::BuildImage},
+    image::{build::BuildImage, offline::Offline, source::Source},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     support::{ctx::Ctx, events::Event, prompt::confirm, ui},
 };

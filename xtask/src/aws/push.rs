@@ -80,7 +80,7 @@ impl PushRequest {
         // test image), since release tags are immutable in ECR.
         let tag = match self.image.as_deref().and_then(tag_of) {
             Some(tag) => tag.to_owned(),
-            None => image::Source::read(&ctx.sh)?.commit_tag(),
+            None => image::source::Source::read(&ctx.sh)?.commit_tag(),
         };
         let local_image = self.image.clone().unwrap_or_else(|| format!("{repository}:{tag}"));
         check_local_image(ctx, &local_image, self.image.is_some())?;

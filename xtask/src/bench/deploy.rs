@@ -29,7 +29,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     bench::Figure,
-    image::{AppIdentity, BuildMode, Source, offline_setting, release_build_args},
+    image::{
+        build_args::{AppIdentity, BuildMode, release_build_args},
+        offline::offline_setting,
+        source::Source,
+    },
     support::{cleanup, ctx::Ctx, exec::require_tool, ui},
 };
 
@@ -324,7 +328,7 @@ impl BenchCheckout {
         if offline {
             build_args.push("--network=none".to_owned());
         }
-        let buildkit = crate::image::BuildKit::find(&ctx.sh)?;
+        let buildkit = crate::image::docker_build::BuildKit::find(&ctx.sh)?;
         let mut command = self.command(Path::new("bash"));
         command
             .arg(self.root.join("xtask/bench/naive-deploy.sh"))

@@ -24,8 +24,12 @@ use xshell::cmd;
 use crate::{
     bench::Figure,
     image::{
-        AppIdentity, BaseImages, BuildKit, BuildMode, DockerBuild, Source, VENDOR_DIR, image_exists, make_reproducible,
-        release_build_args, vendor_crates, workspace_members,
+        build_args::{AppIdentity, BuildMode, release_build_args},
+        docker::image_exists,
+        docker_build::{BuildKit, DockerBuild, workspace_members},
+        offline::{BaseImages, VENDOR_DIR, vendor_crates},
+        reproducible::make_reproducible,
+        source::Source,
     },
     support::{ctx::Ctx, ui},
 };

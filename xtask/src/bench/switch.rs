@@ -29,7 +29,10 @@ use crate::local::{
 use crate::{
     bench::Figure,
     config::Config,
-    image::{Source, image_id, run_read},
+    image::{
+        docker::{image_id, run_read},
+        source::Source,
+    },
     ledger::ReleaseKind,
     support::{cleanup, ctx::Ctx, ui},
 };
@@ -83,7 +86,10 @@ fn measure(ctx: &Ctx, target: &Target, second_tag: &str) -> Result<Vec<Figure>> 
             ctx,
             target,
             &Source::read(sh)?,
-            crate::image::BuildMode { offline: crate::image::offline_setting(ctx) == Some(true), incremental: false },
+            crate::image::build_args::BuildMode {
+                offline: crate::image::offline::offline_setting(ctx) == Some(true),
+                incremental: false,
+            },
         )?,
     };
     ui::step("making the second image: the first one with one more label (docker commit)");

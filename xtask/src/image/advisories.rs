@@ -183,7 +183,7 @@ pub struct GateRequest<'a> {
 /// revision label was not built by `build-image`: its dependencies are
 /// unknown here, and ECR's scan alone decides.
 pub fn gate(ctx: &Ctx, request: &GateRequest<'_>) -> Result<DependencyCheck> {
-    let revision = crate::image::revision_label(&ctx.sh, request.image)?;
+    let revision = crate::image::docker::revision_label(&ctx.sh, request.image)?;
     let Some(revision) = revision.as_deref() else {
         ui::info(&format!(
             "dependency check: {} has no org.opencontainers.image.revision label (not built by build-image), so ECR's scan alone decides",

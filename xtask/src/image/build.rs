@@ -5,7 +5,7 @@
 //! and version, and built with GIT_SHA and SOURCE_DATE_EPOCH (the commit
 //! time) so `/version` names the commit. One commit gives one image ID: the
 //! files carry the commit time, and the image config's timestamps are set to
-//! it after the build (see `image` for why Docker 20.10 needs that step).
+//! it after the build (see `image::reproducible` for why Docker 20.10 needs that step).
 //! `--incremental` (what deploys that build use) trades that for speed and
 //! is tagged `<app>:git-<sha12>-incremental` only.
 //!
@@ -22,9 +22,12 @@ use serde::Serialize;
 
 use crate::{
     image::{
-        AppIdentity, BuildKit, BuildMode, DockerBuild, Offline, Source, image_tags, make_reproducible, prepare_build,
-        release_build_args,
+        build_args::{AppIdentity, BuildMode, release_build_args},
+        docker_build::{BuildKit, DockerBuild},
+        offline::{Offline, prepare_build},
+        reproducible::make_reproducible,
         smoke::{SmokeReport, smoke},
+        source::{Source, image_tags},
     },
     support::{ctx::Ctx, ui},
 };

@@ -26,7 +26,11 @@ use clap::Args;
 use xshell::{Shell, cmd};
 
 use crate::{
-    image::{BaseImages, image_exists, run_progress},
+    image::{
+        DOCKER_HINT,
+        docker::{image_exists, image_id, run_progress},
+        offline::{BaseImages, DEFAULT_DEBIAN_MIRROR},
+    },
     support::{cleanup, ctx::Ctx, ui},
 };
 
@@ -40,7 +44,7 @@ pub struct BuilderImage {
     #[arg(long)]
     pub force: bool,
     /// Debian mirror for debootstrap
-    #[arg(long, env = "XTASK_DEBIAN_MIRROR", default_value = crate::image::DEFAULT_DEBIAN_MIRROR)]
+    #[arg(long, env = "XTASK_DEBIAN_MIRROR", default_value = DEFAULT_DEBIAN_MIRROR)]
     pub mirror: String,
 }
 
@@ -149,11 +153,9 @@ fn debian_suite(image: &str) -> Result<String> {
 /// root only. All missing things are reported at once.
 fn require_tools_and_root(ctx: &Ctx) -> Result<()> {
     let mut missing = Vec::new();
-    for (tool, hint) in [
-        ("debootstrap", "`apt-get install debootstrap`"),
-        ("tar", "`apt-get install tar`"),
-        ("docker", crate::image::DOCKER_HINT),
-    ] {
+    for (tool, hint) in
+        [("debootstrap", "`apt-get install debootstrap`"), ("tar", "`apt-get install tar`"), ("docker", DOCKER_HINT)]
+    {
         if which::which(tool).is_err() {
             missing.push(format!("`{tool}` is not on PATH: {hint}"));
         }
@@ -307,7 +309,7 @@ fn remove_rootfs(rootfs: &Path) -> Result<()> {
 /// before (the old one is removed once nothing else tags it).
 fn import(ctx: &Ctx, tarball: &Path, image: &str, changes: &[String]) -> Result<()> {
     let sh = &ctx.sh;
-    let previous = image_exists(sh, image).then(|| crate::image::image_id(sh, image).ok()).flatten();
+    let previous = image_exists(sh, image).then(|| image_id(sh, image).ok()).flatten();
     let mut cmd = cmd!(sh, "docker import");
     for change in changes {
         cmd = cmd.arg("--change").arg(change);

@@ -18,8 +18,12 @@ use xshell::cmd;
 
 use crate::{
     http,
-    image::{AppIdentity, Source, run_read},
-    suite::test_docker::{HostPostgres, remove_container_on_exit},
+    image::{
+        build_args::AppIdentity,
+        docker::{remove_container_on_exit, run_read},
+        postgres::HostPostgres,
+        source::Source,
+    },
     support::{cleanup, ctx::Ctx, ui},
 };
 

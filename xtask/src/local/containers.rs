@@ -15,8 +15,7 @@ use xshell::{Cmd, Shell};
 use super::Target;
 use crate::http;
 use crate::{
-    image::run_read,
-    suite::test_docker::remove_container_on_exit,
+    image::docker::{remove_container_on_exit, run_read},
     support::{ctx::Ctx, ui},
 };
 

@@ -31,8 +31,10 @@ use xshell::{Shell, cmd};
 
 use super::{Target, shown};
 use crate::{
-    image::{image_exists, run_read},
-    suite::test_docker::POSTGRES_IMAGE,
+    image::{
+        docker::{image_exists, run_read},
+        postgres::POSTGRES_IMAGE,
+    },
     support::{ctx::Ctx, ui},
 };
 

@@ -55,8 +55,8 @@ pub fn deploy(ctx: &Ctx, env: &DockerEnv, request: &DeployRequest) -> Result<()>
     let image = match &request.image {
         ImageSpec::Given(reference) => ImageChoice::Reference(reference.clone()),
         ImageSpec::Build { clean, offline } => ImageChoice::BuildWorkingTree {
-            mode: crate::image::BuildMode {
-                offline: *offline || crate::image::offline_setting(ctx) == Some(true),
+            mode: crate::image::build_args::BuildMode {
+                offline: *offline || crate::image::offline::offline_setting(ctx) == Some(true),
                 incremental: !clean,
             },
         },

@@ -24,8 +24,12 @@ use super::{Target, containers, database, proxy, short_id, short_sha};
 use crate::http;
 use crate::{
     image::{
-        AppIdentity, BuildKit, BuildMode, DockerBuild, Source, image_id, image_tags, make_reproducible, prepare_build,
-        release_build_args,
+        build_args::{AppIdentity, BuildMode, release_build_args},
+        docker::image_id,
+        docker_build::{BuildKit, DockerBuild},
+        offline::prepare_build,
+        reproducible::make_reproducible,
+        source::{Source, image_tags},
     },
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     support::events::{Event, StepOutcome},
@@ -214,7 +218,7 @@ fn plan_image(ctx: &Ctx, target: &Target, choice: &ImageChoice) -> Result<Planne
             })
         }
         ImageChoice::Reference(reference) => {
-            let Ok(revision) = crate::image::revision_label(&ctx.sh, reference) else {
+            let Ok(revision) = crate::image::docker::revision_label(&ctx.sh, reference) else {
                 bail!(
                     "there is no image {reference:?} on this machine (`docker image ls {}` lists the app's images)",
                     target.app_name
@@ -228,7 +232,7 @@ fn plan_image(ctx: &Ctx, target: &Target, choice: &ImageChoice) -> Result<Planne
             })
         }
         ImageChoice::Pinned { id, git_sha } => {
-            if !crate::image::image_exists(&ctx.sh, id) {
+            if !crate::image::docker::image_exists(&ctx.sh, id) {
                 bail!(
                     "the image {id} is no longer on this machine (removed or pruned): rebuild its commit {} and deploy it",
                     short_sha(git_sha)
@@ -289,7 +293,7 @@ fn run(
     journal.update(|record| record.runs_as = Some(spec.name.clone()));
     ui::step(&format!("starting {} on 127.0.0.1:{}", spec.name, spec.port));
     let container_started = Instant::now();
-    crate::image::run_read(ctx, containers::run_command(sh, target, &spec))?;
+    crate::image::docker::run_read(ctx, containers::run_command(sh, target, &spec))?;
     let new_container = NewContainer::guard(ctx, &spec.name);
 
     let gate = (|| -> Result<Option<String>> {

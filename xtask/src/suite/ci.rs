@@ -49,7 +49,13 @@ use crate::{
     config::{AwsEnv, Config, EnvironmentKind, Target},
     deploy::request::DeployRequest,
     http::BaseUrl,
-    image::{AppIdentity, Offline, Source, branch_tag, build::BuildImage, smoke::RunningImage},
+    image::{
+        build::BuildImage,
+        build_args::AppIdentity,
+        offline::Offline,
+        smoke::RunningImage,
+        source::{Source, branch_tag},
+    },
     local,
     suite::{
         functional::{FunctionalOptions, run_functional_tests},

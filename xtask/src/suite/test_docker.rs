@@ -14,20 +14,21 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use xshell::cmd;
 
 use crate::{
     image::{
-        AppIdentity, BuildKit, CONTAINER_TEST_COMMAND, DockerBuild, Offline, crates_build_arg, image_exists, image_id,
-        prepare_build, remove_if_untagged, run_read,
+        CONTAINER_TEST_COMMAND,
+        build_args::{AppIdentity, crates_build_arg},
+        docker::{image_exists, image_id, remove_container_on_exit, remove_if_untagged, run_read},
+        docker_build::{BuildKit, DockerBuild},
+        offline::{Offline, prepare_build},
+        postgres::{HostPostgres, POSTGRES_IMAGE},
     },
     support::{cleanup, ctx::Ctx, ui},
 };
-
-/// The sidecar image, used only when it is already on this machine.
-pub const POSTGRES_IMAGE: &str = "postgres:16-alpine";
 
 /// Build the test stage and run the test suite in a container against a
 /// throwaway Postgres
@@ -192,69 +193,4 @@ fn wait_for_sidecar(ctx: &Ctx, container: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     bail!("{container} did not accept connections within 60s")
-}
-
-/// `docker rm -f NAME` when the guard drops or xtask is interrupted; `--rm`
-/// alone is not enough when the docker CLI itself is killed.
-pub fn remove_container_on_exit(ctx: &Ctx, name: &str) -> Option<cleanup::CleanupGuard> {
-    if ctx.dry_run() {
-        return None;
-    }
-    let name = name.to_owned();
-    Some(cleanup::register(format!("remove the container {name}"), move || {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "--force", &name])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }))
-}
-
-/// A throwaway PostgreSQL from the host's binaries on 127.0.0.1, stopped and
-/// deleted when dropped and when xtask is interrupted.
-pub struct HostPostgres {
-    pub port: u16,
-    password: String,
-    _stop: cleanup::CleanupGuard,
-}
-
-impl HostPostgres {
-    /// `start`, or with `--dry-run` only the line saying it would.
-    pub fn start_unless_dry_run(ctx: &Ctx) -> Result<Option<HostPostgres>> {
-        if ctx.dry_run() {
-            println!("would start: a throwaway Postgres from the local binaries on 127.0.0.1");
-            return Ok(None);
-        }
-        HostPostgres::start().map(Some)
-    }
-
-    pub fn start() -> Result<HostPostgres> {
-        let started = Instant::now();
-        let options = testkit::PostgresOptions {
-            // A container on the host's network reaches this address; a
-            // container on a bridge network would need the bridge's.
-            listen_addresses: Some("127.0.0.1".to_owned()),
-            ..Default::default()
-        };
-        let postgres = crate::support::exec::start_postgres(options).context("starting a throwaway Postgres")?;
-        let port = postgres.port();
-        let password = postgres.password().to_owned();
-        ui::info(&format!(
-            "started a throwaway Postgres on 127.0.0.1:{port} in {}",
-            crate::support::time::format_duration(started.elapsed())
-        ));
-        let slot = std::sync::Mutex::new(Some(postgres));
-        let stop = cleanup::register("stop the throwaway Postgres", move || {
-            if let Some(postgres) = slot.lock().unwrap_or_else(|poison| poison.into_inner()).take() {
-                postgres.stop();
-            }
-        });
-        Ok(HostPostgres { port, password, _stop: stop })
-    }
-
-    /// The server's URL as seen from `host` (a container on the host's
-    /// network says 127.0.0.1 or localhost).
-    pub fn url(&self, host: &str) -> String {
-        testkit::database_url(host, self.port, &self.password, "postgres")
-    }
 }

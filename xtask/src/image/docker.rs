@@ -1,0 +1,116 @@
+//! Commands against the Docker daemon, and what it says about images and
+//! containers: a build's progress, a quick command's output, an image's ID,
+//! label and existence, and removing what a task made.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use xshell::{Cmd, Shell};
+
+use crate::support::{
+    cleanup,
+    ctx::Ctx,
+    exec::{SpawnOptions, spawn_with_progress},
+    ui,
+};
+
+/// Runs a command whose output is progress, not a result: its stdout goes to
+/// our stderr (nowhere with `--quiet`), so stdout stays clean for `--json`.
+/// A non-zero exit is an error. Interruptible like `Ctx::run_interruptible`;
+/// on a terminal a spinner (`ui::progress`) stands in for the output.
+pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
+    if ctx.dry_run() {
+        println!("would run: {cmd}");
+        return Ok(());
+    }
+    ui::detail(&format!("$ {cmd}"));
+    let mut command = Command::from(cmd);
+    if ui::verbosity() == ui::Verbosity::Quiet {
+        command.stdout(std::process::Stdio::null());
+    } else {
+        command.stdout(std::io::stderr());
+    }
+    let status = spawn_with_progress(description, &mut command, SpawnOptions::default())?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a quick command that changes something and returns its stdout; in
+/// dry-run only prints it.
+pub fn run_read(ctx: &Ctx, cmd: Cmd<'_>) -> Result<String> {
+    if ctx.dry_run() {
+        println!("would run: {cmd}");
+        return Ok(String::new());
+    }
+    ui::detail(&format!("$ {cmd}"));
+    Ok(cmd.quiet().read()?)
+}
+
+/// The commit an image was built from (its `org.opencontainers.image.revision`
+/// label, which `build-image` sets): `Ok(None)` for an image without one,
+/// an error when the image is not on this machine.
+pub fn revision_label(sh: &Shell, image: &str) -> Result<Option<String>> {
+    let label = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{index .Config.Labels \"org.opencontainers.image.revision\"}}"])
+        .arg(image)
+        .quiet()
+        .ignore_stderr()
+        .read()?;
+    let label = label.trim();
+    Ok((!label.is_empty() && label != "<no value>").then(|| label.to_owned()))
+}
+
+/// True when the daemon has this image (read-only, so also in dry-run).
+pub fn image_exists(sh: &Shell, image: &str) -> bool {
+    sh.cmd("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+}
+
+/// The image ID a reference points to.
+pub fn image_id(sh: &Shell, image: &str) -> Result<String> {
+    let id = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .quiet()
+        .read()
+        .with_context(|| format!("inspecting image {image}"))?;
+    Ok(id.trim().to_owned())
+}
+
+/// Removes an image this task made and no longer needs (the build's
+/// intermediate, a superseded test image), unless something has tagged it
+/// meanwhile: then it is not ours to remove.
+pub fn remove_if_untagged(sh: &Shell, id: &str) {
+    let tag_count = sh
+        .cmd("docker")
+        .args(["image", "inspect", "--format", "{{len .RepoTags}}", id])
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if tag_count.trim() == "0" {
+        let _ = sh.cmd("docker").args(["image", "rm", id]).quiet().ignore_stdout().ignore_stderr().run();
+    }
+}
+
+/// `docker rm -f NAME` when the guard drops or xtask is interrupted; `--rm`
+/// alone is not enough when the docker CLI itself is killed. A dry run
+/// started no container and registers nothing.
+pub fn remove_container_on_exit(ctx: &Ctx, name: &str) -> Option<cleanup::CleanupGuard> {
+    let name = name.to_owned();
+    ctx.on_cleanup(format!("remove the container {name}"), move || {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "--force", &name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    })
+}
