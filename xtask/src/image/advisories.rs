@@ -201,11 +201,10 @@ pub fn gate(ctx: &Ctx, request: &GateRequest<'_>) -> Result<DependencyCheck> {
             format!("reading Cargo.lock of {revision}, the commit {image} was built from: fetch that commit")
         })?
     };
-    if ctx.dry_run() {
-        let database = request
-            .database
-            .map_or(format!("{ADVISORY_DB_URL}, fetched into target/advisory-db"), |path| path.display().to_string());
-        println!("would check: Cargo.lock of {revision} against the RustSec advisories of {database}");
+    let planned_database = request
+        .database
+        .map_or(format!("{ADVISORY_DB_URL}, fetched into target/advisory-db"), |path| path.display().to_string());
+    if ctx.would(format_args!("check: Cargo.lock of {revision} against the RustSec advisories of {planned_database}")) {
         return Ok(DependencyCheck::NotApplicable);
     }
     let database = database_path(ctx, request.database)?;

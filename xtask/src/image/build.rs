@@ -29,7 +29,7 @@ use crate::{
         smoke::{SmokeReport, smoke},
         source::{Source, image_tags},
     },
-    support::{ctx::Ctx, ui},
+    support::{ctx::Ctx, events::Event, ui},
 };
 
 /// Build the runtime image: tagged by commit and branch, labelled, reproducible
@@ -108,18 +108,20 @@ impl BuildImage {
         ));
 
         let smoke = if self.smoke { Some(smoke(ctx, &tags[0], &source.git_sha)?) } else { None };
-        if ctx.dry_run() {
-            return Ok(tags[0].clone());
-        }
-        let built = BuiltImage { image: tags[0].clone(), id, tags, created: source.created(), source, offline, smoke };
-        if ctx.global.json {
-            let mut result = serde_json::to_value(&built)?;
-            result["event"] = "result".into();
-            println!("{result}");
-        } else {
-            println!("image: {}", built.image);
-            println!("id: {}", built.id);
-        }
-        Ok(built.image)
+        let image = tags[0].clone();
+        // A dry run built nothing: it has no result to report.
+        ctx.effect((), || {
+            let built =
+                BuiltImage { image: image.clone(), id, tags, created: source.created(), source, offline, smoke };
+            if ctx.global.json {
+                let result = serde_json::to_value(&built)?;
+                Event::Result(result.as_object().cloned().unwrap_or_default()).emit();
+            } else {
+                ui::result(&format!("image: {}", built.image));
+                ui::result(&format!("id: {}", built.id));
+            }
+            Ok(())
+        })?;
+        Ok(image)
     }
 }

@@ -83,7 +83,7 @@ impl BuilderImage {
         require_tools_and_root(ctx)?;
 
         let dir = ctx.root.join("target/builder-image");
-        let _lock = if ctx.dry_run() { None } else { Some(lock_dir(&dir)?) };
+        let _lock = ctx.effect(None, || lock_dir(&dir).map(Some))?;
         // Another xtask may have made them while this one waited for the lock
         // (tests build images in parallel).
         let wanted: Vec<&str> =
@@ -120,9 +120,10 @@ impl BuilderImage {
                 ),
             ];
             let imported = import(ctx, &with_toolchain, &base.rust, &changes);
-            if !ctx.dry_run() {
+            ctx.effect((), || {
                 let _ = fs::remove_file(&with_toolchain);
-            }
+                Ok(())
+            })?;
             imported?;
         }
         ui::success(&format!("made {} locally", wanted.join(" and ")));
@@ -160,8 +161,12 @@ fn require_tools_and_root(ctx: &Ctx) -> Result<()> {
             missing.push(format!("`{tool}` is not on PATH: {hint}"));
         }
     }
-    let uid = fs::metadata("/proc/self").map(|metadata| metadata.uid()).unwrap_or(u32::MAX);
-    if uid != 0 && !ctx.dry_run() {
+    // Only a real run needs root: a dry run bootstraps nothing.
+    let needs_root = ctx.effect(false, || {
+        let uid = fs::metadata("/proc/self").map(|metadata| metadata.uid()).unwrap_or(u32::MAX);
+        Ok(uid != 0)
+    })?;
+    if needs_root {
         missing.push("debootstrap needs root: run `sudo -E cargo xtask builder-image`".to_owned());
     }
     if !missing.is_empty() {
@@ -208,13 +213,12 @@ impl Bootstrap<'_> {
             include.map_or(String::new(), |include| format!(" + {include}")),
             rootfs.display()
         ));
-        if ctx.dry_run() {
-            println!("would run: {debootstrap}");
-            println!(
-                "would run: tar --create --file {} --numeric-owner --directory {} <top-level entries>",
+        if ctx.would(format_args!("run: {debootstrap}")) {
+            let _ = ctx.would(format_args!(
+                "run: tar --create --file {} --numeric-owner --directory {} <top-level entries>",
                 tarball.display(),
                 rootfs.display()
-            );
+            ));
             return Ok(tarball.to_path_buf());
         }
         fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
@@ -316,8 +320,11 @@ fn import(ctx: &Ctx, tarball: &Path, image: &str, changes: &[String]) -> Result<
     }
     ui::step(&format!("importing {image}"));
     run_progress(ctx, "docker import", cmd.arg(tarball).arg(image))?;
-    if let Some(previous) = previous.filter(|_| !ctx.dry_run()) {
-        remove_if_unused_stand_in(sh, &previous, image);
+    if let Some(previous) = previous {
+        ctx.effect((), || {
+            remove_if_unused_stand_in(sh, &previous, image);
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -391,9 +398,8 @@ impl Toolchain {
             "tar --append --file {output} --numeric-owner --owner=0 --group=0 {excludes...} {transform} --directory {sysroot} ."
         );
         ui::step(&format!("adding Rust {} from {}", self.version, sysroot.display()));
-        if ctx.dry_run() {
-            println!("would copy: {} to {}", rootfs.display(), output.display());
-            println!("would run: {append}");
+        if ctx.would(format_args!("copy: {} to {}", rootfs.display(), output.display())) {
+            let _ = ctx.would(format_args!("run: {append}"));
             return Ok(());
         }
         fs::copy(rootfs, output).with_context(|| format!("copying {} to {}", rootfs.display(), output.display()))?;

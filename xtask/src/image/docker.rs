@@ -19,8 +19,7 @@ use crate::support::{
 /// A non-zero exit is an error. Interruptible like `Ctx::run_interruptible`;
 /// on a terminal a spinner (`ui::progress`) stands in for the output.
 pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
-    if ctx.dry_run() {
-        println!("would run: {cmd}");
+    if ctx.would(format_args!("run: {cmd}")) {
         return Ok(());
     }
     ui::detail(&format!("$ {cmd}"));
@@ -40,8 +39,7 @@ pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
 /// Runs a quick command that changes something and returns its stdout; in
 /// dry-run only prints it.
 pub fn run_read(ctx: &Ctx, cmd: Cmd<'_>) -> Result<String> {
-    if ctx.dry_run() {
-        println!("would run: {cmd}");
+    if ctx.would(format_args!("run: {cmd}")) {
         return Ok(String::new());
     }
     ui::detail(&format!("$ {cmd}"));

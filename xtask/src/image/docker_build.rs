@@ -166,16 +166,13 @@ impl DockerBuild {
         let work_dir = ctx.root.join("target/docker-image");
         let iidfile = work_dir.join(format!("{}-{}.iid", self.stage, std::process::id()));
         build.iidfile = Some(iidfile.clone());
-        if !ctx.dry_run() {
-            fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
-        }
+        ctx.effect((), || fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display())))?;
         run_progress(ctx, &format!("docker build --target {}", self.stage), build.command(&ctx.sh, buildkit))?;
-        if ctx.dry_run() {
-            return Ok(format!("<id of the {} image>", self.stage));
-        }
-        let id = fs::read_to_string(&iidfile).with_context(|| format!("reading {}", iidfile.display()))?;
-        let _ = fs::remove_file(&iidfile);
-        Ok(id.trim().to_owned())
+        ctx.effect(format!("<id of the {} image>", self.stage), || {
+            let id = fs::read_to_string(&iidfile).with_context(|| format!("reading {}", iidfile.display()))?;
+            let _ = fs::remove_file(&iidfile);
+            Ok(id.trim().to_owned())
+        })
     }
 }
 

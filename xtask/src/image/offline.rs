@@ -98,8 +98,7 @@ fn upstream_base_unavailable(ctx: &Ctx) -> Result<bool> {
         return Ok(stand_in);
     }
     let pull = ctx.sh.cmd("docker").args(["pull", "--quiet", &base.rust]);
-    if ctx.dry_run() {
-        println!("would run: {pull}   (and build offline if it fails)");
+    if ctx.would(format_args!("run: {pull}   (and build offline if it fails)")) {
         return Ok(false);
     }
     ui::step(&format!("pulling the base image {}", base.rust));
@@ -158,8 +157,7 @@ pub fn vendor_crates(ctx: &Ctx) -> Result<()> {
         cmd = cmd.arg("--quiet");
     }
     let cmd = cmd.arg(&partial);
-    if ctx.dry_run() {
-        println!("would run (unless {} matches Cargo.lock): {cmd}", crates.display());
+    if ctx.would(format_args!("run (unless {} matches Cargo.lock): {cmd}", crates.display())) {
         return Ok(());
     }
     fs::create_dir_all(&vendor_dir).with_context(|| format!("creating {}", vendor_dir.display()))?;

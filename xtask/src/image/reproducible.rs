@@ -31,14 +31,13 @@ pub fn make_reproducible(ctx: &Ctx, built_id: &str, tags: &[String], created: &s
     let loaded = work.join("reproducible.tar");
     let save = cmd!(sh, "docker save --output {saved} {built_id}");
     let load = cmd!(sh, "docker load --quiet --input {loaded}");
-    if ctx.dry_run() {
-        println!("would run: {save}");
-        println!(
-            "would set: created and history[].created to {created} in the image config; RepoTags to {}",
+    if ctx.would(format_args!("run: {save}")) {
+        let _ = ctx.would(format_args!(
+            "set: created and history[].created to {created} in the image config; RepoTags to {}",
             tags.join(" ")
-        );
-        println!("would run: {load}");
-        println!("would run: docker image rm {built_id}");
+        ));
+        let _ = ctx.would(format_args!("run: {load}"));
+        let _ = ctx.would(format_args!("run: docker image rm {built_id}"));
         return Ok("<reproducible image id>".to_owned());
     }
     let _ = fs::remove_dir_all(&work);

@@ -58,10 +58,11 @@ impl SmokeImage {
             }
         };
         let report = smoke(ctx, &image, &expected_sha)?;
-        if !ctx.dry_run() {
-            println!("{}", serde_json::to_string(&report)?);
-        }
-        Ok(())
+        // A dry run ran nothing: its report is a placeholder, not a result.
+        ctx.effect((), || {
+            ui::result(&serde_json::to_string(&report)?);
+            Ok(())
+        })
     }
 }
 
@@ -80,10 +81,9 @@ pub struct SmokeReport {
 pub fn smoke(ctx: &Ctx, image: &str, expected_sha: &str) -> Result<SmokeReport> {
     ui::step(&format!("smoke test of {image}"));
     let running = RunningImage::start(ctx, image)?;
-    if ctx.dry_run() {
-        println!(
-            "would check: GET http://127.0.0.1:PORT/healthz, /readyz, and /version reports git_sha {expected_sha}"
-        );
+    if ctx.would(format_args!(
+        "check: GET http://127.0.0.1:PORT/healthz, /readyz, and /version reports git_sha {expected_sha}"
+    )) {
         running.stop(ctx)?;
         return Ok(SmokeReport {
             image: image.to_owned(),
@@ -146,7 +146,7 @@ impl RunningImage {
     pub fn start(ctx: &Ctx, image: &str) -> Result<RunningImage> {
         let sh = &ctx.sh;
         let postgres = HostPostgres::start_unless_dry_run(ctx)?;
-        let port = if ctx.dry_run() { 0 } else { testkit::free_port() };
+        let port = ctx.effect(0, || Ok(testkit::free_port()))?;
         // Unique per start: `cargo xtask ci` runs one after the smoke test.
         let name = format!("xtask-smoke-{}-{port}", std::process::id());
         let database_url = postgres
@@ -175,30 +175,35 @@ impl RunningImage {
             _remove_container: remove_container,
             _postgres: postgres,
         };
-        if ctx.dry_run() {
-            return Ok(running);
-        }
+        running.ready_seconds = ctx.effect(0.0, || running.wait_until_healthy(ctx, started))?;
+        Ok(running)
+    }
+
+    /// Waits up to 30s after `started` for `/healthz` to answer 200; returns
+    /// the seconds it took.
+    fn wait_until_healthy(&self, ctx: &Ctx, started: Instant) -> Result<f64> {
+        let (port, image) = (self.port, &self.image);
         let deadline = started + Duration::from_secs(30);
         loop {
             if http::get(port, "/healthz", Duration::from_secs(2)).is_ok_and(|answer| answer.status == 200) {
                 break;
             }
-            let running_state = sh
+            let running_state = ctx
+                .sh
                 .cmd("docker")
-                .args(["inspect", "--format", "{{.State.Running}}", &running.name])
+                .args(["inspect", "--format", "{{.State.Running}}", &self.name])
                 .quiet()
                 .read()
                 .unwrap_or_default();
             if running_state.trim() != "true" {
-                bail!("{image} exited before it answered /healthz; its log:\n{}", running.logs(ctx));
+                bail!("{image} exited before it answered /healthz; its log:\n{}", self.logs(ctx));
             }
             if Instant::now() > deadline {
-                bail!("{image} did not answer /healthz with 200 within 30s; its log:\n{}", running.logs(ctx));
+                bail!("{image} did not answer /healthz with 200 within 30s; its log:\n{}", self.logs(ctx));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        running.ready_seconds = started.elapsed().as_secs_f64();
-        Ok(running)
+        Ok(started.elapsed().as_secs_f64())
     }
 
     /// The container's last 40 log lines.
@@ -216,9 +221,8 @@ impl RunningImage {
         let (name, image) = (&self.name, &self.image);
         let stop_timeout = STOP_TIMEOUT_SECONDS.to_string();
         let stop = cmd!(sh, "docker stop --time {stop_timeout} {name}");
-        if ctx.dry_run() {
-            println!("would run: {stop}");
-            println!("would check: exit code 0, then run: docker rm {name}");
+        if ctx.would(format_args!("run: {stop}")) {
+            let _ = ctx.would(format_args!("check: exit code 0, then run: docker rm {name}"));
             return Ok(Stopped { stop_seconds: 0.0, exit_code: 0 });
         }
         let stopping = Instant::now();

@@ -81,10 +81,12 @@ pub struct FunctionalOptions {
 /// checks that failed. Under `--dry-run` it only lists the checks.
 pub fn run_functional_tests(ctx: &Ctx, base: &BaseUrl, options: &FunctionalOptions) -> Result<()> {
     ui::step(&format!("functional tests of {base}"));
-    if ctx.dry_run() {
-        for check in Check::ALL {
-            println!("would check: {} {}", check.name(), check.expectation());
-        }
+    // Under --dry-run every check is listed, and none is run.
+    let mut only_planned = false;
+    for check in Check::ALL {
+        only_planned = ctx.would(format_args!("check: {} {}", check.name(), check.expectation()));
+    }
+    if only_planned {
         return Ok(());
     }
     let mut session = Session::new(base.clone(), options.clone());

@@ -27,7 +27,7 @@ use crate::{
         offline::{Offline, prepare_build},
         postgres::{HostPostgres, POSTGRES_IMAGE},
     },
-    support::{cleanup, ctx::Ctx, ui},
+    support::{ctx::Ctx, ui},
 };
 
 /// Build the test stage and run the test suite in a container against a
@@ -72,8 +72,11 @@ impl TestDocker {
         };
         build.run(ctx, &buildkit)?;
         // The test image is large; the one it replaces is ours to remove.
-        if let Some(previous) = previous.filter(|_| !ctx.dry_run()) {
-            remove_if_untagged(&ctx.sh, &previous);
+        if let Some(previous) = previous {
+            ctx.effect((), || {
+                remove_if_untagged(&ctx.sh, &previous);
+                Ok(())
+            })?;
         }
 
         let mode = match self.postgres {
@@ -141,16 +144,16 @@ fn run_with_sidecar(ctx: &Ctx, app_name: &str, image: &str, command: &[String]) 
     let database = format!("{app_name}-test-db-{pid}");
     let tests = format!("{app_name}-test-{pid}");
     run_read(ctx, cmd!(sh, "docker network create {network}"))?;
-    let _remove_network = (!ctx.dry_run()).then(|| {
+    let _remove_network = {
         let network = network.clone();
-        cleanup::register(format!("remove the network {network}"), move || {
+        ctx.on_cleanup(format!("remove the network {network}"), move || {
             let _ = std::process::Command::new("docker")
                 .args(["network", "rm", &network])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
         })
-    });
+    };
     // Declared after the network so it is removed first.
     let _remove_database = remove_container_on_exit(ctx, &database);
     let postgres_image = POSTGRES_IMAGE;
@@ -181,8 +184,7 @@ fn run_with_sidecar(ctx: &Ctx, app_name: &str, image: &str, command: &[String]) 
 fn wait_for_sidecar(ctx: &Ctx, container: &str) -> Result<()> {
     let sh = &ctx.sh;
     let ready = || cmd!(sh, "docker exec {container} pg_isready --host 127.0.0.1 --username postgres");
-    if ctx.dry_run() {
-        println!("would wait for: {}", ready());
+    if ctx.would(format_args!("wait for: {}", ready())) {
         return Ok(());
     }
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -168,7 +168,10 @@ impl TestLocal {
                     // not validated again (8 s of a warm tier 1 here).
                     let stamp_path = data_dir.join("validated");
                     let stamp = validation_stamp(&root, &terraform_version)?;
-                    if std::fs::read_to_string(&stamp_path).is_ok_and(|seen| seen == stamp) && !ctx.dry_run() {
+                    // A dry run shows every root's commands, validated or not.
+                    let validated =
+                        ctx.effect(false, || Ok(std::fs::read_to_string(&stamp_path).is_ok_and(|seen| seen == stamp)))?;
+                    if validated {
                         unchanged.push(name);
                         continue;
                     }
@@ -176,9 +179,7 @@ impl TestLocal {
                     // No backend: validation needs providers, not state.
                     checked(ctx, "terraform init", cmd!(sh, "{terraform} init -backend=false -input=false -no-color"))?;
                     checked(ctx, "terraform validate", cmd!(sh, "{terraform} validate -no-color"))?;
-                    if !ctx.dry_run() {
-                        crate::support::fs::write_atomic(&stamp_path, stamp.as_bytes(), 0o644)?;
-                    }
+                    ctx.effect((), || crate::support::fs::write_atomic(&stamp_path, stamp.as_bytes(), 0o644))?;
                 }
                 if !unchanged.is_empty() {
                     ui::info(&format!(
@@ -198,11 +199,10 @@ impl TestLocal {
                 ui::info("using DATABASE_URL from the environment or .env");
                 (url, None)
             }
-            _ if ctx.dry_run() => {
-                println!("would start: a throwaway Postgres from the local binaries");
+            None if ctx.would("start: a throwaway Postgres from the local binaries") => {
                 ("postgres://postgres:PASSWORD@127.0.0.1:PORT/postgres".to_owned(), None)
             }
-            _ => {
+            None => {
                 let (url, guard) = start_throwaway_postgres()?;
                 (url, Some(guard))
             }
