@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -33,7 +33,8 @@ use crate::{
         cleanup,
         ctx::Ctx,
         process::kill_process_group,
-        ui::{self, Outcome, SummaryRow},
+        steps::{Announce, OnFailure, Steps},
+        ui::{self, Outcome},
     },
 };
 
@@ -90,38 +91,25 @@ pub fn run_functional_tests(ctx: &Ctx, base: &BaseUrl, options: &FunctionalOptio
         return Ok(());
     }
     let mut session = Session::new(base.clone(), options.clone());
-    let mut rows = Vec::new();
+    // Checks are not announced: each that passes prints the expectation it met.
+    let mut steps = Steps::new(format!("functional tests of {base}"), OnFailure::Continue).announce(Announce::Nothing);
     for check in Check::ALL {
-        if cleanup::interrupted() {
-            break;
-        }
-        let started = Instant::now();
-        let outcome = match session.run(check) {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                ui::error(&format!("{}: {err:#}", check.name()));
-                Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned())
+        steps.check(check.name(), || {
+            let outcome = session.run(check)?;
+            if outcome == Outcome::Passed {
+                let reported = match (check, &session.git_sha) {
+                    (Check::Version, Some(git_sha)) => format!(" ({git_sha})"),
+                    _ => String::new(),
+                };
+                ui::info(&format!("  {}: {}{reported}", check.name(), check.expectation()));
             }
-        };
-        if outcome == Outcome::Passed {
-            let reported = match (check, &session.git_sha) {
-                (Check::Version, Some(git_sha)) => format!(" ({git_sha})"),
-                _ => String::new(),
-            };
-            ui::info(&format!("  {}: {}{reported}", check.name(), check.expectation()));
-        }
-        rows.push(SummaryRow { name: check.name().to_owned(), outcome, duration: started.elapsed() });
+            Ok(outcome)
+        });
     }
-    ui::print_summary(&format!("functional tests of {base}"), &rows);
-    let failed: Vec<_> =
-        rows.iter().filter(|row| matches!(row.outcome, Outcome::Failed(_))).map(|row| row.name.as_str()).collect();
-    if !failed.is_empty() {
-        bail!("{} functional check(s) failed against {base}: {}", failed.len(), failed.join(", "));
-    }
-    if cleanup::interrupted() {
-        bail!("interrupted");
-    }
-    Ok(())
+    steps.finish().map_err(|end| match end.failed.as_slice() {
+        [] => anyhow!("interrupted"),
+        failed => anyhow!("{} functional check(s) failed against {base}: {}", failed.len(), failed.join(", ")),
+    })
 }
 
 /// One functional check; `ALL` is the order they run in.

@@ -28,7 +28,8 @@ use crate::support::{
     cleanup,
     ctx::Ctx,
     exec::{cargo, require_tool},
-    ui::{self, Outcome, SummaryRow},
+    steps::{OnFailure, Steps},
+    ui::{self, Outcome},
 };
 
 /// Tier 1: fmt, clippy, unit tests, the app's and the task runner's fast tests, terraform
@@ -101,29 +102,11 @@ impl TestLocal {
     }
 
     fn run_steps(&self, ctx: &Ctx, title: &str, e2e_threads: usize) -> Result<()> {
-        let mut rows = Vec::new();
+        let mut steps = Steps::new(title, OnFailure::Continue);
         for step in self.steps.iter().copied() {
-            if crate::support::cleanup::interrupted() {
-                break;
-            }
-            ui::step(step.name());
-            let started = Instant::now();
-            let outcome = match self.run_step(ctx, step, e2e_threads) {
-                Ok(outcome) => outcome,
-                Err(err) => {
-                    ui::error(&format!("{}: {err:#}", step.name()));
-                    Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned())
-                }
-            };
-            rows.push(SummaryRow { name: step.name().to_owned(), outcome, duration: started.elapsed() });
+            steps.check(step.name(), || self.run_step(ctx, step, e2e_threads));
         }
-        ui::print_summary(title, &rows);
-        let failed: Vec<_> =
-            rows.iter().filter(|row| matches!(row.outcome, Outcome::Failed(_))).map(|row| row.name.as_str()).collect();
-        if !failed.is_empty() {
-            bail!("{} step(s) failed: {}", failed.len(), failed.join(", "));
-        }
-        Ok(())
+        Ok(steps.finish()?)
     }
 
     fn run_step(&self, ctx: &Ctx, step: Step, e2e_threads: usize) -> Result<Outcome> {

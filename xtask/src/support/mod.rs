@@ -9,5 +9,6 @@ pub mod fs;
 pub mod ndjson;
 pub mod process;
 pub mod prompt;
+pub mod steps;
 pub mod time;
 pub mod ui;
