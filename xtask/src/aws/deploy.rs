@@ -23,7 +23,7 @@ use crate::{
         operate::roll_back_to,
         push::PushRequest,
         service::{is_smoke_failure, service_runs_only, smoke_check, start_rollout, wait},
-        session::{Session, Steps, attempt_outcome, confirm_protected, reconcile_ledger, rollout_started},
+        session::{Session, attempt_outcome, confirm_protected, reconcile_ledger, rollout_started},
         store::{DeployLock, record_interruption},
     },
     config::AwsEnv,
@@ -33,7 +33,13 @@ use crate::{
     },
     image::{build::BuildImage, offline::Offline, source::Source},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
-    support::{ctx::Ctx, events::Event, prompt::confirm, ui},
+    support::{
+        ctx::Ctx,
+        events::Event,
+        prompt::confirm,
+        steps::{OnFailure, Steps},
+        ui,
+    },
 };
 
 /// What a deploy did: the report printed at its end.
@@ -73,7 +79,7 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
     // First: it refuses the demo secrets outside a sandbox, before anything
     // else is checked or asked.
     let terraform = Terraform::new(ctx, env)?;
-    let mut steps = Steps::new();
+    let mut steps = Steps::new(format!("deploy to {name}"), OnFailure::Stop);
     let git_sha = steps.run("check the working tree", || match &request.origin {
         Origin::Promoted { git_sha } => Ok(git_sha.clone()),
         Origin::Checkout => {
@@ -138,7 +144,7 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
             "roll out",
             &format!("{name} already runs {image} ({task_definition}) and its infrastructure inputs are unchanged; --force rolls out anyway"),
         );
-        ui::print_summary(&format!("deploy to {name}"), &steps.rows);
+        steps.print_summary();
         ui::success(&format!("{name} runs {image} ({task_definition}): nothing changed, nothing recorded"));
         return Ok(DeployReport {
             environment: name.to_owned(),
@@ -194,7 +200,7 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
         ui::warn(&format!("the smoke check failed: rolling back to {}", previous.image));
         let _ = roll_back_to(&session, &mut store, previous, request.timeout);
     }
-    ui::print_summary(&format!("deploy to {name}"), &steps.rows);
+    steps.print_summary();
     let task_definition = result?;
     ui::success(&format!("{name} runs {image} ({task_definition})"));
     Ok(DeployReport { environment: name.to_owned(), image, task_definition, git_sha, unchanged: false })

@@ -3,10 +3,7 @@
 //! ledger's tables and lock; and what those tasks share: the deploy lock,
 //! recording a rollout, settling the releases an interrupted run left.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -23,9 +20,8 @@ use crate::{
     ledger::{self, LedgerStore, Outcome, Release},
     support::{
         ctx::Ctx,
-        events::{Event, StepOutcome},
         prompt::type_name_back,
-        ui::{self, SummaryRow},
+        ui::{self},
     },
 };
 
@@ -189,45 +185,4 @@ pub fn reconcile_ledger(
         store.put(&release)?;
     }
     Ok(())
-}
-
-/// Steps of a deploy, announced and timed; with `--json` each also becomes
-/// one JSON object on stdout.
-pub struct Steps {
-    pub rows: Vec<SummaryRow>,
-}
-
-impl Steps {
-    pub fn new() -> Steps {
-        Steps { rows: Vec::new() }
-    }
-
-    /// A step that did not run, and why (shown in the summary and as JSON).
-    pub fn skip(&mut self, name: &str, why: &str) {
-        ui::step(&format!("{name}: skipped, {why}"));
-        Event::Step { step: name, outcome: StepOutcome::Skipped, seconds: 0.0, reason: Some(why), error: None }.emit();
-        self.rows.push(SummaryRow {
-            name: name.to_owned(),
-            outcome: ui::Outcome::Skipped(why.to_owned()),
-            duration: Duration::ZERO,
-        });
-    }
-
-    pub fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
-        ui::step(name);
-        let started = Instant::now();
-        let result = step();
-        let outcome = match &result {
-            Ok(_) => ui::Outcome::Passed,
-            Err(err) => ui::Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
-        };
-        let (state, error) = match &outcome {
-            ui::Outcome::Failed(error) => (StepOutcome::Failed, Some(error.clone())),
-            _ => (StepOutcome::Passed, None),
-        };
-        Event::Step { step: name, outcome: state, seconds: started.elapsed().as_secs_f64(), reason: None, error }
-            .emit();
-        self.rows.push(SummaryRow { name: name.to_owned(), outcome, duration: started.elapsed() });
-        result.with_context(|| format!("step {name:?} failed"))
-    }
 }

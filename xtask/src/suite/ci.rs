@@ -34,8 +34,6 @@
 //! a nested `cargo xtask`. `--dry-run` prints the plan and runs nothing; the
 //! plan is a value, so the dry run and the real run share one description.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use xshell::cmd;
@@ -63,9 +61,9 @@ use crate::{
         test_local::TestAll,
     },
     support::{
-        cleanup,
         ctx::Ctx,
-        ui::{self, Outcome, SummaryRow},
+        steps::{Announce, OnFailure, Steps},
+        ui::{self, Outcome},
     },
 };
 
@@ -134,37 +132,19 @@ impl Ci {
             plan.commit_image,
             plan.steps.len()
         ));
-        let mut rows = Vec::new();
-        let mut failed = None;
+        let title = format!("ci summary (branch {})", plan.branch.as_deref().unwrap_or("none"));
+        let mut steps = Steps::new(title, OnFailure::Stop).announce(Announce::Prefixed("ci: ".to_owned()));
         for step in &plan.steps {
-            let started = Instant::now();
-            let outcome = if plan.skipped.contains(&step.kind) {
-                Outcome::Skipped("--skip".to_owned())
-            } else if let Some(failed_step) = &failed {
-                Outcome::Skipped(format!("{failed_step} failed"))
-            } else if cleanup::interrupted() {
-                Outcome::Skipped("interrupted".to_owned())
+            if plan.skipped.contains(&step.kind) {
+                steps.skip(&step.title, "--skip");
             } else {
-                ui::step(&format!("ci: {}", step.title));
-                match self.run_step(ctx, &plan, step) {
-                    Ok(outcome) => outcome,
-                    Err(err) => {
-                        ui::error(&format!("{}: {err:#}", step.title));
-                        failed = Some(step.title.clone());
-                        Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned())
-                    }
-                }
-            };
-            rows.push(SummaryRow { name: step.title.clone(), outcome, duration: started.elapsed() });
+                steps.check(&step.title, || self.run_step(ctx, &plan, step));
+            }
         }
-        ui::print_summary(&format!("ci summary (branch {})", plan.branch.as_deref().unwrap_or("none")), &rows);
-        if let Some(step) = failed {
-            bail!("ci failed at: {step}");
-        }
-        if cleanup::interrupted() {
-            bail!("interrupted");
-        }
-        Ok(())
+        steps.finish().map_err(|failed| match failed.failed.first() {
+            Some(step) => anyhow::anyhow!("ci failed at: {step}"),
+            None => anyhow::anyhow!("interrupted"),
+        })
     }
 
     /// The steps for this branch, with everything they act on resolved.

@@ -25,7 +25,6 @@ use crate::support::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {
     /// They are skipped, "<failed step> failed" said as the reason.
-    #[cfg_attr(not(test), expect(dead_code, reason = "deploy and ci adopt the runner next"))]
     Stop,
     /// They still run.
     Continue,
@@ -37,7 +36,6 @@ pub enum Announce {
     /// `==> <name>`.
     Name,
     /// `==> <prefix><name>`, e.g. `ci: ` for ci's steps.
-    #[cfg_attr(not(test), expect(dead_code, reason = "deploy and ci adopt the runner next"))]
     Prefixed(String),
     /// Nothing: the steps say themselves what they did (the functional
     /// checks print what passed).
@@ -66,7 +64,6 @@ impl Steps {
     /// Runs a step whose result the caller needs (a deploy's image, its
     /// task definition). Its error is the caller's to return, so it is not
     /// printed here: it comes back naming the step.
-    #[cfg_attr(not(test), expect(dead_code, reason = "deploy and ci adopt the runner next"))]
     pub fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
         if let Some(why) = self.reason_to_skip() {
             self.record(name, Outcome::Skipped(why.clone()), Duration::ZERO);
@@ -102,7 +99,6 @@ impl Steps {
     }
 
     /// A step that does not run, and why (shown like a step that ran).
-    #[cfg_attr(not(test), expect(dead_code, reason = "deploy and ci adopt the runner next"))]
     pub fn skip(&mut self, name: &str, why: &str) {
         self.say(&format!("{name}: skipped, {why}"));
         self.record(name, Outcome::Skipped(why.to_owned()), Duration::ZERO);
