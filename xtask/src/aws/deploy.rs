@@ -219,7 +219,7 @@ fn build_and_push(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<St
             name: None,
             incremental: !clean,
         }
-        .build(ctx)?,
+        .build(ctx, &env.app)?,
     };
     let push = PushRequest { image: Some(local_image), gate: request.gate.clone() };
     Ok(match push.execute(ctx, env)? {

@@ -29,6 +29,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     bench::Figure,
+    config::AppConfig,
     image::{
         build_args::{AppIdentity, BuildMode, release_build_args},
         offline::offline_setting,
@@ -54,7 +55,7 @@ const OUR_STEPS: [&str; 9] = [
     "smoke check GET /version",
 ];
 
-pub fn deploy(ctx: &Ctx) -> Result<Vec<Figure>> {
+pub fn deploy(ctx: &Ctx, app: &AppConfig) -> Result<Vec<Figure>> {
     for (tool, hint) in [
         ("moto_server", "pip install 'moto[server]'"),
         ("docker-registry", "apt-get install docker-registry"),
@@ -87,7 +88,7 @@ pub fn deploy(ctx: &Ctx) -> Result<Vec<Figure>> {
     bench.commit_app_change(2)?;
     ui::step("timed: the naive script after an app-only change");
     let started = Instant::now();
-    let naive_output = bench.naive_deploy(ctx)?;
+    let naive_output = bench.naive_deploy(ctx, app)?;
     let naive_total = started.elapsed();
     let naive = naive_step_seconds(&naive_output);
 
@@ -315,8 +316,9 @@ impl BenchCheckout {
         git(&self.checkout, &["commit", "--quiet", "--all", "--message", &format!("bench: app-only change {number}")])
     }
 
-    fn naive_deploy(&self, ctx: &Ctx) -> Result<String> {
-        let app = AppIdentity::load(&self.checkout)?;
+    /// The checkout is a clone of this project: the same `[app]`.
+    fn naive_deploy(&self, ctx: &Ctx, app: &AppConfig) -> Result<String> {
+        let app = AppIdentity::load(&self.checkout, app)?;
         let sh = xshell::Shell::new().context("creating a shell")?;
         sh.change_dir(&self.checkout);
         let source = Source::read(&sh)?;

@@ -23,6 +23,7 @@ use xshell::cmd;
 
 use crate::{
     bench::Figure,
+    config::AppConfig,
     image::{
         build_args::{AppIdentity, BuildMode, release_build_args},
         docker::image_exists,
@@ -34,7 +35,7 @@ use crate::{
     support::{ctx::Ctx, ui},
 };
 
-pub fn image(ctx: &Ctx) -> Result<Vec<Figure>> {
+pub fn image(ctx: &Ctx, app: &AppConfig) -> Result<Vec<Figure>> {
     let sh = &ctx.sh;
     let base = BaseImages::from_dockerfile(&ctx.root)?;
     for image in [&base.rust, &base.debian] {
@@ -42,7 +43,7 @@ pub fn image(ctx: &Ctx) -> Result<Vec<Figure>> {
             anyhow::bail!("{image} is missing: make the base images with `cargo xtask builder-image`");
         }
     }
-    let app = AppIdentity::load(&ctx.root)?;
+    let app = AppIdentity::load(&ctx.root, app)?;
     let source = Source::read(sh)?;
     let buildkit = BuildKit::find(sh)?;
     vendor_crates(ctx)?;

@@ -57,9 +57,9 @@ impl Bench {
             let measured = match bench {
                 Which::Startup => startup(ctx),
                 Which::Secrets => crate::secrets::bench(ctx),
-                Which::Image => crate::bench::image::image(ctx),
+                Which::Image => config.get().and_then(|config| crate::bench::image::image(ctx, &config.app)),
                 Which::LocalSwitch => config.get().and_then(|config| crate::bench::switch::local_switch(ctx, config)),
-                Which::Deploy => crate::bench::deploy::deploy(ctx),
+                Which::Deploy => config.get().and_then(|config| crate::bench::deploy::deploy(ctx, &config.app)),
                 Which::Tests => tests(ctx),
             };
             // One benchmark that cannot run (a missing tool, say) must not

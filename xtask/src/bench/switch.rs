@@ -46,6 +46,7 @@ const GOAL_REQUESTS_PER_SECOND: f64 = 2000.0;
 pub fn local_switch(ctx: &Ctx, config: &Config) -> Result<Vec<Figure>> {
     let target = Target {
         app_name: config.app_name().to_owned(),
+        app: config.app.clone(),
         environment: format!("bench-switch-{}", std::process::id()),
         host_port: testkit::free_port(),
         state_dir: ctx.root.join("target/local").join(format!("bench-switch-{}", std::process::id())),

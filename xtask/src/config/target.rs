@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use super::{Config, Environment, EnvironmentKind};
+use super::{AppConfig, Config, Environment, EnvironmentKind};
 
 /// One environment of `deploy.toml`, by kind.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub enum Target {
 pub struct DockerEnv {
     pub name: String,
     pub app_name: String,
+    /// `[app]` of deploy.toml.
+    pub app: AppConfig,
     /// The stable URL's port (`host_port`, else the app's port).
     pub host_port: u16,
 }
@@ -30,6 +32,8 @@ pub struct DockerEnv {
 pub struct AwsEnv {
     pub name: String,
     pub app_name: String,
+    /// `[app]` of deploy.toml.
+    pub app: AppConfig,
     /// The port the app's container listens on.
     pub container_port: u16,
     pub region: String,
@@ -57,6 +61,7 @@ impl Config {
             EnvironmentKind::Docker => Target::Docker(DockerEnv {
                 name: name.to_owned(),
                 app_name: self.app_name().to_owned(),
+                app: self.app.clone(),
                 host_port: environment.host_port.unwrap_or(self.app.port),
             }),
             EnvironmentKind::Aws => Target::Aws(Box::new(self.aws_env(name)?)),
@@ -78,6 +83,7 @@ impl Config {
         Ok(AwsEnv {
             name: name.to_owned(),
             app_name: self.app_name().to_owned(),
+            app: self.app.clone(),
             container_port: self.app.port,
             region: required(&environment.region),
             state_bucket: required(&environment.state_bucket),

@@ -21,6 +21,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
+    config::AppConfig,
     image::{
         build_args::{AppIdentity, BuildMode, release_build_args},
         docker_build::{BuildKit, DockerBuild},
@@ -69,14 +70,14 @@ pub struct BuiltImage {
 }
 
 impl BuildImage {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        self.build(ctx).map(|_| ())
+    pub fn run(self, ctx: &Ctx, app: &AppConfig) -> Result<()> {
+        self.build(ctx, app).map(|_| ())
     }
 
     /// Builds (and reports) the image; returns its first tag, the reference
     /// to use for this build.
-    pub fn build(self, ctx: &Ctx) -> Result<String> {
-        let mut app = AppIdentity::load(&ctx.root)?;
+    pub fn build(self, ctx: &Ctx, app: &AppConfig) -> Result<String> {
+        let mut app = AppIdentity::load(&ctx.root, app)?;
         if let Some(name) = &self.name {
             app.name = name.clone();
         }

@@ -6,7 +6,7 @@ use std::{fs, path::Path};
 
 use anyhow::{Context, Result};
 
-use crate::{config, image::source::Source};
+use crate::{config::AppConfig, image::source::Source};
 
 /// What the runtime image is labelled with, from deploy.toml and Cargo.toml.
 #[derive(Debug, Clone)]
@@ -18,8 +18,9 @@ pub struct AppIdentity {
 }
 
 impl AppIdentity {
-    pub fn load(root: &Path) -> Result<AppIdentity> {
-        let config = config::Config::load(root)?;
+    /// The app of `deploy.toml` (`app`, read once by the command line) and
+    /// its version and repository from the manifests under `root`.
+    pub fn load(root: &Path, app: &AppConfig) -> Result<AppIdentity> {
         let manifest = |path: &Path| -> Result<toml::Table> {
             let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -39,7 +40,7 @@ impl AppIdentity {
             .and_then(|url| url.as_str())
             .unwrap_or_default()
             .to_owned();
-        Ok(AppIdentity { name: config.app_name().to_owned(), version, port: config.app.port, source_url })
+        Ok(AppIdentity { name: app.name.get_ref().clone(), version, port: app.port, source_url })
     }
 }
 

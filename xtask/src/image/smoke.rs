@@ -17,6 +17,7 @@ use serde::Serialize;
 use xshell::cmd;
 
 use crate::{
+    config::AppConfig,
     http,
     image::{
         build_args::AppIdentity,
@@ -45,12 +46,12 @@ pub struct SmokeImage {
 }
 
 impl SmokeImage {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
+    pub fn run(self, ctx: &Ctx, app: &AppConfig) -> Result<()> {
         let (image, expected_sha) = match (self.image, self.expect_sha) {
             (Some(image), Some(sha)) => (image, sha),
             (image, sha) => {
                 let source = Source::read(&ctx.sh)?;
-                let app = AppIdentity::load(&ctx.root)?;
+                let app = AppIdentity::load(&ctx.root, app)?;
                 (
                     image.unwrap_or_else(|| format!("{}:{}", app.name, source.commit_tag())),
                     sha.unwrap_or(source.git_sha),

@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::{
-    config::{Config, DockerEnv, EnvironmentKind},
+    config::{AppConfig, Config, DockerEnv, EnvironmentKind},
     deploy::request::{DeployRequest, ImageSpec, Refresh},
     ledger::{self, LedgerStore, ReleaseKind},
     support::{ctx::Ctx, ui},
@@ -208,6 +208,8 @@ pub fn down(ctx: &Ctx, target: &Target, volumes: bool) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub app_name: String,
+    /// `[app]` of deploy.toml (the image's identity).
+    pub app: AppConfig,
     pub environment: String,
     /// The stable URL's port (the proxy listens there).
     pub host_port: u16,
@@ -224,6 +226,7 @@ impl Target {
     pub fn new(ctx: &Ctx, env: &DockerEnv) -> Target {
         Target {
             app_name: env.app_name.clone(),
+            app: env.app.clone(),
             environment: env.name.clone(),
             host_port: env.host_port,
             state_dir: ctx.root.join("target/local").join(&env.name),
@@ -240,6 +243,7 @@ impl Target {
         }
         Ok(Target {
             app_name: config.app_name().to_owned(),
+            app: config.app.clone(),
             environment: name.clone(),
             host_port: environment.host_port.unwrap_or(config.app.port),
             state_dir: ctx.root.join("target/local").join(name),

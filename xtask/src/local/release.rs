@@ -376,8 +376,7 @@ fn run(
 /// Builds the working tree's image the way `cargo xtask build-image` does
 /// with the same mode (`--incremental` for a deploy, unless --clean-build).
 pub fn build_working_tree(ctx: &Ctx, target: &Target, source: &Source, requested: BuildMode) -> Result<String> {
-    let mut app = AppIdentity::load(&ctx.root)?;
-    app.name = target.app_name.clone();
+    let app = AppIdentity::load(&ctx.root, &target.app)?;
     let buildkit = BuildKit::find(&ctx.sh)?;
     let offline = prepare_build(ctx, requested.offline)?;
     let mode = BuildMode { offline, ..requested };

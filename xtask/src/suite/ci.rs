@@ -44,7 +44,7 @@ use crate::{
         push::PushRequest,
         scan::ScanGate,
     },
-    config::{AwsEnv, Config, EnvironmentKind, Target},
+    config::{AppConfig, AwsEnv, Config, EnvironmentKind, Target},
     deploy::request::DeployRequest,
     http::BaseUrl,
     image::{
@@ -149,7 +149,7 @@ impl Ci {
 
     /// The steps for this branch, with everything they act on resolved.
     fn plan(&self, ctx: &Ctx, config: &Config, default_env: &str) -> Result<Plan> {
-        let app = AppIdentity::load(&ctx.root)?;
+        let app = AppIdentity::load(&ctx.root, &config.app)?;
         let source = Source::read(&ctx.sh)?;
         let BuildRef { branch, on_main } = match self.branch.as_deref().filter(|branch| !branch.is_empty()) {
             Some(branch) => BuildRef::named(branch),
@@ -236,6 +236,7 @@ impl Ci {
             branch_image = image;
         }
         Ok(Plan {
+            app: config.app.clone(),
             branch,
             git_sha: source.git_sha,
             commit_image,
@@ -252,11 +253,11 @@ impl Ci {
             StepKind::TestAll => TestAll { test_threads: None }.run(ctx)?,
             StepKind::BuildImage => {
                 BuildImage { offline: self.offline, smoke: false, no_cache: false, name: None, incremental: false }
-                    .run(ctx)?
+                    .run(ctx, &plan.app)?
             }
             StepKind::TestDocker => {
                 TestDocker { offline: self.offline, postgres: PostgresMode::Auto, cargo_test_args: Vec::new() }
-                    .run(ctx)?
+                    .run(ctx, &plan.app)?
             }
             StepKind::FunctionalImage => {
                 let running = RunningImage::start(ctx, &plan.commit_image)?;
@@ -307,6 +308,8 @@ impl Ci {
 
 /// What `ci` will do, resolved before anything runs.
 struct Plan {
+    /// `[app]` of deploy.toml.
+    app: AppConfig,
     branch: Option<String>,
     git_sha: String,
     /// `<app>:git-<sha12>[-dirty]`: what build-image builds and every later

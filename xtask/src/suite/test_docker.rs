@@ -19,6 +19,7 @@ use clap::{Args, ValueEnum};
 use xshell::cmd;
 
 use crate::{
+    config::AppConfig,
     image::{
         CONTAINER_TEST_COMMAND,
         build_args::{AppIdentity, crates_build_arg},
@@ -54,8 +55,8 @@ pub enum PostgresMode {
 }
 
 impl TestDocker {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let app = AppIdentity::load(&ctx.root)?;
+    pub fn run(self, ctx: &Ctx, app: &AppConfig) -> Result<()> {
+        let app = AppIdentity::load(&ctx.root, app)?;
         let buildkit = BuildKit::find(&ctx.sh)?;
         let offline = prepare_build(ctx, self.offline.enabled)?;
         let image = format!("{}-test:latest", app.name);
