@@ -271,3 +271,42 @@ fn only_the_command_line_reads_deploy_toml_and_the_environment_name() {
     }
     assert!(offenders.is_empty(), "{offenders:#?}");
 }
+
+/// Lines of code of a file: not blank, not a comment, not in its trailing
+/// `#[cfg(test)] mod tests`.
+fn lines_of_code(text: &str) -> usize {
+    let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+    let mut in_block_comment = false;
+    code.lines()
+        .map(str::trim)
+        .filter(|line| {
+            if in_block_comment {
+                in_block_comment = !line.contains("*/");
+                return false;
+            }
+            if line.starts_with("/*") {
+                in_block_comment = !line.contains("*/");
+                return false;
+            }
+            !line.is_empty() && !line.starts_with("//")
+        })
+        .count()
+}
+
+/// One module per concern: no file of xtask/src over 500 lines of code.
+#[test]
+fn no_module_is_over_500_lines_of_code() {
+    let src = project_root().join("xtask/src");
+    let too_long: Vec<String> = module_files()
+        .into_values()
+        .filter_map(|file| {
+            let count = lines_of_code(&fs::read_to_string(src.join(&file)).unwrap());
+            (count > 500).then(|| format!("{}: {count}", file.display()))
+        })
+        .collect();
+    assert!(too_long.is_empty(), "split these by concern: {too_long:?}");
+    assert_eq!(
+        lines_of_code("fn a() {}\n\n// note\n/* x\n y */\nfn b() {}\n#[cfg(test)]\nmod tests {\n fn c() {}\n}\n"),
+        2
+    );
+}
