@@ -49,7 +49,7 @@ pub fn bench(ctx: &Ctx) -> Result<Vec<Figure>> {
         let started = Instant::now();
         let decrypted = format::decrypt(&encrypted, password, &options)?;
         decrypt_times.push(started.elapsed());
-        anyhow::ensure!(decrypted.content == content.as_bytes(), "the benchmark's round trip changed the content");
+        anyhow::ensure!(*decrypted.content == content.as_bytes(), "the benchmark's round trip changed the content");
     }
     let openssl_time = time_openssl_decrypt(&encrypted, password)?;
     let goal = Duration::from_secs(1);

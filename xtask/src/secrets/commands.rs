@@ -37,13 +37,13 @@ impl Encrypt {
         )) {
             return Ok(());
         }
-        let content = Plaintext(fs::read(&input).with_context(|| format!("reading {}", input.display()))?);
-        let assignments = parse_tfvars(&input, &content.0)?;
+        let content = Plaintext::new(fs::read(&input).with_context(|| format!("reading {}", input.display()))?);
+        let assignments = parse_tfvars(&input, &content)?;
         let password = password::read(&current_password(&self.password, &output, true), &ctx.dotenv)?;
-        if output.exists() && !replace_existing(ctx, &output, &content.0, &password)? {
+        if output.exists() && !replace_existing(ctx, &output, &content, &password)? {
             return Ok(());
         }
-        let encrypted = format::encrypt(&content.0, password.expose().as_bytes(), ITERATIONS)
+        let encrypted = format::encrypt(&content, password.expose().as_bytes(), ITERATIONS)
             .with_context(|| format!("encrypting {}", input.display()))?;
         crate::support::fs::write_atomic(&output, &encrypted, 0o644)?;
         ui::success(&format!(
@@ -63,7 +63,7 @@ impl Encrypt {
 fn replace_existing(ctx: &Ctx, output: &Path, content: &[u8], password: &SecretValue) -> Result<bool> {
     let existing = fs::read(output).with_context(|| format!("reading {}", output.display()))?;
     match format::decrypt(&existing, password.expose().as_bytes(), &ReadArgs::default().options()) {
-        Ok(decrypted) if decrypted.content == content => {
+        Ok(decrypted) if *decrypted.content == content => {
             ui::success(&format!("{} already holds this content: left unchanged", output.display()));
             Ok(false)
         }
@@ -111,8 +111,8 @@ impl Decrypt {
             stdout.write_all(&decrypted.content).and_then(|()| stdout.flush()).context("writing to stdout")?;
             return Ok(());
         }
-        match fs::read(&output).map(Plaintext) {
-            Ok(existing) if existing.0 == decrypted.content => {
+        match fs::read(&output).map(Plaintext::new) {
+            Ok(existing) if existing == decrypted.content => {
                 ui::success(&format!("{} is already up to date", output.display()));
                 return Ok(());
             }
@@ -170,15 +170,15 @@ impl Edit {
             if !status.success() {
                 bail!("the editor `{editor}` failed ({status}): {} left unchanged", path.display());
             }
-            Plaintext(fs::read(&temp.path).with_context(|| format!("reading {}", temp.path.display()))?)
+            Plaintext::new(fs::read(&temp.path).with_context(|| format!("reading {}", temp.path.display()))?)
         };
-        if edited.0 == decrypted.content {
+        if edited == decrypted.content {
             ui::success(&format!("no changes: {} left unchanged", path.display()));
             return Ok(());
         }
-        parse_tfvars(Path::new(PLAINTEXT_FILE), &edited.0)
+        parse_tfvars(Path::new(PLAINTEXT_FILE), &edited)
             .with_context(|| format!("your edit is discarded and {} left unchanged", path.display()))?;
-        let encrypted = format::encrypt(&edited.0, password.expose().as_bytes(), ITERATIONS)
+        let encrypted = format::encrypt(&edited, password.expose().as_bytes(), ITERATIONS)
             .with_context(|| format!("encrypting {}", path.display()))?;
         crate::support::fs::write_atomic(&path, &encrypted, 0o644)?;
         ui::success(&format!("re-encrypted {}", path.display()));

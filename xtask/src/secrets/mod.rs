@@ -13,7 +13,8 @@
 //! repository and ignored by any git work tree it is in) and `edit` (a 0600
 //! file in a fresh directory, removed in every case, Ctrl-C included). Terraform gets
 //! its secrets from `terraform_env`, in memory, as `TF_VAR_*` variables of
-//! the child process.
+//! the child process. In memory, passwords and plaintext are wiped when
+//! dropped (`zeroize`; best effort: copies the OS makes are out of reach).
 
 mod bench;
 mod cli;
@@ -28,6 +29,7 @@ mod tfvars;
 use std::{ffi::OsStr, fmt, fs, path::Path};
 
 use anyhow::{Context, Result};
+use zeroize::Zeroizing;
 
 use self::format::{DecryptError, DecryptOptions, Decrypted};
 pub use self::{
@@ -51,11 +53,11 @@ pub const NEW_PASSWORD_ENV: &str = "SECRETS_NEW_PASSWORD";
 
 /// A password or a decrypted value. `Debug` never shows it, and its memory
 /// is overwritten when dropped.
-pub struct SecretValue(String);
+pub struct SecretValue(Zeroizing<String>);
 
 impl SecretValue {
     pub fn new(value: String) -> SecretValue {
-        SecretValue(value)
+        SecretValue(Zeroizing::new(value))
     }
 
     /// The value itself, for the one place that needs it.
@@ -72,27 +74,12 @@ impl fmt::Debug for SecretValue {
 
 impl AsRef<OsStr> for SecretValue {
     fn as_ref(&self) -> &OsStr {
-        OsStr::new(&self.0)
-    }
-}
-
-impl Drop for SecretValue {
-    fn drop(&mut self) {
-        let mut bytes = std::mem::take(&mut self.0).into_bytes();
-        bytes.fill(0);
-        std::hint::black_box(&bytes);
+        OsStr::new(self.0.as_str())
     }
 }
 
 /// Plaintext read from or written to disk, wiped from memory when dropped.
-struct Plaintext(Vec<u8>);
-
-impl Drop for Plaintext {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        std::hint::black_box(&self.0);
-    }
-}
+type Plaintext = Zeroizing<Vec<u8>>;
 
 /// Reads and decrypts a file; the error keeps its `DecryptError` for callers
 /// that match on it.
