@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value, json};
 
-use crate::{ApiError, optional_string, string_param};
+use crate::{ApiError, optional_string, sdk_error, string_param};
 
 pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value) -> Result<Value, ApiError> {
     let table = string_param(params, "table")?;
@@ -20,7 +20,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
             if let Some(values) = params.get("values") {
                 request = request.set_expression_attribute_values(Some(to_values(values)?));
             }
-            request.send().await.map_err(ApiError::from)?;
+            request.send().await.map_err(sdk_error)?;
             Ok(json!({}))
         }
         "get_item" => {
@@ -32,7 +32,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             Ok(json!({ "item": output.item().map(from_item) }))
         }
         "delete_item" => {
@@ -44,7 +44,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
             if let Some(values) = params.get("values") {
                 request = request.set_expression_attribute_values(Some(to_values(values)?));
             }
-            request.send().await.map_err(ApiError::from)?;
+            request.send().await.map_err(sdk_error)?;
             Ok(json!({}))
         }
         "query" => {
@@ -63,7 +63,7 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             let items: Vec<Value> = output.items().iter().map(from_item).collect();
             Ok(json!({ "items": items }))
         }

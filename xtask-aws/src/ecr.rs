@@ -4,12 +4,12 @@
 use aws_sdk_ecr::types::{ImageIdentifier, ScanStatus};
 use serde_json::{Map, Value, json};
 
-use crate::{ApiError, epoch_seconds, optional_string, string_param};
+use crate::{ApiError, epoch_seconds, optional_string, sdk_error, string_param};
 
 pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> Result<Value, ApiError> {
     match name {
         "get_authorization_token" => {
-            let output = client.get_authorization_token().send().await?;
+            let output = client.get_authorization_token().send().await.map_err(sdk_error)?;
             let data = output
                 .authorization_data()
                 .first()
@@ -22,7 +22,7 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
         }
         "describe_repository" => {
             let repository = string_param(params, "repository")?;
-            let output = client.describe_repositories().repository_names(repository).send().await?;
+            let output = client.describe_repositories().repository_names(repository).send().await.map_err(sdk_error)?;
             let repository = output
                 .repositories()
                 .first()
@@ -37,8 +37,13 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
         }
         "describe_image" => {
             let repository = string_param(params, "repository")?;
-            let output =
-                client.describe_images().repository_name(repository).image_ids(image_id(params)?).send().await?;
+            let output = client
+                .describe_images()
+                .repository_name(repository)
+                .image_ids(image_id(params)?)
+                .send()
+                .await
+                .map_err(sdk_error)?;
             let image = output
                 .image_details()
                 .first()
@@ -53,8 +58,13 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
         }
         "start_image_scan" => {
             let repository = string_param(params, "repository")?;
-            let output =
-                client.start_image_scan().repository_name(repository).image_id(image_id(params)?).send().await?;
+            let output = client
+                .start_image_scan()
+                .repository_name(repository)
+                .image_id(image_id(params)?)
+                .send()
+                .await
+                .map_err(sdk_error)?;
             Ok(json!({
                 "status": output.image_scan_status().and_then(|s| s.status()).map(|s| s.as_str().to_owned()),
             }))
@@ -66,7 +76,8 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
                 .repository_name(repository)
                 .image_id(image_id(params)?)
                 .send()
-                .await?;
+                .await
+                .map_err(sdk_error)?;
             let status = output.image_scan_status();
             let mut counts = Map::new();
             if let Some(findings) = output.image_scan_findings() {
@@ -83,8 +94,13 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
         }
         "batch_get_image" => {
             let repository = string_param(params, "repository")?;
-            let output =
-                client.batch_get_image().repository_name(repository).image_ids(image_id(params)?).send().await?;
+            let output = client
+                .batch_get_image()
+                .repository_name(repository)
+                .image_ids(image_id(params)?)
+                .send()
+                .await
+                .map_err(sdk_error)?;
             if let Some(failure) = output.failures().first() {
                 return Err(ApiError::new(
                     failure.failure_code().map(|code| code.as_str()).unwrap_or("ImageNotFound"),
@@ -112,7 +128,7 @@ pub async fn call(client: &aws_sdk_ecr::Client, name: &str, params: &Value) -> R
             if let Some(digest) = optional_string(params, "digest") {
                 request = request.image_digest(digest);
             }
-            let output = request.send().await?;
+            let output = request.send().await.map_err(sdk_error)?;
             let image = output.image();
             Ok(json!({ "digest": image.and_then(|image| image.image_id()).and_then(|id| id.image_digest()) }))
         }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{ApiError, epoch_seconds, string_param};
+use crate::{ApiError, epoch_seconds, sdk_error, string_param};
 
 pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> Result<Value, ApiError> {
     match name {
@@ -11,7 +11,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
             let cluster = string_param(params, "cluster")?;
             let service = string_param(params, "service")?;
             let output =
-                client.describe_services().cluster(cluster).services(service).send().await.map_err(ApiError::from)?;
+                client.describe_services().cluster(cluster).services(service).send().await.map_err(sdk_error)?;
             let service = output
                 .services()
                 .first()
@@ -79,7 +79,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .max_results(20)
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             if listed.task_arns().is_empty() {
                 return Ok(json!({ "tasks": [] }));
             }
@@ -89,7 +89,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .set_tasks(Some(listed.task_arns().to_vec()))
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             let tasks: Vec<Value> = described
                 .tasks()
                 .iter()
@@ -122,7 +122,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             let source = described
                 .task_definition()
                 .ok_or_else(|| ApiError::new("ClientException", format!("task definition {from} not found")))?;
@@ -151,7 +151,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .set_tags((!described.tags().is_empty()).then(|| described.tags().to_vec()))
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             let arn = registered.task_definition().and_then(|definition| definition.task_definition_arn());
             Ok(json!({ "task_definition_arn": arn }))
         }
@@ -167,7 +167,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .task_definition(task_definition)
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             let running = output.service().and_then(|service| service.task_definition());
             Ok(json!({ "task_definition": running }))
         }
@@ -227,7 +227,7 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .started_by(string_param(params, "started_by").unwrap_or("xtask"))
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             if let Some(failure) = output.failures().first() {
                 return Err(ApiError::new(
                     "RunTaskFailure",
@@ -248,13 +248,13 @@ pub async fn call(client: &aws_sdk_ecs::Client, name: &str, params: &Value) -> R
                 .reason(string_param(params, "reason").unwrap_or("stopped by xtask"))
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             Ok(json!({}))
         }
         "describe_task" => {
             let cluster = string_param(params, "cluster")?;
             let task = string_param(params, "task_arn")?;
-            let output = client.describe_tasks().cluster(cluster).tasks(task).send().await.map_err(ApiError::from)?;
+            let output = client.describe_tasks().cluster(cluster).tasks(task).send().await.map_err(sdk_error)?;
             let task = output
                 .tasks()
                 .first()

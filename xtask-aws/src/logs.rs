@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{ApiError, optional_string, string_param};
+use crate::{ApiError, optional_string, sdk_error, string_param};
 
 pub async fn call(client: &aws_sdk_cloudwatchlogs::Client, name: &str, params: &Value) -> Result<Value, ApiError> {
     match name {
@@ -19,7 +19,7 @@ pub async fn call(client: &aws_sdk_cloudwatchlogs::Client, name: &str, params: &
                 .set_next_token(optional_string(params, "next_token"))
                 .send()
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(sdk_error)?;
             let events: Vec<Value> = output
                 .events()
                 .iter()

@@ -5,9 +5,8 @@
 //! AWS SDK call and the response back into JSON. Requests are values, so
 //! `--dry-run` can print them and tests can script the answers.
 //!
-//! Protocol, on stdin/stdout:
-//! `{"id":1,"op":"ecr.describe_images","params":{...}}` →
-//! `{"id":1,"ok":{...}}` or `{"id":1,"error":{"code":"...","message":"...","throttling":false}}`
+//! Protocol, on stdin/stdout: the lines of the `aws_wire` crate, which xtask
+//! shares (`Request` in, `Response` out, errors as `ApiError`).
 
 mod dynamodb;
 mod ecr;
@@ -18,75 +17,44 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+pub use aws_wire::ApiError;
+use aws_wire::{Request, Response};
 use serde_json::{Value, json};
 
-/// One request line. Read by hand rather than with serde's derive: the
-/// derive would be the only user of serde_derive and a second `syn` in this
-/// crate's cold build.
-#[derive(Debug)]
-struct Request {
-    id: u64,
-    op: String,
-    params: Value,
-}
-
-impl Request {
-    fn parse(line: &str) -> Result<Request, String> {
-        let mut value: Value = serde_json::from_str(line).map_err(|err| err.to_string())?;
-        let id = value["id"].as_u64().ok_or("missing numeric field `id`")?;
-        let op = value["op"].as_str().ok_or("missing string field `op`")?.to_owned();
-        let params = value.get_mut("params").map(Value::take).unwrap_or(Value::Null);
-        Ok(Request { id, op, params })
-    }
-}
-
-/// An API failure as xtask sees it. `SdkError` is the same smithy type in
-/// every aws-sdk crate, so one conversion serves ECR, ECS, DynamoDB and Logs.
-#[derive(Debug)]
-pub struct ApiError {
-    pub code: String,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { code: code.to_owned(), message: message.into() }
-    }
-
-    /// An error without an AWS error body (a proxy's HTML page, a dropped
-    /// connection): the SDK's debug text of the raw response is long and
-    /// unhelpful, so keep its first sentence.
-    pub fn transport(text: String) -> ApiError {
-        let short = text.split(" (ResponseError").next().unwrap_or(&text);
-        let short: String = short.chars().take(300).collect();
-        ApiError { code: "TransportError".to_owned(), message: short }
-    }
-}
-
-impl<E, R> From<aws_sdk_ecr::error::SdkError<E, R>> for ApiError
+/// An SDK failure as xtask sees it. `SdkError` is the same smithy type in
+/// every aws-sdk crate, so one conversion serves ECR, ECS, DynamoDB and Logs
+/// (`.map_err(sdk_error)`; `ApiError` is the wire's type, so no `From`).
+pub fn sdk_error<E, R>(err: aws_sdk_ecr::error::SdkError<E, R>) -> ApiError
 where
     E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    fn from(err: aws_sdk_ecr::error::SdkError<E, R>) -> ApiError {
-        use aws_sdk_ecr::error::ProvideErrorMetadata;
-        let code = err.code().unwrap_or("").to_owned();
-        let message = err.message().map(str::to_owned).unwrap_or_else(|| {
-            // Transport errors carry their cause in the source chain.
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        });
-        if code.is_empty() {
-            return ApiError::transport(message);
+    use aws_sdk_ecr::error::ProvideErrorMetadata;
+    let code = err.code().unwrap_or("").to_owned();
+    let message = err.message().map(str::to_owned).unwrap_or_else(|| {
+        // Transport errors carry their cause in the source chain.
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
         }
-        ApiError { code, message }
+        text
+    });
+    if code.is_empty() {
+        return transport_error(message);
     }
+    ApiError::new(&code, message)
+}
+
+/// An error without an AWS error body (a proxy's HTML page, a dropped
+/// connection): the SDK's debug text of the raw response is long and
+/// unhelpful, so keep its first sentence.
+fn transport_error(text: String) -> ApiError {
+    let short = text.split(" (ResponseError").next().unwrap_or(&text);
+    let short: String = short.chars().take(300).collect();
+    ApiError::new("TransportError", short)
 }
 
 pub struct Clients {
@@ -121,25 +89,15 @@ async fn serve() -> Result<()> {
         }
         let response = match Request::parse(&line) {
             Ok(request) => {
-                let result = dispatch(&clients, &request.op, &request.params).await;
-                match result {
-                    Ok(ok) => json!({ "id": request.id, "ok": ok }),
-                    Err(err) => json!({
-                        "id": request.id,
-                        "error": {
-                            "code": err.code,
-                            "message": err.message,
-                            "throttling": is_throttling(&err.code),
-                        }
-                    }),
-                }
+                // Throttling is judged here, from the code, for every error.
+                let result = dispatch(&clients, &request.op, &request.params)
+                    .await
+                    .map_err(|err| ApiError { throttling: is_throttling(&err.code), ..err });
+                Response { id: request.id, result }
             }
-            Err(err) => {
-                json!({ "id": 0, "error": { "code": "BadRequest", "message": err.to_string(), "throttling": false } })
-            }
+            Err(err) => Response { id: 0, result: Err(ApiError::new("BadRequest", err)) },
         };
-        serde_json::to_writer(&mut stdout, &response).context("writing a response")?;
-        stdout.write_all(b"\n").context("writing a response")?;
+        writeln!(stdout, "{}", response.to_line()).context("writing a response")?;
         stdout.flush().context("flushing a response")?;
     }
     Ok(())

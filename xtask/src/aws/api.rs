@@ -3,23 +3,10 @@
 //! ledger's store, the push gate) take `&mut dyn AwsApi`, so tests answer
 //! them from a script and `--dry-run` can print what would be sent.
 
+/// An AWS API error as the caller sees it: the wire's type, which
+/// `xtask-aws` writes (see `client`).
+pub use aws_wire::ApiError;
 use serde_json::Value;
-
-/// An AWS API error as the caller sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub code: String,
-    pub message: String,
-    pub throttling: bool,
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for ApiError {}
 
 /// Something that answers AWS requests: the real `xtask-aws` process, or a
 /// script in tests.

@@ -1,5 +1,6 @@
 //! Talking to AWS: requests are JSON values sent to the `xtask-aws` process
-//! (which holds the AWS SDK), one per line, answered one per line.
+//! (which holds the AWS SDK), one per line, answered one per line; the lines
+//! are the `aws_wire` crate's, which `xtask-aws` shares.
 //!
 //! Keeping the SDK in its own binary means the everyday tasks never compile
 //! it; keeping requests as values means `--dry-run` prints them and tests can
@@ -12,7 +13,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use aws_wire::{Request, Response};
+use serde_json::Value;
 
 use super::api::{ApiError, AwsApi, is_read_only};
 use crate::support::{ctx::Ctx, exec::cargo, ui};
@@ -104,31 +106,24 @@ fn build_binary(ctx: &Ctx) -> Result<PathBuf> {
 
 impl AwsApi for AwsProcess {
     fn call(&mut self, op: &str, params: Value) -> Result<Value, ApiError> {
-        let request = json!({ "id": self.next_id, "op": op, "params": params });
         if self.dry_run && !is_read_only(op) {
             ui::plan(&format!("would call: {op} {params}"));
             return Ok(Value::Null);
         }
         ui::detail(&format!("aws: {op} {params}"));
+        let request = Request { id: self.next_id, op: op.to_owned(), params };
         self.next_id += 1;
-        let transport = |message: String| ApiError { code: "XtaskAwsFailed".to_owned(), message, throttling: false };
-        writeln!(self.stdin, "{request}").map_err(|err| transport(format!("sending {op} to xtask-aws: {err}")))?;
+        let transport = |message: String| ApiError::new("XtaskAwsFailed", message);
+        writeln!(self.stdin, "{}", request.to_line())
+            .map_err(|err| transport(format!("sending {op} to xtask-aws: {err}")))?;
         self.stdin.flush().map_err(|err| transport(format!("sending {op} to xtask-aws: {err}")))?;
         let mut line = String::new();
         self.stdout.read_line(&mut line).map_err(|err| transport(format!("reading the answer to {op}: {err}")))?;
         if line.is_empty() {
             return Err(transport(format!("xtask-aws exited while answering {op}")));
         }
-        let response: Value =
-            serde_json::from_str(&line).map_err(|err| transport(format!("parsing the answer to {op}: {err}")))?;
-        if let Some(error) = response.get("error") {
-            return Err(ApiError {
-                code: error["code"].as_str().unwrap_or("Unknown").to_owned(),
-                message: error["message"].as_str().unwrap_or("").to_owned(),
-                throttling: error["throttling"].as_bool().unwrap_or(false),
-            });
-        }
-        Ok(response.get("ok").cloned().unwrap_or(Value::Null))
+        let response = Response::parse(&line).map_err(|err| transport(format!("parsing the answer to {op}: {err}")))?;
+        response.result
     }
 }
 

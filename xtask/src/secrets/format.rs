@@ -32,6 +32,8 @@ use openssl::{
     symm::{Cipher, Crypter, Mode},
 };
 
+use zeroize::{Zeroize, Zeroizing};
+
 use crate::support::fs::hex;
 
 /// PBKDF2 iterations of every file the command line writes and reads
@@ -64,9 +66,10 @@ pub struct DecryptOptions {
     pub allow_unauthenticated: bool,
 }
 
-/// A decrypted file: the user's content without the integrity line.
+/// A decrypted file: the user's content without the integrity line, wiped
+/// from memory when dropped.
 pub struct Decrypted {
-    pub content: Vec<u8>,
+    pub content: Zeroizing<Vec<u8>>,
     /// False for a file read with `allow_unauthenticated` or a legacy KDF.
     pub authenticated: bool,
 }
@@ -171,12 +174,6 @@ impl fmt::Debug for Decrypted {
     }
 }
 
-impl Drop for Decrypted {
-    fn drop(&mut self) {
-        wipe(&mut self.content);
-    }
-}
-
 /// Encrypts `content` with a fresh random salt, PBKDF2 with `iterations`,
 /// and an integrity line.
 pub fn encrypt(content: &[u8], password: &[u8], iterations: u32) -> Result<Vec<u8>, DecryptError> {
@@ -190,11 +187,11 @@ pub fn encrypt(content: &[u8], password: &[u8], iterations: u32) -> Result<Vec<u
 pub fn decrypt(file: &[u8], password: &[u8], options: &DecryptOptions) -> Result<Decrypted, DecryptError> {
     let (salt, ciphertext) = split_header(file)?;
     let keys = derive_keys(password, salt, options.kdf)?;
-    let raw = Wiped(aes_256_cbc(Mode::Decrypt, &keys, ciphertext, false)?);
-    let Some(plaintext_len) = unpadded_len(&raw.0) else {
-        return Err(diagnose(file, password, options.kdf, &raw.0));
+    let raw = Zeroizing::new(aes_256_cbc(Mode::Decrypt, &keys, ciphertext, false)?);
+    let Some(plaintext_len) = unpadded_len(&raw) else {
+        return Err(diagnose(file, password, options.kdf, &raw));
     };
-    let plaintext = &raw.0[..plaintext_len];
+    let plaintext = &raw[..plaintext_len];
 
     if let Some(mac_key) = &keys.mac_key
         && let Some((content, mac_hex)) = split_mac_line(plaintext)
@@ -202,7 +199,7 @@ pub fn decrypt(file: &[u8], password: &[u8], options: &DecryptOptions) -> Result
         let expected = mac(mac_key, salt, content)?;
         let expected_hex = hex(&expected);
         if openssl::memcmp::eq(expected_hex.as_bytes(), mac_hex) {
-            return Ok(Decrypted { content: content.to_vec(), authenticated: true });
+            return Ok(Decrypted { content: Zeroizing::new(content.to_vec()), authenticated: true });
         }
         return Err(DecryptError::Corrupted {
             reason: "the integrity line does not match the content, which was changed without xtask \
@@ -212,13 +209,13 @@ pub fn decrypt(file: &[u8], password: &[u8], options: &DecryptOptions) -> Result
         });
     }
     if !is_text(plaintext) {
-        return Err(diagnose(file, password, options.kdf, &raw.0));
+        return Err(diagnose(file, password, options.kdf, &raw));
     }
     if contains(plaintext, MAC_MARKER) {
         return Err(DecryptError::Corrupted { reason: "the integrity line is damaged".to_owned() });
     }
     if options.allow_unauthenticated || matches!(options.kdf, Kdf::Legacy(_)) {
-        return Ok(Decrypted { content: plaintext.to_vec(), authenticated: false });
+        return Ok(Decrypted { content: Zeroizing::new(plaintext.to_vec()), authenticated: false });
     }
     Err(DecryptError::Unauthenticated)
 }
@@ -245,8 +242,8 @@ pub(super) fn encrypt_with_salt(
 ) -> Result<Vec<u8>, DecryptError> {
     let keys = derive_keys(password, salt, Kdf::Pbkdf2 { iterations })?;
     let mac_key = keys.mac_key.as_ref().expect("PBKDF2 keys include a MAC key");
-    let plaintext = Wiped(sealed_plaintext(content, salt, mac_key)?);
-    let ciphertext = aes_256_cbc(Mode::Encrypt, &keys, &plaintext.0, true)?;
+    let plaintext = sealed_plaintext(content, salt, mac_key)?;
+    let ciphertext = aes_256_cbc(Mode::Encrypt, &keys, &plaintext, true)?;
     let mut file = Vec::with_capacity(HEADER_LEN + ciphertext.len());
     file.extend_from_slice(MAGIC);
     file.extend_from_slice(salt);
@@ -255,8 +252,9 @@ pub(super) fn encrypt_with_salt(
 }
 
 /// The user's content followed by its integrity line.
-fn sealed_plaintext(content: &[u8], salt: &[u8], mac_key: &[u8; 32]) -> Result<Vec<u8>, ErrorStack> {
-    let mut plaintext = Vec::with_capacity(content.len() + MAC_LINE_LEN);
+fn sealed_plaintext(content: &[u8], salt: &[u8], mac_key: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, ErrorStack> {
+    // Sized up front: a reallocation would leave a copy of the content behind.
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(content.len() + MAC_LINE_LEN));
     plaintext.extend_from_slice(content);
     plaintext.extend_from_slice(MAC_PREFIX);
     plaintext.extend_from_slice(hex(&mac(mac_key, salt, content)?).as_bytes());
@@ -273,11 +271,9 @@ struct Keys {
 
 impl Drop for Keys {
     fn drop(&mut self) {
-        wipe(&mut self.cipher_key);
-        wipe(&mut self.iv);
-        if let Some(mac_key) = &mut self.mac_key {
-            wipe(mac_key);
-        }
+        self.cipher_key.zeroize();
+        self.iv.zeroize();
+        self.mac_key.zeroize();
     }
 }
 
@@ -307,7 +303,7 @@ fn derive_keys(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<Keys, ErrorStac
                 iv: key_iv[32..].try_into().expect("16 bytes"),
                 mac_key: Some(mac_key?),
             };
-            wipe(&mut key_iv);
+            key_iv.zeroize();
             Ok(keys)
         }
         Kdf::Legacy(digest) => {
@@ -319,8 +315,8 @@ fn derive_keys(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<Keys, ErrorStac
                 iv: iv.as_slice().try_into().expect("AES-CBC has a 16-byte IV"),
                 mac_key: None,
             };
-            wipe(&mut pair.key);
-            wipe(&mut iv);
+            pair.key.zeroize();
+            iv.zeroize();
             Ok(keys)
         }
     }
@@ -435,8 +431,8 @@ fn decrypts_as_text(file: &[u8], password: &[u8], kdf: Kdf) -> bool {
     let Ok(raw) = aes_256_cbc(Mode::Decrypt, &keys, ciphertext, false) else {
         return false;
     };
-    let raw = Wiped(raw);
-    unpadded_len(&raw.0).is_some_and(|len| is_text(&raw.0[..len]))
+    let raw = Zeroizing::new(raw);
+    unpadded_len(&raw).is_some_and(|len| is_text(&raw[..len]))
 }
 
 /// UTF-8 without control characters other than tab, CR and LF.
@@ -451,22 +447,6 @@ fn is_ascii_text(byte: u8) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
-}
-
-/// Overwrites key material and plaintext before the memory is freed. Best
-/// effort: copies made by the allocator or the OS are out of reach.
-fn wipe(bytes: &mut [u8]) {
-    bytes.fill(0);
-    std::hint::black_box(bytes);
-}
-
-/// A buffer of plaintext that is wiped when dropped.
-struct Wiped(Vec<u8>);
-
-impl Drop for Wiped {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
 }
 
 #[cfg(test)]
@@ -489,7 +469,7 @@ pub(super) mod test_support {
     /// The plaintext `encrypt_with_salt` encrypts: content + integrity line.
     pub fn sealed(content: &[u8], password: &[u8], salt: &[u8; 8], iterations: u32) -> Vec<u8> {
         let keys = derive_keys(password, salt, Kdf::Pbkdf2 { iterations }).unwrap();
-        sealed_plaintext(content, salt, keys.mac_key.as_ref().unwrap()).unwrap()
+        sealed_plaintext(content, salt, keys.mac_key.as_ref().unwrap()).unwrap().to_vec()
     }
 
     /// xorshift64*: deterministic, dependency-free, good enough for test data.
@@ -656,7 +636,7 @@ mod tests {
             let password = rng.password();
             let file = encrypt(&content, password.as_bytes(), FAST).unwrap();
             let decrypted = decrypt(&file, password.as_bytes(), &pbkdf2(FAST)).unwrap();
-            assert_eq!(decrypted.content, content);
+            assert_eq!(*decrypted.content, content);
             assert!(decrypted.authenticated);
         }
     }
@@ -686,7 +666,7 @@ mod tests {
             let plaintext = sealed(&content, password.as_bytes(), &salt, FAST);
             let file = openssl_encrypt(&plaintext, &password, Kdf::Pbkdf2 { iterations: FAST }, Some(salt));
             assert_eq!(file, encrypt_with_salt(&content, password.as_bytes(), FAST, &salt).unwrap());
-            assert_eq!(decrypt(&file, password.as_bytes(), &pbkdf2(FAST)).unwrap().content, content);
+            assert_eq!(*decrypt(&file, password.as_bytes(), &pbkdf2(FAST)).unwrap().content, content);
         }
     }
 
@@ -700,7 +680,7 @@ mod tests {
                 let file = openssl_encrypt(&content, &password, kdf, None);
                 let allowed = DecryptOptions { kdf, allow_unauthenticated: true };
                 let decrypted = decrypt(&file, password.as_bytes(), &allowed).unwrap();
-                assert_eq!(decrypted.content, content, "{kdf}");
+                assert_eq!(*decrypted.content, content, "{kdf}");
                 assert!(!decrypted.authenticated);
                 if let Kdf::Pbkdf2 { .. } = kdf {
                     let refused = decrypt(&file, password.as_bytes(), &pbkdf2(FAST)).unwrap_err();
@@ -737,7 +717,7 @@ mod tests {
             let wrong = decrypt(&file, rng.password().as_bytes(), &pbkdf2(FAST)).unwrap_err();
             assert!(matches!(wrong, DecryptError::WrongPassword { .. }), "{wrong:?}");
             let legacy = DecryptOptions { kdf: Kdf::Legacy(digest), allow_unauthenticated: false };
-            assert_eq!(decrypt(&file, b"legacy-password", &legacy).unwrap().content, sample());
+            assert_eq!(*decrypt(&file, b"legacy-password", &legacy).unwrap().content, sample());
             let wrong = decrypt(&file, b"not-the-password", &legacy).unwrap_err();
             assert!(matches!(wrong, DecryptError::WrongPassword { .. }), "{wrong:?}");
         }
@@ -755,7 +735,7 @@ mod tests {
         let theirs =
             openssl_encrypt(&sealed(&content, password.as_bytes(), &salt, ITERATIONS), password, kdf, Some(salt));
         let options = DecryptOptions { kdf, allow_unauthenticated: false };
-        assert_eq!(decrypt(&theirs, password.as_bytes(), &options).unwrap().content, content);
+        assert_eq!(*decrypt(&theirs, password.as_bytes(), &options).unwrap().content, content);
 
         let mismatch = decrypt(&theirs, password.as_bytes(), &pbkdf2(10_000)).unwrap_err();
         assert!(mismatch.to_string().starts_with("wrong password, or the file was written with a different -iter/-md"));
@@ -865,7 +845,8 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_plaintext() {
-        let decrypted = Decrypted { content: b"db_password = \"hunter2\"".to_vec(), authenticated: true };
+        let decrypted =
+            Decrypted { content: Zeroizing::new(b"db_password = \"hunter2\"".to_vec()), authenticated: true };
         assert!(!format!("{decrypted:?}").contains("hunter2"));
     }
 

@@ -6,12 +6,13 @@
 use std::{
     ffi::OsString,
     fs::{File, OpenOptions},
-    io::{BufRead, BufReader, IsTerminal, Write},
+    io::{IsTerminal, Read, Write},
     path::Path,
     process::{Command, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
+use zeroize::Zeroizing;
 
 use super::SecretValue;
 use crate::support::cleanup;
@@ -107,18 +108,48 @@ fn prompt_hidden(prompt: &str) -> Result<SecretValue> {
     });
     write!(tty, "{prompt}: ").context("writing to the terminal")?;
     tty.flush().context("writing to the terminal")?;
-    let mut line = String::new();
-    let read = BufReader::new(&tty).read_line(&mut line);
+    let read = read_line(&tty);
     // Echo is off, so the Enter key left the cursor on the prompt line.
     let _ = writeln!(tty);
-    read.context("reading the password from the terminal")?;
-    if line.ends_with('\n') {
+    let mut line = read.context("reading the password from the terminal")?;
+    if line.ends_with(b"\r") {
         line.pop();
-        if line.ends_with('\r') {
-            line.pop();
+    }
+    // `from_utf8` takes the buffer over without copying it.
+    match String::from_utf8(std::mem::take(&mut *line)) {
+        Ok(line) => Ok(SecretValue::new(line)),
+        Err(err) => {
+            drop(Zeroizing::new(err.into_bytes()));
+            bail!("the password read from the terminal is not valid UTF-8")
         }
     }
-    Ok(SecretValue::new(line))
+}
+
+/// One line from the terminal, without its newline, a byte at a time into a
+/// buffer wiped when dropped: a `BufReader` would keep a copy of the
+/// password in a buffer of its own, and a growing `Vec` would leave one
+/// behind in every allocation it outgrew. (A terminal hands over a line at a
+/// time, so reading it byte by byte costs nothing noticeable.)
+fn read_line(mut tty: &File) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut line = Zeroizing::new(Vec::with_capacity(256));
+    let mut byte = [0u8; 1];
+    loop {
+        match tty.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => {
+                if line.len() == line.capacity() {
+                    let mut larger = Zeroizing::new(Vec::with_capacity(line.capacity() * 2));
+                    larger.extend_from_slice(&line);
+                    line = larger;
+                }
+                line.push(byte[0]);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(line)
 }
 
 fn stty(tty: &File, args: &[&str]) -> Result<String> {

@@ -9,8 +9,12 @@ use clap::Args;
 
 use crate::{
     config::{Config, EnvironmentKind},
-    setup::{self, Need, first_line, run_with_timeout},
-    support::ctx::Ctx,
+    setup::{
+        Need,
+        probe::{first_line, run_with_timeout},
+        report::findings,
+    },
+    support::{ctx::Ctx, ui},
 };
 
 /// Check the tools and services the tasks need
@@ -51,9 +55,7 @@ impl Doctor {
         ];
         // The tools and services: the very checks of `cargo xtask setup`.
         checks.extend(
-            setup::findings(Need::Everything)
-                .into_iter()
-                .map(|finding| Check { name: finding.name, result: finding.result }),
+            findings(Need::Everything).into_iter().map(|finding| Check { name: finding.name, result: finding.result }),
         );
         if environment_kind == Some(EnvironmentKind::Aws) {
             checks.push(aws_region());
@@ -64,9 +66,9 @@ impl Doctor {
         let mut missing = Vec::new();
         for check in &checks {
             match &check.result {
-                Ok(found) => println!("  ok       {:<width$}  {found}", check.name),
+                Ok(found) => ui::result(&format!("  ok       {:<width$}  {found}", check.name)),
                 Err(fix) => {
-                    println!("  MISSING  {:<width$}  {fix}", check.name);
+                    ui::result(&format!("  MISSING  {:<width$}  {fix}", check.name));
                     missing.push(check.name);
                 }
             }

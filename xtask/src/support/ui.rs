@@ -435,42 +435,11 @@ fn printable(line: &str) -> String {
 }
 
 /// `text` without terminal escape sequences and control characters other
-/// than tabs.
+/// than tabs. `console`'s parser knows what build tools print (colours,
+/// cursor movement, erasing, `?25l`, OSC titles and links, `ESC ( B`); of a
+/// rarer CSI sequence (`ESC [ s`) only the ESC goes.
 fn strip_escapes(text: &str) -> String {
-    let mut plain = String::new();
-    let mut characters = text.chars().peekable();
-    while let Some(character) = characters.next() {
-        if character != '\x1b' {
-            if character == '\t' || !character.is_control() {
-                plain.push(character);
-            }
-            continue;
-        }
-        match characters.next() {
-            // CSI: ESC [ parameters, then a final byte in 0x40..=0x7e.
-            Some('[') => {
-                for next in characters.by_ref() {
-                    if ('\x40'..='\x7e').contains(&next) {
-                        break;
-                    }
-                }
-            }
-            // OSC: ESC ] text, ended by BEL or ESC \.
-            Some(']') => {
-                while let Some(next) = characters.next() {
-                    if next == '\x07' || (next == '\x1b' && characters.next_if_eq(&'\\').is_some()) {
-                        break;
-                    }
-                }
-            }
-            // Character set designations: ESC ( B and the like.
-            Some('(' | ')' | '*' | '+') => {
-                characters.next();
-            }
-            _ => {}
-        }
-    }
-    plain
+    console::strip_ansi_codes(text).chars().filter(|&character| character == '\t' || !character.is_control()).collect()
 }
 
 #[cfg(test)]
@@ -485,6 +454,10 @@ mod tests {
         assert_eq!(plain_text(""), "");
         assert_eq!(plain_text("\x1b(B\x1b[m\x1b[32m+ x\x1b]0;title\x07 y"), "+ x y");
         assert_eq!(strip_escapes("\ta\x1b[31mb\x1b(Bc\x1b[0m"), "\tabc");
+        assert_eq!(
+            strip_escapes("\x1b[?25l\x1b[2K\x1b[1A\x1b[38;5;196mred\x1b]8;;https://x\x1b\\link\x1b]8;;\x1b\\"),
+            "redlink"
+        );
     }
 
     #[test]
