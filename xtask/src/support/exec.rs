@@ -199,19 +199,6 @@ pub fn self_exe() -> Result<PathBuf> {
     }
 }
 
-/// Starts a PostgreSQL server with testkit, which reports failures by
-/// panicking (it is made for tests); a task wants them as an error.
-pub fn start_postgres(options: testkit::PostgresOptions) -> Result<testkit::Postgres> {
-    std::panic::catch_unwind(|| testkit::Postgres::start_with(options)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-            .unwrap_or_else(|| "unknown failure".to_owned());
-        anyhow::anyhow!(message)
-    })
-}
-
 /// Finds a tool on PATH or says how to get it.
 pub fn require_tool(name: &str, install_hint: &str) -> Result<PathBuf> {
     which::which(name).map_err(|_| anyhow::anyhow!("`{name}` is not on PATH: {install_hint}"))
