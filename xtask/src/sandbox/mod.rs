@@ -25,12 +25,8 @@ use std::{
     io::Write,
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -42,7 +38,13 @@ pub use self::sync::SyncArgs;
 use crate::{
     aws::{client::AwsProcess, infra, push},
     config::Config,
-    support::{cleanup, ctx::Ctx, fs::write_atomic, process::process_running, ui},
+    support::{
+        ctx::Ctx,
+        daemon::{self, Daemon, Found, Launch, LogMode, Output, Signature},
+        fs::write_atomic,
+        process::command_line,
+        ui,
+    },
 };
 
 /// Start, stop or inspect the sandbox: an AWS emulator and a registry on this machine
@@ -95,7 +97,6 @@ impl Sandbox {
 /// Credentials moto accepts (it accepts any); fixed so the exports are stable.
 const ACCESS_KEY_ID: &str = "test";
 const SECRET_ACCESS_KEY: &str = "test";
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// moto with the ECS behaviour the sandbox needs (deployments on update).
 const MOTO_LAUNCHER_FILE: &str = "moto_launcher.py";
 /// The launcher and the modules it imports, written side by side: RDS
@@ -187,7 +188,7 @@ struct State {
     components: Vec<Component>,
 }
 
-/// One background process.
+/// One background process, a daemon (`support::daemon`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Component {
     name: String,
@@ -195,27 +196,17 @@ struct Component {
     /// `host:port` it answers on.
     address: String,
     log: PathBuf,
-    /// File name of the program and the arguments it was started with:
-    /// the pid is only ours while its command line still shows them.
-    program: String,
-    args: Vec<String>,
+    /// File name of the program and the arguments it was started with
+    /// (`program`, `args`): the pid is only ours while its command line
+    /// still shows them.
+    #[serde(flatten)]
+    signature: Signature,
 }
 
 impl Component {
     /// True when the pid is alive and still runs what we started.
     fn is_ours(&self) -> bool {
-        command_line(self.pid).is_some_and(|command_line| self.matches(&command_line))
-    }
-
-    fn matches(&self, command_line: &[String]) -> bool {
-        let program_position = command_line
-            .iter()
-            .position(|arg| Path::new(arg).file_name().is_some_and(|name| name.to_string_lossy() == self.program));
-        let Some(position) = program_position else {
-            return false;
-        };
-        let rest = &command_line[position + 1..];
-        self.args.is_empty() || rest.windows(self.args.len()).any(|window| window == self.args.as_slice())
+        daemon::is_ours(self.pid, &self.signature)
     }
 
     fn answers(&self) -> bool {
@@ -481,19 +472,15 @@ fn start(ctx: &Ctx, sandbox: &SandboxEnvironment, plan: &UpPlan) -> Result<State
     Ok(state)
 }
 
-/// A process started by this `up`, stopped again unless `keep_running`.
+/// A process started by this `up`: stopped again (on an error, on Ctrl-C)
+/// unless `keep_running`.
 struct Started {
     component: Component,
-    child: Child,
-    armed: Arc<AtomicBool>,
-    _guard: cleanup::CleanupGuard,
+    daemon: Daemon,
 }
 
 impl Started {
     fn spawn(spec: &ProcessSpec) -> Result<Started> {
-        use std::os::unix::process::CommandExt;
-        let log = fs::File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
-        let log_err = log.try_clone().with_context(|| format!("opening {}", spec.log.display()))?;
         let mut command = Command::new(&spec.program);
         command.args(&spec.args);
         // Only the sandbox's own AWS settings: a profile or service endpoint
@@ -504,60 +491,41 @@ impl Started {
             }
         }
         command.envs(spec.env.iter().map(|(key, value)| (key, value)));
-        // Detached: its own process group (a Ctrl-C on this terminal is not
-        // for it), no terminal input, output to its log. It outlives xtask.
-        command.stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0);
-        let child = command.spawn().with_context(|| format!("starting {} ({spec})", spec.name))?;
-        let pid = child.id();
-        let armed = Arc::new(AtomicBool::new(true));
-        let still_armed = armed.clone();
-        let guard = cleanup::register(format!("stop the sandbox's {} (pid {pid})", spec.name), move || {
-            if still_armed.load(Ordering::SeqCst) {
-                stop_process_group(pid);
-            }
-        });
-        let program = spec.program.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        // A daemon: a Ctrl-C on this terminal is not for it, and it
+        // outlives xtask once `keep_running`.
+        let daemon = Daemon::start(Launch {
+            name: &format!("the sandbox's {}", spec.name),
+            command,
+            output: Output::Log(&spec.log, LogMode::Truncate),
+            stop_grace: daemon::STOP_GRACE,
+        })?;
         let component = Component {
             name: spec.name.to_owned(),
-            pid,
+            pid: daemon.pid(),
             address: spec.address.clone(),
             log: spec.log.clone(),
-            program,
-            args: spec.args.clone(),
+            signature: daemon.signature().clone(),
         };
-        Ok(Started { component, child, armed, _guard: guard })
+        Ok(Started { component, daemon })
     }
 
     /// Polls `ready`; fails with the log's tail when the process exits or
     /// the time is up.
-    fn wait_until_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let name = &self.component.name;
-        loop {
-            if ready() {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait().with_context(|| format!("checking on {name}"))? {
-                bail!("{name} exited ({status}) before it was ready; {}", log_tail(&self.component.log));
-            }
-            if Instant::now() > deadline {
-                bail!("{name} was not ready after {}s; {}", timeout.as_secs(), log_tail(&self.component.log));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait_until_ready(&mut self, timeout: Duration, ready: impl FnMut() -> bool) -> Result<()> {
+        self.daemon.wait_until_ready(timeout, ready).map_err(|not_ready| {
+            anyhow::anyhow!("{} {not_ready}; {}", self.component.name, log_tail(&self.component.log))
+        })
     }
 
-    /// Disarms the guard: the process is recorded in the state and belongs
-    /// to `down` now.
+    /// Lets it run on: the process is recorded in the state and belongs to
+    /// `down` now.
     fn keep_running(self) {
-        self.armed.store(false, Ordering::SeqCst);
+        self.daemon.detach();
     }
 }
 
 fn log_tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    format!("log {}:\n{}", log.display(), lines[lines.len().saturating_sub(20)..].join("\n"))
+    format!("log {}:\n{}", log.display(), daemon::log_tail(log, 20))
 }
 
 fn which_tool(name: &str) -> Result<PathBuf> {
@@ -720,18 +688,15 @@ fn stop_all(sandbox: &SandboxEnvironment, state: &State) {
 
 fn stop_components(state: &State) {
     for component in state.components.iter().rev() {
-        match command_line(component.pid) {
-            None => ui::info(&format!("{} (pid {}) had already stopped", component.name, component.pid)),
-            Some(command_line) if !component.matches(&command_line) => ui::warn(&format!(
+        match daemon::stop_recorded(component.pid, &component.signature, daemon::STOP_GRACE) {
+            Found::Gone => ui::info(&format!("{} (pid {}) had already stopped", component.name, component.pid)),
+            Found::Other(command_line) => ui::warn(&format!(
                 "pid {} is no longer the sandbox's {} (it runs `{}`): not signalling it",
                 component.pid,
                 component.name,
                 command_line.join(" ")
             )),
-            Some(_) => {
-                stop_process_group(component.pid);
-                ui::info(&format!("stopped {} (pid {})", component.name, component.pid));
-            }
+            Found::Ours => ui::info(&format!("stopped {} (pid {})", component.name, component.pid)),
         }
     }
 }
@@ -757,14 +722,7 @@ fn stop_database_servers(rds_dir: &Path) {
         if !ours {
             continue;
         }
-        signal_process(pid, "INT");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_running(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if process_running(pid) {
-            signal_process(pid, "KILL");
-        }
+        testkit::stop_postgres(pid, Duration::from_secs(10));
         ui::info(&format!("stopped the database server of {} (pid {pid})", data_dir_text));
     }
 }
@@ -792,10 +750,6 @@ fn remove_containers(environment: &str) {
     }
 }
 
-fn signal_process(pid: u32, signal: &str) {
-    let _ = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).stderr(Stdio::null()).status();
-}
-
 fn remove_state(sandbox: &SandboxEnvironment) -> Result<()> {
     let path = sandbox.state_path();
     match fs::remove_file(&path) {
@@ -803,48 +757,6 @@ fn remove_state(sandbox: &SandboxEnvironment) -> Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(err).with_context(|| format!("removing {}", path.display())),
     }
-}
-
-/// SIGTERM to the process group led by `pid`, then SIGKILL after the grace
-/// period. Each component leads its own group, which also holds its
-/// children (the sync's `xtask-aws`).
-fn stop_process_group(pid: u32) {
-    signal_group(pid, "TERM");
-    let deadline = Instant::now() + STOP_GRACE;
-    while Instant::now() < deadline {
-        if !process_running(pid) {
-            // Children that outlived their leader.
-            signal_group(pid, "TERM");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    signal_group(pid, "KILL");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while process_running(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn signal_group(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{signal}"), "--".to_owned(), format!("-{pid}")])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// The arguments of a live (not zombie) process.
-fn command_line(pid: u32) -> Option<Vec<String>> {
-    if !process_running(pid) {
-        return None;
-    }
-    let bytes = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = bytes
-        .split(|byte| *byte == 0)
-        .filter(|arg| !arg.is_empty())
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect();
-    (!args.is_empty()).then_some(args)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
@@ -885,28 +797,29 @@ fn status(ctx: &Ctx) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn component(program: &str, args: &[&str]) -> Component {
-        Component {
-            name: "moto".to_owned(),
-            pid: 1,
-            address: "127.0.0.1:1".to_owned(),
-            log: PathBuf::from("moto.log"),
-            program: program.to_owned(),
-            args: args.iter().map(|arg| arg.to_string()).collect(),
-        }
-    }
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|arg| arg.to_string()).collect()
-    }
-
     #[test]
-    fn a_pid_is_ours_only_while_its_command_line_matches() {
-        let moto = component("moto_server", &["-H", "127.0.0.1", "-p", "4000"]);
-        // Through an interpreter, as a pyenv shim runs it.
-        assert!(moto.matches(&strings(&["/usr/bin/python3", "/x/bin/moto_server", "-H", "127.0.0.1", "-p", "4000"])));
-        assert!(!moto.matches(&strings(&["/x/bin/moto_server", "-H", "127.0.0.1", "-p", "4001"])));
-        assert!(!moto.matches(&strings(&["/usr/bin/vim", "-H", "127.0.0.1", "-p", "4000"])));
+    fn the_state_file_keeps_its_format() {
+        // As written by an `up` before the daemon supervisor: a sandbox that
+        // is up across an upgrade is still found and stopped.
+        let written = serde_json::json!({
+            "environment": "sandbox",
+            "config": "/p/deploy.toml",
+            "endpoint_url": "http://127.0.0.1:4000",
+            "region": "us-east-1",
+            "registry": "127.0.0.1:5055",
+            "components": [{
+                "name": "moto",
+                "pid": 42,
+                "address": "127.0.0.1:4000",
+                "log": "/p/target/sandbox/sandbox/moto.log",
+                "program": "python3",
+                "args": ["/p/target/sandbox/sandbox/moto_launcher.py", "-H", "127.0.0.1", "-p", "4000"]
+            }]
+        });
+        let state: State = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(state.components[0].signature.program, "python3");
+        assert_eq!(state.components[0].signature.args[4], "4000");
+        assert_eq!(serde_json::to_value(&state).unwrap(), written);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::Mutex,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +14,7 @@ use xshell::{Cmd, Shell};
 
 use crate::support::{
     cleanup,
-    process::{kill_process_group, process_running},
+    process::{Signal, kill_process_group, signal_group, wait_for_exit},
     ui,
 };
 
@@ -161,19 +161,12 @@ fn spawn_and_wait_observed(
 
 /// SIGINT, a grace period for the group leader to exit, then SIGTERM.
 fn interrupt_and_wait(description: &str, process_group: u32, grace: Duration) {
-    let _ = Command::new("kill")
-        .args(["-INT", "--", &format!("-{process_group}")])
-        .stderr(std::process::Stdio::null())
-        .status();
-    eprintln!("waiting up to {}s for {description} to stop cleanly", grace.as_secs());
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !process_running(process_group) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    signal_group(process_group, Signal::Interrupt);
+    ui::info(&format!("waiting up to {}s for {description} to stop cleanly", grace.as_secs()));
+    if wait_for_exit(process_group, grace) {
+        return;
     }
-    eprintln!("{description} did not stop within {}s; terminating it", grace.as_secs());
+    ui::warn(&format!("{description} did not stop within {}s; terminating it", grace.as_secs()));
     kill_process_group(process_group);
 }
 

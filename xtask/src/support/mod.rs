@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod ctx;
+pub mod daemon;
 pub mod exec;
 pub mod fs;
 pub mod ndjson;
