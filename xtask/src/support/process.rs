@@ -109,7 +109,13 @@ mod tests {
         use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("sleep").arg("30").process_group(0).spawn().expect("starting sleep");
         let pid = child.id();
-        assert_eq!(command_line(pid), Some(vec!["sleep".to_owned(), "30".to_owned()]));
+        let expected = Some(vec!["sleep".to_owned(), "30".to_owned()]);
+        // The new program's command line shows once its exec is done.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while command_line(pid) != expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(command_line(pid), expected);
         signal_group(pid, Signal::Terminate);
         // A zombie counts as stopped: this process has not reaped it yet.
         assert!(wait_for_exit(pid, Duration::from_secs(5)));
