@@ -8,12 +8,14 @@
 //! A missing binary is a test failure with a message that says how to install
 //! it: no test silently skips.
 
+mod error;
 mod moto;
 mod postgres;
 mod process;
 mod registry;
 mod tls;
 
+pub use error::{Error, Result};
 pub use moto::Moto;
 pub use postgres::{
     DetachedPostgres, Postgres, PostgresOptions, TlsFiles, database_url, password_file, random_password, stop_postgres,

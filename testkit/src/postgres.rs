@@ -18,7 +18,10 @@ use std::{
     time::Duration,
 };
 
-use crate::process::{ServiceDir, free_port, log_tail, spawn_logged, terminate, try_which, wait_until};
+use crate::{
+    error::{Context, Error, Result, bail},
+    process::{ServiceDir, find_tool, log_tail, terminate, try_free_port, try_spawn_logged, try_wait_until, try_which},
+};
 
 const INSTALL_HINT: &str =
     "install PostgreSQL server binaries (Debian: `apt-get install postgresql`), or set DATABASE_URL";
@@ -78,25 +81,50 @@ impl Postgres {
     }
 
     pub fn start_with(options: PostgresOptions) -> Postgres {
-        let initdb = find_pg_binary("initdb");
-        let postgres = find_pg_binary("postgres");
-        let run_as = if crate::process::running_as_root() { Some(postgres_user()) } else { None };
+        Postgres::try_start_with(options).unwrap_or_else(|err| panic!("{err}"))
+    }
 
+    /// `start_with` for a caller that is not a test: the failure is
+    /// returned, not a panic. A temp directory is kept for inspection then,
+    /// as a failing test keeps it, and the error names it.
+    pub fn try_start_with(options: PostgresOptions) -> Result<Postgres> {
         let (dir, base) = match &options.data_dir {
             Some(data_dir) => {
-                fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/")))
-                    .unwrap_or_else(|err| panic!("creating {}: {err}", data_dir.display()));
-                (None, data_dir.parent().unwrap_or(Path::new("/")).to_path_buf())
+                let base = data_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+                fs::create_dir_all(&base).context(|| format!("creating {}", data_dir.display()))?;
+                (None, base)
             }
             None => {
-                let dir = ServiceDir::new("testkit-postgres");
+                let dir = ServiceDir::try_new("testkit-postgres")?;
                 let base = dir.path().to_path_buf();
                 (Some(dir), base)
             }
         };
+        match Postgres::start_in(&options, &base) {
+            Ok(mut postgres) => {
+                postgres._dir = dir;
+                Ok(postgres)
+            }
+            Err(err) => match dir {
+                Some(mut dir) => {
+                    dir.keep();
+                    Err(Error::new(format!("{err}\n(kept {} for inspection)", dir.path().display())))
+                }
+                None => Err(err),
+            },
+        }
+    }
+
+    /// Starts a server with its files under `base` (the data directory is
+    /// `options.data_dir`, or `base/data`).
+    fn start_in(options: &PostgresOptions, base: &Path) -> Result<Postgres> {
+        let initdb = find_pg_binary("initdb")?;
+        let postgres = find_pg_binary("postgres")?;
+        let run_as = if crate::process::running_as_root() { Some(postgres_user()?) } else { None };
+
         let data_dir = options.data_dir.clone().unwrap_or_else(|| base.join("data"));
         let socket_dir = base.join("socket");
-        fs::create_dir_all(&socket_dir).unwrap_or_else(|err| panic!("creating {}: {err}", socket_dir.display()));
+        fs::create_dir_all(&socket_dir).context(|| format!("creating {}", socket_dir.display()))?;
         let log_path = base.join("postgres.log");
         let password_path = password_file(&data_dir);
         let fresh = !data_dir.join("PG_VERSION").exists();
@@ -104,12 +132,12 @@ impl Postgres {
         let upgrade_from_trust = !fresh && !password_path.exists();
         let password = match fs::read_to_string(&password_path) {
             Ok(text) if !fresh => text.trim().to_owned(),
-            _ => write_new_password(&password_path, run_as),
+            _ => write_new_password(&password_path, run_as)?,
         };
         if let Some((uid, gid)) = run_as {
-            for path in [&base, &socket_dir] {
+            for path in [base, &socket_dir] {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                    .unwrap_or_else(|err| panic!("handing {} to the postgres user: {err}", path.display()));
+                    .context(|| format!("handing {} to the postgres user", path.display()))?;
             }
             let _ = fs::File::create(&log_path);
             let _ = std::os::unix::fs::chown(&log_path, Some(uid), Some(gid));
@@ -125,14 +153,15 @@ impl Postgres {
                 "--no-instructions",
             ]);
             as_user(&mut command, run_as);
-            let output = command.output().unwrap_or_else(|err| panic!("running {}: {err}", initdb.display()));
-            assert!(
-                output.status.success(),
-                "initdb failed ({}):\n{}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let output = command.output().context(|| format!("running {}", initdb.display()))?;
+            if !output.status.success() {
+                bail!(
+                    "initdb failed ({}):\n{}{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
         }
 
         let mut tls_settings = Vec::new();
@@ -140,9 +169,9 @@ impl Postgres {
             // The server reads them as its own user; the key must be 0600.
             for (source, name) in [(&tls.certificate, "server.crt"), (&tls.key, "server.key")] {
                 let target = base.join(name);
-                fs::copy(source, &target).unwrap_or_else(|err| panic!("copying {}: {err}", source.display()));
+                fs::copy(source, &target).context(|| format!("copying {}", source.display()))?;
                 fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                    .unwrap_or_else(|err| panic!("chmod {}: {err}", target.display()));
+                    .context(|| format!("chmod {}", target.display()))?;
                 if let Some((uid, gid)) = run_as {
                     let _ = std::os::unix::fs::chown(&target, Some(uid), Some(gid));
                 }
@@ -154,8 +183,7 @@ impl Postgres {
             }
             tls_settings.push("ssl=on".to_owned());
             let hba_path = data_dir.join("pg_hba.conf");
-            let hba =
-                fs::read_to_string(&hba_path).unwrap_or_else(|err| panic!("reading {}: {err}", hba_path.display()));
+            let hba = fs::read_to_string(&hba_path).context(|| format!("reading {}", hba_path.display()))?;
             let ssl_only: Vec<String> = hba
                 .lines()
                 .map(|line| match line.strip_prefix("host ") {
@@ -163,11 +191,13 @@ impl Postgres {
                     None => line.to_owned(),
                 })
                 .collect();
-            fs::write(&hba_path, ssl_only.join("\n") + "\n")
-                .unwrap_or_else(|err| panic!("writing {}: {err}", hba_path.display()));
+            fs::write(&hba_path, ssl_only.join("\n") + "\n").context(|| format!("writing {}", hba_path.display()))?;
         }
 
-        let port = options.port.unwrap_or_else(free_port);
+        let port = match options.port {
+            Some(port) => port,
+            None => try_free_port()?,
+        };
         let listen = options.listen_addresses.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
         let mut command = Command::new(&postgres);
         command
@@ -185,24 +215,25 @@ impl Postgres {
             command.arg("-c").arg(setting);
         }
         as_user(&mut command, run_as);
-        let mut child = spawn_logged(command, &log_path);
-        wait_until("postgres", &mut child, &log_path, Duration::from_secs(30), || {
+        let mut child = try_spawn_logged(command, &log_path)?;
+        try_wait_until("postgres", &mut child, &log_path, Duration::from_secs(30), || {
             fs::read_to_string(&log_path).is_ok_and(|log| log.contains("ready to accept connections"))
                 && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        let postgres = Postgres { child, port, password, data_dir, log_path, detached: false, _dir: dir };
+        })?;
+        // From here on the handle owns the server: a failure stops it.
+        let postgres = Postgres { child, port, password, data_dir, log_path, detached: false, _dir: None };
         if upgrade_from_trust {
-            postgres.require_password();
+            postgres.require_password()?;
         }
-        postgres
+        Ok(postgres)
     }
 
     /// Sets the password on a cluster made with `trust`, then makes its
     /// pg_hba.conf ask for it and reloads.
-    fn require_password(&self) {
-        self.psql_as("postgres", &format!("ALTER ROLE postgres PASSWORD '{}'", self.password), false);
+    fn require_password(&self) -> Result<()> {
+        self.psql_as("postgres", &format!("ALTER ROLE postgres PASSWORD '{}'", self.password), false)?;
         let hba_path = self.data_dir.join("pg_hba.conf");
-        let hba = fs::read_to_string(&hba_path).unwrap_or_else(|err| panic!("reading {}: {err}", hba_path.display()));
+        let hba = fs::read_to_string(&hba_path).context(|| format!("reading {}", hba_path.display()))?;
         let scram: String = hba
             .lines()
             .map(|line| {
@@ -214,8 +245,9 @@ impl Postgres {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        fs::write(&hba_path, scram + "\n").unwrap_or_else(|err| panic!("writing {}: {err}", hba_path.display()));
-        self.psql("postgres", "SELECT pg_reload_conf()");
+        fs::write(&hba_path, scram + "\n").context(|| format!("writing {}", hba_path.display()))?;
+        self.try_psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(())
     }
 
     /// The superuser's password (also in the URLs).
@@ -251,11 +283,16 @@ impl Postgres {
 
     /// Runs SQL through `psql` and returns its output; panics on failure.
     pub fn psql(&self, database: &str, sql: &str) -> String {
+        self.try_psql(database, sql).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// `psql`, returning the failure.
+    pub fn try_psql(&self, database: &str, sql: &str) -> Result<String> {
         self.psql_as(database, sql, true)
     }
 
-    fn psql_as(&self, database: &str, sql: &str, with_password: bool) -> String {
-        let psql = find_pg_binary("psql");
+    fn psql_as(&self, database: &str, sql: &str, with_password: bool) -> Result<String> {
+        let psql = find_pg_binary("psql")?;
         let mut command = Command::new(&psql);
         // The password through the environment of psql only, never its
         // command line (which `ps` shows).
@@ -273,19 +310,25 @@ impl Postgres {
             .arg("-c")
             .arg(sql)
             .output()
-            .unwrap_or_else(|err| panic!("running psql: {err}"));
-        assert!(output.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            .context(|| "running psql".to_owned())?;
+        if !output.status.success() {
+            bail!("psql {sql:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     /// Creates an empty database and returns its URL.
     pub fn create_database(&self, name: &str) -> String {
-        assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "database name {name:?} must be [A-Za-z0-9_]"
-        );
-        self.psql("postgres", &format!("CREATE DATABASE {name}"));
-        self.url_for(name)
+        self.try_create_database(name).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// `create_database`, returning the failure.
+    pub fn try_create_database(&self, name: &str) -> Result<String> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("database name {name:?} must be [A-Za-z0-9_]");
+        }
+        self.try_psql("postgres", &format!("CREATE DATABASE {name}"))?;
+        Ok(self.url_for(name))
     }
 
     /// Stops the server now (fast shutdown) instead of at drop.
@@ -376,56 +419,61 @@ pub fn password_file(data_dir: &Path) -> PathBuf {
 
 /// 32 random hex characters from the kernel.
 pub fn random_password() -> String {
+    try_random_password().unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn try_random_password() -> Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut bytes))
-        .unwrap_or_else(|err| panic!("reading /dev/urandom: {err}"));
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+        .context(|| "reading /dev/urandom".to_owned())?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// A new `random_password`, written 0600 (owned by the
 /// server's user when it runs as another, since initdb reads the file).
-fn write_new_password(path: &Path, run_as: Option<(u32, u32)>) -> String {
+fn write_new_password(path: &Path, run_as: Option<(u32, u32)>) -> Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let password = random_password();
+    let password = try_random_password()?;
     let _ = fs::remove_file(path);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
+        .context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, format!("{password}\n").as_bytes())
-        .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
+        .context(|| format!("writing {}", path.display()))?;
     if let Some((uid, gid)) = run_as {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .unwrap_or_else(|err| panic!("handing {} to the postgres user: {err}", path.display()));
+            .context(|| format!("handing {} to the postgres user", path.display()))?;
     }
-    password
+    Ok(password)
 }
 
-fn find_pg_binary(name: &str) -> PathBuf {
+fn find_pg_binary(name: &str) -> Result<PathBuf> {
     // Debian keeps the server binaries out of PATH.
     let mut versioned: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
         .map(|entries| entries.flatten().map(|entry| entry.path().join("bin")).collect())
         .unwrap_or_default();
     versioned.sort();
     versioned.reverse();
-    try_which(name, &versioned).unwrap_or_else(|| crate::which(name, INSTALL_HINT))
+    match try_which(name, &versioned) {
+        Some(path) => Ok(path),
+        None => find_tool(name, INSTALL_HINT),
+    }
 }
 
-fn postgres_user() -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let output = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .unwrap_or_else(|err| panic!("running `id {flag} postgres`: {err}"));
-        String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or_else(|_| {
-            panic!("running as root, and there is no `postgres` user to run PostgreSQL as: {INSTALL_HINT}")
+fn postgres_user() -> Result<(u32, u32)> {
+    let id = |flag: &str| -> Result<u32> {
+        let output =
+            Command::new("id").args([flag, "postgres"]).output().context(|| format!("running `id {flag} postgres`"))?;
+        String::from_utf8_lossy(&output.stdout).trim().parse().map_err(|_| {
+            Error::new(format!("running as root, and there is no `postgres` user to run PostgreSQL as: {INSTALL_HINT}"))
         })
     };
-    (id("-u"), id("-g"))
+    Ok((id("-u")?, id("-g")?))
 }
 
 fn as_user(command: &mut Command, run_as: Option<(u32, u32)>) {
@@ -455,7 +503,7 @@ mod tests {
     /// `SELECT 1` as postgres with no password from anywhere (no
     /// PGPASSWORD, no ~/.pgpass, never a prompt).
     fn psql_without_password(host: &str, port: u16) -> std::process::Output {
-        Command::new(find_pg_binary("psql"))
+        Command::new(find_pg_binary("psql").unwrap())
             .args(["-X", "-w", "-h", host, "-U", "postgres", "-p", &port.to_string(), "-c", "SELECT 1"])
             .env_remove("PGPASSWORD")
             .env("PGPASSFILE", "/nonexistent")
@@ -509,6 +557,26 @@ mod tests {
         assert!(!fs::read_to_string(&hba_path).unwrap().lines().any(|line| line.ends_with(" trust")));
         let output = psql_without_password("127.0.0.1", again.port());
         assert!(!output.status.success(), "connected without a password after the upgrade");
+    }
+
+    #[test]
+    fn a_server_that_cannot_start_is_an_error_and_its_directory_is_kept() {
+        let first = Postgres::start();
+        let taken = PostgresOptions { port: Some(first.port()), ..Default::default() };
+        let err = Postgres::try_start_with(taken).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("postgres exited with"), "{message}");
+        let kept = message.rsplit_once("(kept ").and_then(|(_, rest)| rest.strip_suffix(" for inspection)"));
+        let kept = kept.unwrap_or_else(|| panic!("the error names no kept directory: {message}"));
+        assert!(Path::new(kept).join("postgres.log").exists(), "{message}");
+        fs::remove_dir_all(kept).unwrap();
+
+        let not_a_directory = ServiceDir::new("testkit-not-a-directory");
+        let file = not_a_directory.path().join("file");
+        fs::write(&file, "").unwrap();
+        let options = PostgresOptions { data_dir: Some(file.join("postgres/data")), ..Default::default() };
+        let err = Postgres::try_start_with(options).unwrap_err();
+        assert!(err.message().starts_with(&format!("creating {}", file.join("postgres/data").display())), "{err}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::error::{Context, Result, bail};
+
 /// A private temp directory for one service. Removed on drop, unless the
 /// thread is panicking: then it is kept and its path printed.
 #[derive(Debug)]
@@ -21,12 +23,17 @@ pub struct ServiceDir {
 
 impl ServiceDir {
     pub fn new(prefix: &str) -> ServiceDir {
+        ServiceDir::try_new(prefix).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// `new`, returning the failure.
+    pub fn try_new(prefix: &str) -> Result<ServiceDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         let name = format!("{prefix}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(name);
-        fs::create_dir_all(&path).unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
-        ServiceDir { path, keep: false }
+        fs::create_dir_all(&path).context(|| format!("creating {}", path.display()))?;
+        Ok(ServiceDir { path, keep: false })
     }
 
     pub fn path(&self) -> &Path {
@@ -54,23 +61,35 @@ impl Drop for ServiceDir {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 to find a free port");
-    listener.local_addr().expect("reading the bound address").port()
+    try_free_port().unwrap_or_else(|err| panic!("{err}"))
+}
+
+pub(crate) fn try_free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context(|| "binding 127.0.0.1:0 to find a free port".to_owned())?;
+    Ok(listener.local_addr().context(|| "reading the bound address".to_owned())?.port())
 }
 
 /// Finds a binary on PATH (and in `extra_dirs`), or fails the test with how to
 /// install it.
 pub fn which(binary: &str, install_hint: &str) -> PathBuf {
+    find_tool(binary, install_hint).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// `which`, returning the failure.
+pub(crate) fn find_tool(binary: &str, install_hint: &str) -> Result<PathBuf> {
     // The project's pinned tools (`cargo xtask setup`: the Python
     // environment, the cargo-installed ones, checkov's own environment),
     // also when a test runs under a plain `cargo test` that did not put
     // them on PATH.
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools");
     let project_tools = ["python/bin", "cargo/bin", "checkov/bin"].map(|dir| tools.join(dir));
-    try_which(binary, &project_tools).unwrap_or_else(|| {
-        let ci_note = if crate::in_ci() { " (CI=true: a missing component fails the run)" } else { "" };
-        panic!("`{binary}` is not on PATH: {install_hint} (or `cargo xtask setup`){ci_note}")
-    })
+    match try_which(binary, &project_tools) {
+        Some(path) => Ok(path),
+        None => {
+            let ci_note = if crate::in_ci() { " (CI=true: a missing component fails the run)" } else { "" };
+            bail!("`{binary}` is not on PATH: {install_hint} (or `cargo xtask setup`){ci_note}")
+        }
+    }
 }
 
 pub(crate) fn try_which(binary: &str, extra_dirs: &[PathBuf]) -> Option<PathBuf> {
@@ -94,16 +113,20 @@ pub(crate) fn running_as_root() -> bool {
 /// Spawns `command` with stdout and stderr appended to `log_path`, in its own
 /// process group so a Ctrl-C meant for the test runner reaches us first and we
 /// stop the service in order.
-pub(crate) fn spawn_logged(mut command: Command, log_path: &Path) -> Child {
+pub(crate) fn spawn_logged(command: Command, log_path: &Path) -> Child {
+    try_spawn_logged(command, log_path).unwrap_or_else(|err| panic!("{err}"))
+}
+
+pub(crate) fn try_spawn_logged(mut command: Command, log_path: &Path) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log_path)
-        .unwrap_or_else(|err| panic!("opening log {}: {err}", log_path.display()));
-    let log_err = log.try_clone().expect("cloning a log file handle");
+        .context(|| format!("opening log {}", log_path.display()))?;
+    let log_err = log.try_clone().context(|| "cloning a log file handle".to_owned())?;
     command.stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0);
-    command.spawn().unwrap_or_else(|err| panic!("starting {command:?}: {err}"))
+    command.spawn().context(|| format!("starting {command:?}"))
 }
 
 /// Polls `ready` every 50 ms until it returns true, the child exits, or the
@@ -113,22 +136,35 @@ pub(crate) fn wait_until(
     child: &mut Child,
     log_path: &Path,
     timeout: Duration,
-    mut ready: impl FnMut() -> bool,
+    ready: impl FnMut() -> bool,
 ) {
+    try_wait_until(what, child, log_path, timeout, ready).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// `wait_until`, returning the failure. A child that is still running when
+/// the time is up is stopped: nobody else holds it.
+pub(crate) fn try_wait_until(
+    what: &str,
+    child: &mut Child,
+    log_path: &Path,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if ready() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
+            bail!(
                 "{what} exited with {status} before it was ready; log {}:\n{}",
                 log_path.display(),
                 log_tail(log_path)
             );
         }
         if Instant::now() > deadline {
-            panic!("{what} was not ready after {timeout:?}; log {}:\n{}", log_path.display(), log_tail(log_path));
+            terminate(child, Duration::from_secs(5));
+            bail!("{what} was not ready after {timeout:?}; log {}:\n{}", log_path.display(), log_tail(log_path));
         }
         thread::sleep(Duration::from_millis(50));
     }

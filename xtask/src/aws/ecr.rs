@@ -14,7 +14,7 @@ use xshell::{Cmd, cmd};
 
 use crate::{
     aws::api::AwsApi,
-    secrets::SecretValue,
+    support::secret::SecretValue,
     support::{ctx::Ctx, exec::output_with_progress, fs::write_atomic, ui},
 };
 

@@ -38,7 +38,7 @@ impl HostPostgres {
             listen_addresses: Some("127.0.0.1".to_owned()),
             ..Default::default()
         };
-        let postgres = crate::support::exec::start_postgres(options).context("starting a throwaway Postgres")?;
+        let postgres = testkit::Postgres::try_start_with(options).context("starting a throwaway Postgres")?;
         let port = postgres.port();
         let password = postgres.password().to_owned();
         ui::info(&format!(

@@ -200,7 +200,7 @@ fn ensure_host(ctx: &Ctx, target: &Target, recorded_port: Option<u16>) -> Result
         tls: None,
     };
     let postgres =
-        crate::support::exec::start_postgres(options).context("starting PostgreSQL for the local environment")?;
+        testkit::Postgres::try_start_with(options).context("starting PostgreSQL for the local environment")?;
     let database = database_name(target);
     let exists = postgres.psql("postgres", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"));
     if exists.is_empty() {

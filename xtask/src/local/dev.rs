@@ -16,20 +16,25 @@ use std::{
     fs,
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command},
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
+    process::Command,
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::{Target, containers, database};
-use crate::http;
-use crate::support::{cleanup, ctx::Ctx, exec::cargo, ui};
+use crate::{
+    config::DockerEnv,
+    http,
+    support::{
+        cleanup,
+        ctx::Ctx,
+        daemon::{Daemon, Launch, Output},
+        exec::cargo,
+        ui,
+    },
+};
 
 /// What is watched, relative to the project root.
 const WATCHED: [&str; 4] = ["app/src", "app/migrations", "app/Cargo.toml", "app/build.rs"];
@@ -48,27 +53,26 @@ pub struct Dev {
 }
 
 impl Dev {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let target = Target::load(ctx)?;
+    pub fn run(self, ctx: &Ctx, env: &DockerEnv) -> Result<()> {
+        let target = Target::new(ctx, env);
         let port = self.port.unwrap_or_else(|| {
             let next = target.host_port.wrapping_add(1);
             if next > 1024 && TcpListener::bind(("127.0.0.1", next)).is_ok() { next } else { testkit::free_port() }
         });
-        if ctx.dry_run() {
-            database::ensure_running(ctx, &target)?;
-            println!("would run: {}", build_command(ctx));
-            println!(
+        let database = database::ensure_running(ctx, &target)?;
+        if ctx.would(format_args!("run: {}", build_command(ctx))) {
+            // The loop after the first build is planned with it.
+            ui::plan(&format!(
                 "would start: {} with PORT={port} BIND_ADDR=127.0.0.1 RUN_MIGRATIONS_ON_START=true and the local DATABASE_URL",
                 app_binary(ctx).display()
-            );
-            println!(
+            ));
+            ui::plan(&format!(
                 "would watch: {} (every {}ms), rebuilding and restarting on changes",
                 WATCHED.join(", "),
                 POLL_INTERVAL.as_millis()
-            );
+            ));
             return Ok(());
         }
-        let database = database::ensure_running(ctx, &target)?;
         // A database started for this session is stopped with it, unless a
         // deployed release uses it by then.
         let _stop_database = database.started.then(|| {
@@ -81,18 +85,9 @@ impl Dev {
                 }
             })
         });
-
-        let running_pid = Arc::new(AtomicU32::new(0));
-        let _stop_app = {
-            let running_pid = running_pid.clone();
-            cleanup::register("stop the app", move || {
-                let pid = running_pid.load(Ordering::SeqCst);
-                if pid != 0 {
-                    stop_process_group(pid);
-                }
-            })
-        };
-        let session = Session { ctx, port, database_url: database.url, running_pid };
+        // The app is a daemon (`support::daemon`) that this session holds:
+        // it is stopped on Ctrl-C, before the database.
+        let session = Session { ctx, port, database_url: database.url };
         session.run()
     }
 }
@@ -108,14 +103,12 @@ struct Session<'a> {
     ctx: &'a Ctx,
     port: u16,
     database_url: String,
-    /// The app's pid (its process group), for the Ctrl-C cleanup.
-    running_pid: Arc<AtomicU32>,
 }
 
 impl Session<'_> {
     fn run(&self) -> Result<()> {
         let url = format!("http://127.0.0.1:{}", self.port);
-        let mut app: Option<Child> = None;
+        let mut app: Option<Daemon> = None;
         let mut first = true;
         loop {
             let before_build = snapshot(&self.ctx.root);
@@ -127,13 +120,13 @@ impl Session<'_> {
             let build_time = started.elapsed();
             if status.success() {
                 if let Some(old) = app.take() {
-                    self.stop(old);
+                    old.stop();
                 }
                 let child = self.start()?;
                 let ready = self.wait_healthy(&url);
                 app = Some(child);
                 if first {
-                    println!("url: {url}");
+                    ui::result(&format!("url: {url}"));
                     ui::info(&format!(
                         "built in {}; watching {} (Ctrl-C stops)",
                         crate::support::time::format_duration(build_time),
@@ -161,7 +154,7 @@ impl Session<'_> {
         }
     }
 
-    fn start(&self) -> Result<Child> {
+    fn start(&self) -> Result<Daemon> {
         let binary = app_binary(self.ctx);
         let mut command = Command::new(&binary);
         command
@@ -171,19 +164,14 @@ impl Session<'_> {
             .env("BIND_ADDR", "127.0.0.1")
             .env("RUN_MIGRATIONS_ON_START", "true")
             .env("SHUTDOWN_DRAIN_SECONDS", DRAIN_SECONDS.to_string());
-        // Its own process group: stopped by us, in order, on Ctrl-C.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
-        self.running_pid.store(child.id(), Ordering::SeqCst);
-        Ok(child)
-    }
-
-    fn stop(&self, mut child: Child) {
-        self.running_pid.store(0, Ordering::SeqCst);
-        if let Ok(None) = child.try_wait() {
-            stop_process_group(child.id());
-        }
-        let _ = child.wait();
+        // Its output is the session's: the app's log is what a developer
+        // watches. Stopped with SIGTERM, its drain and a little more.
+        Daemon::start(Launch {
+            name: "the app",
+            command,
+            output: Output::Inherit,
+            stop_grace: Duration::from_secs(DRAIN_SECONDS + 3),
+        })
     }
 
     /// Up to 30 s for `/healthz`; the app's own log says why it is not.
@@ -200,14 +188,11 @@ impl Session<'_> {
 
     /// Polls until a watched file changes; returns what changed. Says once
     /// when the app exits on its own meanwhile.
-    fn wait_for_change(&self, before: Snapshot, app: &mut Option<Child>) -> String {
+    fn wait_for_change(&self, before: Snapshot, app: &mut Option<Daemon>) -> String {
         loop {
             std::thread::sleep(POLL_INTERVAL);
-            if let Some(child) = app.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            if let Some(status) = app.as_mut().and_then(Daemon::exited) {
                 ui::warn(&format!("the app exited ({status}); waiting for a change to rebuild and start it"));
-                self.running_pid.store(0, Ordering::SeqCst);
                 *app = None;
             }
             let now = snapshot(&self.ctx.root);
@@ -256,20 +241,6 @@ fn app_binary(ctx: &Ctx) -> PathBuf {
         .map(|dir| if dir.is_absolute() { dir } else { ctx.root.join(dir) })
         .unwrap_or_else(|| ctx.root.join("target"));
     target_dir.join("debug/app")
-}
-
-/// SIGTERM to the group, up to the drain time and a little more, then the
-/// group is killed.
-fn stop_process_group(pid: u32) {
-    crate::support::process::kill_process_group(pid);
-    let deadline = Instant::now() + Duration::from_secs(DRAIN_SECONDS + 3);
-    while crate::support::process::process_running(pid) {
-        if Instant::now() > deadline {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::{
-    config::{AppConfig, Config, DockerEnv, EnvironmentKind},
+    config::{AppConfig, DockerEnv},
     deploy::request::{DeployRequest, ImageSpec, Refresh},
     ledger::{self, LedgerStore, ReleaseKind},
     support::{ctx::Ctx, ui},
@@ -232,23 +232,6 @@ impl Target {
             state_dir: ctx.root.join("target/local").join(&env.name),
             app_env: Vec::new(),
         }
-    }
-
-    pub fn load(ctx: &Ctx) -> Result<Target> {
-        let config = Config::load(&ctx.root)?;
-        let name = &ctx.global.environment;
-        let environment = config.environment(name)?;
-        if environment.kind != EnvironmentKind::Docker {
-            bail!("{name} is not a docker environment in {}", config.path.display());
-        }
-        Ok(Target {
-            app_name: config.app_name().to_owned(),
-            app: config.app.clone(),
-            environment: name.clone(),
-            host_port: environment.host_port.unwrap_or(config.app.port),
-            state_dir: ctx.root.join("target/local").join(name),
-            app_env: Vec::new(),
-        })
     }
 
     pub fn url(&self) -> String {

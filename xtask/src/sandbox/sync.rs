@@ -22,7 +22,7 @@ use crate::{
         client::AwsProcess,
         ecr::{EcrToken, ecr_token},
     },
-    support::{ctx::Ctx, fs::hex},
+    support::{ctx::Ctx, fs::hex, ui},
 };
 
 /// The manifest types a push event can carry; blobs (layers) are ignored.
@@ -71,16 +71,16 @@ impl SyncArgs {
         // configured it so), which is also what reads manifests back.
         let token = ecr_token(&mut aws).context("asking the sandbox's ECR for the registry login")?;
         let listener = TcpListener::bind(self.listen).with_context(|| format!("listening on {}", self.listen))?;
-        eprintln!("sync: listening on {}, copying manifests from {} into ECR", self.listen, self.registry);
+        ui::info(&format!("sync: listening on {}, copying manifests from {} into ECR", self.listen, self.registry));
         let mut bridge = Bridge { registry: self.registry, token, aws };
         for stream in listener.incoming() {
             match stream {
                 Ok(stream) => {
                     if let Err(err) = bridge.handle(&stream) {
-                        eprintln!("sync: {err:#}");
+                        ui::info(&format!("sync: {err:#}"));
                     }
                 }
-                Err(err) => eprintln!("sync: accepting a connection: {err}"),
+                Err(err) => ui::info(&format!("sync: accepting a connection: {err}")),
             }
         }
         Ok(())
@@ -121,7 +121,7 @@ impl Bridge {
                             message
                         }
                     };
-                    eprintln!("sync: {}@{}: {message}", push.repository, push.digest);
+                    ui::info(&format!("sync: {}@{}: {message}", push.repository, push.digest));
                 }
                 // A non-2xx answer makes the registry send the batch again
                 // later; PutImage of an image ECR has is harmless.

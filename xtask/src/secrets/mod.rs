@@ -26,7 +26,7 @@ mod private_dir;
 mod terraform;
 mod tfvars;
 
-use std::{ffi::OsStr, fmt, fs, path::Path};
+use std::{fs, path::Path};
 
 use anyhow::{Context, Result};
 use zeroize::Zeroizing;
@@ -38,7 +38,7 @@ pub use self::{
     hook::InstallHooks,
     terraform::{refuse_demo_password, terraform_env},
 };
-use crate::support::ui;
+use crate::support::{secret::SecretValue, ui};
 
 /// The decrypted file's name, in the private directory outside the
 /// repository (`private_dir`); `.gitignore` ignores it anywhere too.
@@ -50,33 +50,6 @@ pub const PASSWORD_ENV: &str = "SECRETS_PASSWORD";
 /// prints it, so a file it opens protects nothing: only a sandbox may use it.
 pub const DEMO_PASSWORD: &str = "demo-password-change-me";
 pub const NEW_PASSWORD_ENV: &str = "SECRETS_NEW_PASSWORD";
-
-/// A password or a decrypted value. `Debug` never shows it, and its memory
-/// is overwritten when dropped.
-pub struct SecretValue(Zeroizing<String>);
-
-impl SecretValue {
-    pub fn new(value: String) -> SecretValue {
-        SecretValue(Zeroizing::new(value))
-    }
-
-    /// The value itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretValue(<redacted>)")
-    }
-}
-
-impl AsRef<OsStr> for SecretValue {
-    fn as_ref(&self) -> &OsStr {
-        OsStr::new(self.0.as_str())
-    }
-}
 
 /// Plaintext read from or written to disk, wiped from memory when dropped.
 type Plaintext = Zeroizing<Vec<u8>>;
@@ -102,16 +75,4 @@ fn parse_tfvars(path: &Path, content: &[u8]) -> Result<Vec<tfvars::Assignment>> 
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_values_never_show_in_debug_output() {
-        let value = SecretValue::new("hunter2".to_owned());
-        assert_eq!(format!("{value:?}"), "SecretValue(<redacted>)");
-        assert_eq!(format!("{:?}", Some(&value)), "Some(SecretValue(<redacted>))");
-    }
 }

@@ -14,8 +14,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-use super::SecretValue;
 use crate::support::cleanup;
+use crate::support::secret::SecretValue;
 
 /// Where to look for one password.
 pub struct PasswordSource<'a> {

@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, fmt};
 
-use super::SecretValue;
+use crate::support::secret::SecretValue;
 
 /// One `name = value` line, with the value as Terraform reads it from a
 /// `TF_VAR_name` environment variable.

@@ -8,13 +8,13 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::{
-    config::{Config, EnvironmentKind},
+    config::{ConfigOnce, EnvironmentKind},
     setup::{
         Need,
         probe::{first_line, run_with_timeout},
         report::findings,
     },
-    support::{ctx::Ctx, ui},
+    support::ui,
 };
 
 /// Check the tools and services the tasks need
@@ -29,23 +29,18 @@ struct Check {
 }
 
 impl Doctor {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let config = Config::load(&ctx.root);
-        let environment_kind = config
-            .as_ref()
-            .ok()
-            .and_then(|config| config.environment(&ctx.global.environment).ok())
-            .map(|environment| environment.kind);
+    /// `env` is the environment `--env` names; a broken deploy.toml is a
+    /// finding, not an error.
+    pub fn run(self, config: &ConfigOnce, env: &str) -> Result<()> {
+        let config = config.get();
+        let environment_kind =
+            config.as_ref().ok().and_then(|config| config.environment(env).ok()).map(|environment| environment.kind);
         let mut checks = vec![
             Check {
                 name: "deploy.toml",
                 result: match &config {
-                    Ok(config) => match config.environment(&ctx.global.environment) {
-                        Ok(_) => Ok(format!(
-                            "{} environments, using {:?}",
-                            config.environments.len(),
-                            ctx.global.environment
-                        )),
+                    Ok(config) => match config.environment(env) {
+                        Ok(_) => Ok(format!("{} environments, using {:?}", config.environments.len(), env)),
                         Err(err) => Err(format!("{err:#}")),
                     },
                     Err(err) => Err(format!("{err:#}")),

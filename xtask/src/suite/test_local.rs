@@ -268,7 +268,7 @@ const TERRAFORM_HINT: &str = "install Terraform >= 1.11: https://developer.hashi
 /// drops, and also when xtask is interrupted.
 fn start_throwaway_postgres() -> Result<(String, cleanup::CleanupGuard)> {
     let started = Instant::now();
-    let postgres = crate::support::exec::start_postgres(testkit::PostgresOptions::default())
+    let postgres = testkit::Postgres::try_start_with(testkit::PostgresOptions::default())
         .context("starting a throwaway Postgres (set DATABASE_URL to use your own)")?;
     let url = postgres.url();
     ui::info(&format!(

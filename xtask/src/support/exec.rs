@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::Mutex,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +14,7 @@ use xshell::{Cmd, Shell};
 
 use crate::support::{
     cleanup,
-    process::{kill_process_group, process_running},
+    process::{Signal, kill_process_group, signal_group, wait_for_exit},
     ui,
 };
 
@@ -161,17 +161,10 @@ fn spawn_and_wait_observed(
 
 /// SIGINT, a grace period for the group leader to exit, then SIGTERM.
 fn interrupt_and_wait(description: &str, process_group: u32, grace: Duration) {
-    let _ = Command::new("kill")
-        .args(["-INT", "--", &format!("-{process_group}")])
-        .stderr(std::process::Stdio::null())
-        .status();
+    signal_group(process_group, Signal::Interrupt);
     ui::notice(&format!("waiting up to {}s for {description} to stop cleanly", grace.as_secs()));
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !process_running(process_group) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if wait_for_exit(process_group, grace) {
+        return;
     }
     ui::notice(&format!("{description} did not stop within {}s; terminating it", grace.as_secs()));
     kill_process_group(process_group);
@@ -197,19 +190,6 @@ pub fn self_exe() -> Result<PathBuf> {
         Some(rebuilt) if rebuilt.exists() => Ok(rebuilt),
         _ => bail!("the xtask binary {} is gone: run the task again", exe.display()),
     }
-}
-
-/// Starts a PostgreSQL server with testkit, which reports failures by
-/// panicking (it is made for tests); a task wants them as an error.
-pub fn start_postgres(options: testkit::PostgresOptions) -> Result<testkit::Postgres> {
-    std::panic::catch_unwind(|| testkit::Postgres::start_with(options)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-            .unwrap_or_else(|| "unknown failure".to_owned());
-        anyhow::anyhow!(message)
-    })
 }
 
 /// Finds a tool on PATH or says how to get it.

@@ -3,12 +3,14 @@
 
 pub mod cleanup;
 pub mod ctx;
+pub mod daemon;
 pub mod events;
 pub mod exec;
 pub mod fs;
 pub mod ndjson;
 pub mod process;
 pub mod prompt;
+pub mod secret;
 pub mod steps;
 pub mod time;
 pub mod ui;

@@ -16,8 +16,8 @@
 //! upgrades and streamed answers pass through.
 //!
 //! The proxy is this same binary (`cargo xtask local-proxy`, hidden), started
-//! in the background in its own process group with its output in
-//! `proxy.log`; its pid is kept in `proxy.pid` and checked against its
+//! as a daemon (`support::daemon`: its own process group, its output in
+//! `proxy.log`); its pid is kept in `proxy.pid` and checked against its
 //! command line before it is signalled, so a reused pid is never killed. It
 //! writes its control port to `proxy.control`.
 
@@ -27,7 +27,8 @@ use std::{
     fs,
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -35,7 +36,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{Target, shown};
-use crate::support::{ctx::Ctx, ui};
+use crate::support::{
+    ctx::Ctx,
+    daemon::{self, Daemon, Launch, LogMode, Output, Signature},
+    ui,
+};
 
 pub use server::Upstream;
 
@@ -61,11 +66,11 @@ impl LocalProxy {
         let control_port = control.local_addr().context("reading the control port")?.port();
         let router = server::Router::new(self.upstream_file.clone());
         crate::support::fs::write_atomic(&self.control_file, format!("{control_port}\n").as_bytes(), 0o644)?;
-        eprintln!(
+        ui::info(&format!(
             "proxy: listening on {}, releases from {}, control port {control_port}",
             self.listen,
             self.upstream_file.display()
-        );
+        ));
         let control_router = router.clone();
         std::thread::Builder::new()
             .name("proxy-control".to_owned())
@@ -80,19 +85,18 @@ impl LocalProxy {
 /// program holds the port.
 pub fn ensure_running(ctx: &Ctx, target: &Target) -> Result<()> {
     let listen = listen_address(target);
+    let upstream_file = target.file("upstream");
+    let control_file = target.file("proxy.control");
+    let args = proxy_args(target);
     if let Some(pid) = running_pid(target) {
         // A proxy of an older xtask (no control port) is replaced too.
-        if proxy_command_line(pid)
-            .is_some_and(|line| line.contains(&format!("--listen\0{listen}\0")) && line.contains("\0--control-file\0"))
-        {
+        if daemon::is_ours(pid, &Signature { program: PROGRAM.to_owned(), args: args.clone() }) {
             ui::detail(&format!("the proxy (pid {pid}) listens on {listen}"));
             return Ok(());
         }
         // deploy.toml names another port now, or the proxy is an old one.
         stop(ctx, target)?;
     }
-    let upstream_file = target.file("upstream");
-    let control_file = target.file("proxy.control");
     let log_path = target.file("proxy.log");
     let exe = crate::support::exec::self_exe().context("finding the xtask binary to run the proxy")?;
     let description = format!(
@@ -102,8 +106,7 @@ pub fn ensure_running(ctx: &Ctx, target: &Target) -> Result<()> {
         shown(&ctx.root, &control_file),
         shown(&ctx.root, &log_path)
     );
-    if ctx.dry_run() {
-        println!("would start: {description}");
+    if ctx.would(format_args!("start: {description}")) {
         return Ok(());
     }
     if let Err(err) = TcpListener::bind(listen) {
@@ -116,40 +119,30 @@ pub fn ensure_running(ctx: &Ctx, target: &Target) -> Result<()> {
     fs::create_dir_all(&target.state_dir).with_context(|| format!("creating {}", target.state_dir.display()))?;
     // The new proxy writes its own; until then `drain` must not find an old one.
     let _ = fs::remove_file(&control_file);
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    let mut command = std::process::Command::new(&exe);
-    command
-        .args(["local-proxy", "--listen", &listen.to_string(), "--upstream-file"])
-        .arg(&upstream_file)
-        .arg("--control-file")
-        .arg(&control_file)
-        .current_dir(&ctx.root)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().context("cloning the proxy log handle")?)
-        .stderr(log);
-    // Its own process group: a Ctrl-C in this terminal, meant for a later
-    // xtask, must not stop the URL.
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let child = command.spawn().with_context(|| format!("starting {}", exe.display()))?;
-    let pid = child.id();
-    // Not waited for: it outlives this process (and is reaped by init).
-    drop(child);
-    crate::support::fs::write_atomic(&target.file("proxy.pid"), format!("{pid}\n").as_bytes(), 0o644)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() || !control_file.exists() {
-        if !crate::support::process::process_running(pid) || Instant::now() > deadline {
-            bail!(
+    let mut command = Command::new(&exe);
+    command.args(&args).current_dir(&ctx.root);
+    // A daemon: a Ctrl-C in this terminal, meant for a later xtask, must
+    // not stop the URL.
+    let mut proxy = Daemon::start(Launch {
+        name: "the proxy",
+        command,
+        output: Output::Log(&log_path, LogMode::Append),
+        stop_grace: daemon::STOP_GRACE,
+    })?;
+    crate::support::fs::write_atomic(&target.file("proxy.pid"), format!("{}\n", proxy.pid()).as_bytes(), 0o644)?;
+    proxy
+        .wait_until_ready(Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() && control_file.exists()
+        })
+        .map_err(|_| {
+            anyhow::anyhow!(
                 "the proxy did not start listening on {listen}; its log {}:\n{}",
                 log_path.display(),
-                tail(&log_path)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+                daemon::log_tail(&log_path, 20)
+            )
+        })?;
+    // It outlives this process (and is reaped by init).
+    proxy.detach();
     Ok(())
 }
 
@@ -159,12 +152,12 @@ pub fn ensure_running(ctx: &Ctx, target: &Target) -> Result<()> {
 /// hold the switch up; it is then cut by the old container's stop).
 pub fn switch_to(ctx: &Ctx, target: &Target, port: u16, name: &str, drain_timeout: Duration) -> Result<()> {
     let upstream_file = target.file("upstream");
-    if ctx.dry_run() {
-        println!(
-            "would write: 127.0.0.1:{port} {name} to {} (the proxy sends new requests there)",
-            shown(&ctx.root, &upstream_file)
-        );
-        println!("would wait: for the proxy to answer the requests in flight on the old release");
+    if ctx.would(format_args!(
+        "write: 127.0.0.1:{port} {name} to {} (the proxy sends new requests there)",
+        shown(&ctx.root, &upstream_file)
+    )) {
+        // The drain that follows the write is planned with it.
+        ui::plan("would wait: for the proxy to answer the requests in flight on the old release");
         return Ok(());
     }
     crate::support::fs::write_atomic(&upstream_file, format!("127.0.0.1:{port} {name}\n").as_bytes(), 0o644)?;
@@ -225,63 +218,57 @@ pub fn upstream_port(target: &Target) -> Option<u16> {
 /// The proxy's pid when it runs (checked against its command line).
 pub fn running_pid(target: &Target) -> Option<u32> {
     let pid: u32 = fs::read_to_string(target.file("proxy.pid")).ok()?.trim().parse().ok()?;
-    let upstream_file = target.file("upstream");
-    let line = proxy_command_line(pid)?;
-    (crate::support::process::process_running(pid) && line.contains(&*upstream_file.to_string_lossy())).then_some(pid)
+    // Whichever port it listens on: deploy.toml may name another one now.
+    let upstream_file = target.file("upstream").to_string_lossy().into_owned();
+    let any_proxy = Signature { program: PROGRAM.to_owned(), args: vec!["--upstream-file".to_owned(), upstream_file] };
+    daemon::is_ours(pid, &any_proxy).then_some(pid)
 }
 
-/// Stops the proxy (SIGTERM, then SIGKILL after 5 s); the upstream file goes
-/// with it, so a new proxy starts with no upstream until a release.
+/// Stops the proxy (SIGTERM to its group, then SIGKILL after 5 s); the
+/// upstream file goes with it, so a new proxy starts with no upstream until
+/// a release.
 pub fn stop(ctx: &Ctx, target: &Target) -> Result<()> {
     let Some(pid) = running_pid(target) else {
-        if !ctx.dry_run() {
-            let _ = fs::remove_file(target.file("proxy.pid"));
-            let _ = fs::remove_file(target.file("upstream"));
-            let _ = fs::remove_file(target.file("proxy.control"));
-        }
-        return Ok(());
+        return ctx.effect((), || {
+            remove_files(target);
+            Ok(())
+        });
     };
-    if ctx.dry_run() {
-        println!("would stop: the proxy (pid {pid}) on 127.0.0.1:{}", target.host_port);
+    if ctx.would(format_args!("stop: the proxy (pid {pid}) on 127.0.0.1:{}", target.host_port)) {
         return Ok(());
     }
     ui::info(&format!("stopping the proxy (pid {pid}) on 127.0.0.1:{}", target.host_port));
-    signal(pid, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while crate::support::process::process_running(pid) {
-        if Instant::now() > deadline {
-            signal(pid, "KILL");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = fs::remove_file(target.file("proxy.pid"));
-    let _ = fs::remove_file(target.file("upstream"));
-    let _ = fs::remove_file(target.file("proxy.control"));
+    daemon::stop_group(pid, daemon::STOP_GRACE);
+    remove_files(target);
     Ok(())
+}
+
+/// The file name of the program the proxy runs: this binary.
+const PROGRAM: &str = env!("CARGO_BIN_NAME");
+
+/// The proxy's command line after the program: also what a running proxy
+/// must show to be the current one.
+fn proxy_args(target: &Target) -> Vec<String> {
+    let path = |name: &str| target.file(name).to_string_lossy().into_owned();
+    [
+        "local-proxy".to_owned(),
+        "--listen".to_owned(),
+        listen_address(target).to_string(),
+        "--upstream-file".to_owned(),
+        path("upstream"),
+        "--control-file".to_owned(),
+        path("proxy.control"),
+    ]
+    .to_vec()
+}
+
+/// What a running proxy keeps; gone with it.
+fn remove_files(target: &Target) {
+    for name in ["proxy.pid", "upstream", "proxy.control"] {
+        let _ = fs::remove_file(target.file(name));
+    }
 }
 
 fn listen_address(target: &Target) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], target.host_port))
-}
-
-/// The NUL-separated command line of a proxy process, or `None` when the
-/// pid is not one (any more).
-fn proxy_command_line(pid: u32) -> Option<String> {
-    let bytes = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let line = String::from_utf8_lossy(&bytes).into_owned();
-    line.contains("\0local-proxy\0").then_some(line)
-}
-
-fn signal(pid: u32, name: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([format!("-{name}"), pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status();
-}
-
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }

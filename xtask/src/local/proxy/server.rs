@@ -27,7 +27,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::http::http1::{self, Body, Head};
+use crate::{
+    http::http1::{self, Body, Head},
+    support::ui,
+};
 
 /// How long a request may wait for a release that accepts its connection:
 /// it covers a container that is being replaced, not a missing one.
@@ -127,9 +130,9 @@ impl Router {
         let upstream = Upstream::parse(&text);
         match &upstream {
             Some(upstream) => {
-                eprintln!("proxy: requests go to {} ({}) from now on", upstream.release, upstream.address)
+                ui::info(&format!("proxy: requests go to {} ({}) from now on", upstream.release, upstream.address))
             }
-            None => eprintln!("proxy: the upstream file holds no address: {text:?}"),
+            None => ui::info(&format!("proxy: the upstream file holds no address: {text:?}")),
         }
         state.stamp = Some(stamp);
         state.current = upstream;
@@ -167,7 +170,7 @@ pub fn serve(listener: TcpListener, router: Arc<Router>) {
             Ok(client) => client,
             Err(err) => {
                 // Out of file descriptors, typically: back off, keep serving.
-                eprintln!("proxy: accepting a connection: {err}");
+                ui::info(&format!("proxy: accepting a connection: {err}"));
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -177,12 +180,12 @@ pub fn serve(listener: TcpListener, router: Arc<Router>) {
             if let Err(err) = ClientConnection::new(client).and_then(|connection| connection.serve(&router)) {
                 // A client that went away is no news.
                 if !matches!(err.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
-                    eprintln!("proxy: {err}");
+                    ui::info(&format!("proxy: {err}"));
                 }
             }
         });
         if let Err(err) = spawned {
-            eprintln!("proxy: starting a connection thread: {err}");
+            ui::info(&format!("proxy: starting a connection thread: {err}"));
         }
     }
 }
@@ -397,7 +400,7 @@ impl ClientConnection {
 
     /// An answer of the proxy's own; the connection stays usable.
     fn answer_error(&mut self, status: u16, reason: &str, message: &str) -> io::Result<Next> {
-        eprintln!("proxy: answering {status}: {message}");
+        ui::info(&format!("proxy: answering {status}: {message}"));
         let body = format!("{{\"error\":{}}}\n", serde_json::Value::String(format!("local proxy: {message}")));
         let answer = format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -1,0 +1,56 @@
+//! Which sandbox a command means: the environment from deploy.toml (only
+//! those named `sandbox...`), its region, bucket and registry address, and
+//! its directory under `target/sandbox`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use super::http;
+use crate::{config::Config, support::ctx::Ctx};
+
+/// The sandbox environment from deploy.toml, and where its files live.
+#[derive(Debug)]
+pub(super) struct SandboxEnvironment {
+    pub(super) name: String,
+    pub(super) config_path: PathBuf,
+    pub(super) region: String,
+    pub(super) state_bucket: String,
+    /// `host:port` of the registry, from the environment's `registry`.
+    pub(super) registry: String,
+    /// `target/sandbox/<env>`
+    pub(super) dir: PathBuf,
+}
+
+impl SandboxEnvironment {
+    pub(super) fn load(ctx: &Ctx, config: &Config, name: &str) -> Result<SandboxEnvironment> {
+        let name = name.to_owned();
+        if !crate::config::is_sandbox(&name) {
+            bail!(
+                "`sandbox` only runs environments whose name starts with \"sandbox\", not {name:?}: the others are real AWS accounts"
+            );
+        }
+        let environment = config.aws_env(&name)?.settings;
+        let field = |field: &str| format!("environments.{name}.{field} in {}", config.path.display());
+        let registry = environment.registry.clone().with_context(|| {
+            format!("{} is not set: the sandbox needs a registry address such as 127.0.0.1:5055", field("registry"))
+        })?;
+        http::loopback_address(&registry).with_context(|| field("registry"))?;
+        Ok(SandboxEnvironment {
+            config_path: config.path.clone(),
+            region: environment.region.clone().unwrap_or_default(),
+            state_bucket: environment.state_bucket.clone().unwrap_or_default(),
+            registry,
+            dir: ctx.root.join("target/sandbox").join(&name),
+            name,
+        })
+    }
+}
+
+/// `--env`, except that the global default (`local`, a Docker environment)
+/// means `sandbox` here: `cargo xtask sandbox up` should just work.
+pub(super) fn sandbox_name(env: &str) -> String {
+    let given_explicitly = std::env::var_os("XTASK_ENV").is_some_and(|value| !value.is_empty())
+        || std::env::args().any(|arg| arg == "--env" || arg.starts_with("--env="));
+    if env == "local" && !given_explicitly { "sandbox".to_owned() } else { env.to_owned() }
+}
