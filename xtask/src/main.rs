@@ -2,6 +2,10 @@
 //! service. `main` only parses the flags, makes the shell and dispatches; every
 //! task lives in its own module.
 
+// Output goes through `support::ui` (the console, stderr; plans and results
+// on stdout) and `support::ndjson` (`--json`), nowhere else.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod aws;
 mod bench;
 mod completions;

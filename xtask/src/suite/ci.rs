@@ -122,8 +122,7 @@ impl Ci {
         self.push_env = self.push_env.filter(|name| !name.is_empty());
         self.deploy_env = self.deploy_env.filter(|name| !name.is_empty());
         let plan = self.plan(ctx, config, default_env)?;
-        if ctx.dry_run() {
-            ui::plan(plan.describe().trim_end());
+        if ctx.print_plan(&plan.describe()) {
             return Ok(());
         }
         ui::info(&format!(

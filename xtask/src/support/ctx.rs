@@ -104,6 +104,16 @@ impl Ctx {
         self.dry_run()
     }
 
+    /// A task that plans its steps up front (`ci`): under `--dry-run`
+    /// prints the whole plan, as the task describes it, and returns true.
+    #[must_use]
+    pub fn print_plan(&self, plan: &str) -> bool {
+        if self.dry_run() {
+            ui::plan(plan.trim_end());
+        }
+        self.dry_run()
+    }
+
     /// An effect whose result the rest of the task uses: under `--dry-run`
     /// it is skipped and `planned` stands in for its result (a placeholder
     /// password, no lock, an empty history). Its plan line, if any, is

@@ -5,6 +5,8 @@
 //! `::error::` annotations and summaries also go to `$GITHUB_STEP_SUMMARY`.
 //! `NO_COLOR` turns colour off, not the spinner (https://no-color.org).
 
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the one module that prints")]
+
 use std::{
     collections::VecDeque,
     fs,
