@@ -342,16 +342,9 @@ pub fn is_stand_in(sh: &Shell, image: &str) -> bool {
 }
 
 fn remove_if_unused_stand_in(sh: &Shell, id: &str, image: &str) {
-    let tags = sh
-        .cmd("docker")
-        .args(["image", "inspect", "--format", "{{len .RepoTags}}", id])
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .unwrap_or_default();
-    if tags.trim() == "0" && is_stand_in(sh, id) {
+    if crate::image::docker::is_untagged(sh, id) && is_stand_in(sh, id) {
         ui::detail(&format!("removing the previous {image} ({id})"));
-        let _ = sh.cmd("docker").args(["image", "rm", id]).quiet().ignore_stdout().ignore_stderr().run();
+        crate::image::docker::remove_if_untagged(sh, id);
     }
 }
 

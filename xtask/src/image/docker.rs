@@ -87,6 +87,13 @@ pub fn image_id(sh: &Shell, image: &str) -> Result<String> {
 /// intermediate, a superseded test image), unless something has tagged it
 /// meanwhile: then it is not ours to remove.
 pub fn remove_if_untagged(sh: &Shell, id: &str) {
+    if is_untagged(sh, id) {
+        let _ = sh.cmd("docker").args(["image", "rm", id]).quiet().ignore_stdout().ignore_stderr().run();
+    }
+}
+
+/// Whether an image exists and no tag names it.
+pub fn is_untagged(sh: &Shell, id: &str) -> bool {
     let tag_count = sh
         .cmd("docker")
         .args(["image", "inspect", "--format", "{{len .RepoTags}}", id])
@@ -94,9 +101,7 @@ pub fn remove_if_untagged(sh: &Shell, id: &str) {
         .ignore_stderr()
         .read()
         .unwrap_or_default();
-    if tag_count.trim() == "0" {
-        let _ = sh.cmd("docker").args(["image", "rm", id]).quiet().ignore_stdout().ignore_stderr().run();
-    }
+    tag_count.trim() == "0"
 }
 
 /// `docker rm -f NAME` when the guard drops or xtask is interrupted; `--rm`
