@@ -31,7 +31,7 @@ use crate::{
         migrate::{MIGRATIONS_DIR, migrations_fingerprint},
         request::{DeployRequest, ImageSpec, Origin, Refresh},
     },
-    image::{build::BuildImage, offline::Offline, source::Source},
+    image::{build::BuildRequest, source::Source},
     ledger::{self, LedgerStore, Outcome, Release, ReleaseKind},
     support::{
         ctx::Ctx,
@@ -212,14 +212,9 @@ fn build_and_push(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<St
     let local_image = match &request.image {
         ImageSpec::Given(image) if image.contains("@sha256:") => return Ok(image.clone()),
         ImageSpec::Given(image) => image.clone(),
-        ImageSpec::Build { clean, offline } => BuildImage {
-            offline: Offline { enabled: *offline },
-            smoke: false,
-            no_cache: false,
-            name: None,
-            incremental: !clean,
+        ImageSpec::Build { clean, offline } => {
+            BuildRequest { offline: *offline, incremental: !clean, ..BuildRequest::default() }.build(ctx, &env.app)?
         }
-        .build(ctx, &env.app)?,
     };
     let push = PushRequest { image: Some(local_image), gate: request.gate.clone() };
     Ok(match push.execute(ctx, env)? {

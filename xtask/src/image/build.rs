@@ -69,21 +69,47 @@ pub struct BuiltImage {
     pub smoke: Option<SmokeReport>,
 }
 
+/// What a build is asked for: the flags' value, and what `deploy` and `ci`
+/// build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub offline: bool,
+    /// Run the smoke test of the built image.
+    pub smoke: bool,
+    pub no_cache: bool,
+    /// The image repository (default: the app's name).
+    pub name: Option<String>,
+    /// Incremental compilation: fast, not byte-for-byte reproducible.
+    pub incremental: bool,
+}
+
 impl BuildImage {
-    pub fn run(self, ctx: &Ctx, app: &AppConfig) -> Result<()> {
-        self.build(ctx, app).map(|_| ())
+    pub fn request(self) -> BuildRequest {
+        BuildRequest {
+            offline: self.offline.enabled,
+            smoke: self.smoke,
+            no_cache: self.no_cache,
+            name: self.name,
+            incremental: self.incremental,
+        }
     }
 
+    pub fn run(self, ctx: &Ctx, app: &AppConfig) -> Result<()> {
+        self.request().build(ctx, app).map(|_| ())
+    }
+}
+
+impl BuildRequest {
     /// Builds (and reports) the image; returns its first tag, the reference
     /// to use for this build.
-    pub fn build(self, ctx: &Ctx, app: &AppConfig) -> Result<String> {
+    pub fn build(&self, ctx: &Ctx, app: &AppConfig) -> Result<String> {
         let mut app = AppIdentity::load(&ctx.root, app)?;
         if let Some(name) = &self.name {
             app.name = name.clone();
         }
         let buildkit = BuildKit::find(&ctx.sh)?;
         let source = Source::read(&ctx.sh)?;
-        let offline = prepare_build(ctx, self.offline.enabled)?;
+        let offline = prepare_build(ctx, self.offline)?;
         let mode = BuildMode { offline, incremental: self.incremental };
         let tags = image_tags(&app.name, &source, mode);
         if source.dirty {

@@ -48,7 +48,7 @@ use crate::{
     deploy::request::DeployRequest,
     http::BaseUrl,
     image::{
-        build::BuildImage,
+        build::BuildRequest,
         build_args::AppIdentity,
         offline::Offline,
         smoke::RunningImage,
@@ -251,8 +251,7 @@ impl Ci {
         match step.kind {
             StepKind::TestAll => TestAll { test_threads: None }.run(ctx)?,
             StepKind::BuildImage => {
-                BuildImage { offline: self.offline, smoke: false, no_cache: false, name: None, incremental: false }
-                    .run(ctx, &plan.app)?
+                BuildRequest { offline: self.offline.enabled, ..BuildRequest::default() }.build(ctx, &plan.app)?;
             }
             StepKind::TestDocker => {
                 TestDocker { offline: self.offline, postgres: PostgresMode::Auto, cargo_test_args: Vec::new() }
