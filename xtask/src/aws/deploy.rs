@@ -28,7 +28,7 @@ use crate::{
     },
     config::AwsEnv,
     deploy::{
-        migrate::{MIGRATIONS_DIR, migrations_fingerprint},
+        migrations::{MIGRATIONS_DIR, migrations_fingerprint},
         request::{DeployRequest, ImageSpec, Origin, Refresh},
     },
     image::{build::BuildRequest, source::Source},

@@ -66,7 +66,7 @@ pub fn plan_migrations(
                 .to_owned(),
         });
     };
-    let key = crate::deploy::migrate::migrations_key(fingerprint, &database_id);
+    let key = crate::deploy::migrations::migrations_key(fingerprint, &database_id);
     Ok(decide_migrations(key, ledger::last_migrated(history), refresh == Refresh::Always))
 }
 
@@ -75,7 +75,7 @@ fn decide_migrations(key: String, last_migrated: Option<&Release>, force: bool) 
         Some(release) if release.migrations.as_deref() == Some(key.as_str()) && !force => {
             let why = format!(
                 "{} is what the last deploy applied to this database ({}); --force-migrate runs them anyway",
-                crate::deploy::migrate::MIGRATIONS_DIR,
+                crate::deploy::migrations::MIGRATIONS_DIR,
                 &key[..12]
             );
             MigrationPlan::Skip { key: Some(key), version: release.migration_version.clone(), why }

@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench::Figure,
+    bench::figure::Figure,
     config::AppConfig,
     image::{
         build_args::{AppIdentity, BuildMode, release_build_args},

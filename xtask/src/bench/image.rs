@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use xshell::cmd;
 
 use crate::{
-    bench::Figure,
+    bench::figure::Figure,
     config::AppConfig,
     image::{
         build_args::{AppIdentity, BuildMode, release_build_args},

@@ -3,6 +3,7 @@
 //! cannot make the test suite flake.
 
 pub mod deploy;
+pub mod figure;
 pub mod image;
 pub mod switch;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
 use crate::{
+    bench::figure::Figure,
     config::ConfigOnce,
     support::{ctx::Ctx, exec::cargo, ui},
 };
@@ -37,15 +39,6 @@ pub enum Which {
     Deploy,
     /// The test tiers: test-local cold and warm, test-docker, test-all (about 25 minutes)
     Tests,
-}
-
-/// One row of the benchmark table.
-#[derive(Debug)]
-pub struct Figure {
-    pub name: String,
-    pub value: String,
-    pub goal: String,
-    pub pass: Option<bool>,
 }
 
 impl Bench {

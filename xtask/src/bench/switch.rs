@@ -27,7 +27,7 @@ use crate::local::{
     release::{self, ImageChoice, ReleaseRequest},
 };
 use crate::{
-    bench::Figure,
+    bench::figure::Figure,
     config::Config,
     image::{
         docker::{image_id, run_read},

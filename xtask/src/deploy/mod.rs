@@ -4,6 +4,7 @@
 //! or the ECS path (`aws::deploy`, `aws::operate`).
 
 pub mod migrate;
+pub mod migrations;
 pub mod promote;
 pub mod request;
 

@@ -15,7 +15,7 @@ use super::{
     format::{self, ITERATIONS},
 };
 use crate::{
-    bench::Figure,
+    bench::figure::Figure,
     support::{ctx::Ctx, exec, ui},
 };
 

@@ -12,8 +12,30 @@
 //!   deploy);
 //! - `log` and `output`: console messages and other stdout lines.
 
+use std::{
+    io::Write,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// `--json` is on: events are written (`ndjson::Capture::start` says so).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// True with `--json`.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// A console message as an event.
+pub fn log(level: &str, message: &str) {
+    Event::Log { level, message }.emit();
+}
 
 /// One line of `--json` output.
 #[derive(Debug, Serialize)]
@@ -85,9 +107,13 @@ impl Event<'_> {
             .unwrap_or_else(|err| serde_json::json!({ "event": "error", "error": err.to_string() }))
     }
 
-    /// Writes the event (only with `--json`).
+    /// Writes the event as one line on stdout (only with `--json`).
     pub fn emit(&self) {
-        crate::support::ndjson::event(self.to_value());
+        if enabled() {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{}", self.to_value());
+            let _ = stdout.flush();
+        }
     }
 }
 

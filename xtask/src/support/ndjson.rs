@@ -16,7 +16,6 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    sync::atomic::{AtomicBool, Ordering},
     thread::JoinHandle,
     time::Duration,
 };
@@ -25,27 +24,6 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::support::events::Event;
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// True with `--json`.
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
-/// Prints one event line (only with `--json`).
-pub fn event(value: Value) {
-    if enabled() {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{value}");
-        let _ = stdout.flush();
-    }
-}
-
-/// A console message as an event.
-pub fn log(level: &str, message: &str) {
-    Event::Log { level, message }.emit();
-}
 
 /// The pipe that stands in for stdout while a task runs with `--json`.
 pub struct Capture {
@@ -57,7 +35,7 @@ pub struct Capture {
 impl Capture {
     /// Points file descriptor 1 at a pipe whose reader wraps non-JSON lines.
     pub fn start() -> Result<Capture> {
-        ENABLED.store(true, Ordering::Relaxed);
+        crate::support::events::enable();
         let mut fds = [0; 2];
         // SAFETY: pipe() fills the two descriptors, which we then own.
         if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {

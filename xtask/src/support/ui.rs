@@ -79,14 +79,14 @@ fn paint(code: &str, text: &str) -> String {
 
 /// A task step starts.
 pub fn step(message: &str) {
-    crate::support::ndjson::log("step", message);
+    crate::support::events::log("step", message);
     if verbosity() != Verbosity::Quiet {
         print_line(&format!("{} {message}", paint("1;34", "==>")));
     }
 }
 
 pub fn info(message: &str) {
-    crate::support::ndjson::log("info", message);
+    crate::support::events::log("info", message);
     if verbosity() != Verbosity::Quiet {
         print_line(message);
     }
@@ -100,12 +100,12 @@ pub fn detail(message: &str) {
 }
 
 pub fn warn(message: &str) {
-    crate::support::ndjson::log("warning", message);
+    crate::support::events::log("warning", message);
     print_line(&format!("{} {message}", paint("1;33", "warning:")));
 }
 
 pub fn error(message: &str) {
-    crate::support::ndjson::log("error", message);
+    crate::support::events::log("error", message);
     if style().github_actions {
         // One annotation line; GitHub wants newlines escaped.
         print_line(&format!("::error::{}", message.replace('%', "%25").replace('\n', "%0A")));
@@ -114,7 +114,7 @@ pub fn error(message: &str) {
 }
 
 pub fn success(message: &str) {
-    crate::support::ndjson::log("ok", message);
+    crate::support::events::log("ok", message);
     if verbosity() != Verbosity::Quiet {
         print_line(&format!("{} {message}", paint("1;32", "ok:")));
     }
