@@ -13,14 +13,16 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
     match name {
         "put_item" => {
             let item = to_item(params.get("item"))?;
-            let mut request = client.put_item().table_name(table).set_item(Some(item));
-            if let Some(condition) = optional_string(params, "condition") {
-                request = request.condition_expression(condition);
-            }
-            if let Some(values) = params.get("values") {
-                request = request.set_expression_attribute_values(Some(to_values(values)?));
-            }
-            request.send().await.map_err(sdk_error)?;
+            let (condition, values) = condition(params)?;
+            client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(item))
+                .set_condition_expression(condition)
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map_err(sdk_error)?;
             Ok(json!({}))
         }
         "get_item" => {
@@ -37,14 +39,16 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
         }
         "delete_item" => {
             let key = to_item(params.get("key"))?;
-            let mut request = client.delete_item().table_name(table).set_key(Some(key));
-            if let Some(condition) = optional_string(params, "condition") {
-                request = request.condition_expression(condition);
-            }
-            if let Some(values) = params.get("values") {
-                request = request.set_expression_attribute_values(Some(to_values(values)?));
-            }
-            request.send().await.map_err(sdk_error)?;
+            let (condition, values) = condition(params)?;
+            client
+                .delete_item()
+                .table_name(table)
+                .set_key(Some(key))
+                .set_condition_expression(condition)
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map_err(sdk_error)?;
             Ok(json!({}))
         }
         "query" => {
@@ -69,6 +73,13 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
         }
         _ => Err(ApiError::new("UnknownOperation", format!("xtask-aws does not know dynamodb.{name}"))),
     }
+}
+
+/// A write's condition (`condition`) and the values it names (`values`).
+fn condition(params: &Value) -> Result<(Option<String>, Option<HashMap<String, AttributeValue>>), ApiError> {
+    let condition = optional_string(params, "condition");
+    let values = params.get("values").map(to_values).transpose()?;
+    Ok((condition, values))
 }
 
 fn to_item(value: Option<&Value>) -> Result<HashMap<String, AttributeValue>, ApiError> {
