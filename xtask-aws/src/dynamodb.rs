@@ -75,8 +75,11 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
     }
 }
 
+/// Attribute values by name, as DynamoDB takes them.
+type Values = HashMap<String, AttributeValue>;
+
 /// A write's condition (`condition`) and the values it names (`values`).
-fn condition(params: &Value) -> Result<(Option<String>, Option<HashMap<String, AttributeValue>>), ApiError> {
+fn condition(params: &Value) -> Result<(Option<String>, Option<Values>), ApiError> {
     let condition = optional_string(params, "condition");
     let values = params.get("values").map(to_values).transpose()?;
     Ok((condition, values))
