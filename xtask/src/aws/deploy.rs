@@ -123,7 +123,8 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
         // We hold the lock: no other deploy is running.
         reconcile_ledger(&session.terraform, &session.aws, &mut store, name, false)?;
     }
-    let history = ctx.effect(Vec::new(), || store.history(name, 20))?;
+    // Read under --dry-run too: the plan is based on what was released.
+    let history = store.history(name, 20)?;
     let previous = ledger::live_release(&history).cloned();
 
     let (infra_inputs, infra_unchanged) = apply_infra(&session, &mut steps, request.infra, &history)?;
