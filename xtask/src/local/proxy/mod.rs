@@ -9,7 +9,7 @@
 //! proxy's control port, which returns when no request is in flight on the
 //! old release any more; only then is the old container stopped.
 //!
-//! It speaks HTTP/1.1 (`server.rs`, framing in `local/http1.rs`): client
+//! It speaks HTTP/1.1 (`server.rs`, framing in `http/http1.rs`): client
 //! connections, keep-alive included, belong to the proxy, and every request
 //! goes to the release that is current when it arrives, so a switch loses
 //! no request on a connection that outlives the old release. WebSocket
