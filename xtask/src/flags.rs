@@ -100,7 +100,7 @@ impl Task {
         let aws_env = || config()?.aws_env(env);
         let docker_env = || match target()? {
             Target::Docker(docker) => Ok(docker),
-            Target::Aws(_) => anyhow::bail!("{env} is not a docker environment in deploy.toml"),
+            Target::Aws(_) => anyhow::bail!("{env} is not a docker environment in {}", config()?.path.display()),
         };
         match self {
             Task::TestLocal(task) => task.run(ctx),
