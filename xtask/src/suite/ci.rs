@@ -30,8 +30,9 @@
 //! the change. Without `--push-env` the branch image is tagged locally and
 //! the step is reported as skipped, with the reason, never as passed.
 //!
-//! Steps reuse the tasks themselves (their flags structs, `.run(ctx)`), never
-//! a nested `cargo xtask`. `--dry-run` prints the plan and runs nothing; the
+//! Steps reuse the tasks themselves, given requests (`DeployRequest`,
+//! `PushRequest`, `BuildRequest`, `TestDockerRequest`), never flags or a
+//! nested `cargo xtask`. `--dry-run` prints the plan and runs nothing; the
 //! plan is a value, so the dry run and the real run share one description.
 
 use anyhow::{Context, Result, bail};
@@ -57,8 +58,8 @@ use crate::{
     local,
     suite::{
         functional::{FunctionalOptions, run_functional_tests},
-        test_docker::{PostgresMode, TestDocker},
-        test_local::TestAll,
+        test_docker::{PostgresMode, TestDockerRequest},
+        test_local::test_all,
     },
     support::{
         ctx::Ctx,
@@ -249,13 +250,17 @@ impl Ci {
 
     fn run_step(&self, ctx: &Ctx, plan: &Plan, step: &PlannedStep) -> Result<Outcome> {
         match step.kind {
-            StepKind::TestAll => TestAll { test_threads: None }.run(ctx)?,
+            StepKind::TestAll => test_all(ctx, None)?,
             StepKind::BuildImage => {
                 BuildRequest { offline: self.offline.enabled, ..BuildRequest::default() }.build(ctx, &plan.app)?;
             }
             StepKind::TestDocker => {
-                TestDocker { offline: self.offline, postgres: PostgresMode::Auto, cargo_test_args: Vec::new() }
-                    .run(ctx, &plan.app)?
+                let request = TestDockerRequest {
+                    offline: self.offline.enabled,
+                    postgres: PostgresMode::Auto,
+                    cargo_test_args: Vec::new(),
+                };
+                request.run(ctx, &plan.app)?
             }
             StepKind::FunctionalImage => {
                 let running = RunningImage::start(ctx, &plan.commit_image)?;

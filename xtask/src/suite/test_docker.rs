@@ -54,11 +54,35 @@ pub enum PostgresMode {
     Container,
 }
 
+/// What a run of the test stage is asked for: the flags' value, and what
+/// `ci` builds.
+#[derive(Debug, Clone)]
+pub struct TestDockerRequest {
+    pub offline: bool,
+    pub postgres: PostgresMode,
+    /// Extra arguments for `cargo test` in the container.
+    pub cargo_test_args: Vec<String>,
+}
+
 impl TestDocker {
+    pub fn request(self) -> TestDockerRequest {
+        TestDockerRequest {
+            offline: self.offline.enabled,
+            postgres: self.postgres,
+            cargo_test_args: self.cargo_test_args,
+        }
+    }
+
     pub fn run(self, ctx: &Ctx, app: &AppConfig) -> Result<()> {
+        self.request().run(ctx, app)
+    }
+}
+
+impl TestDockerRequest {
+    pub fn run(&self, ctx: &Ctx, app: &AppConfig) -> Result<()> {
         let app = AppIdentity::load(&ctx.root, app)?;
         let buildkit = BuildKit::find(&ctx.sh)?;
-        let offline = prepare_build(ctx, self.offline.enabled)?;
+        let offline = prepare_build(ctx, self.offline)?;
         let image = format!("{}-test:latest", app.name);
         let previous = image_exists(&ctx.sh, &image).then(|| image_id(&ctx.sh, &image).ok()).flatten();
         ui::step(&format!("building the test stage as {image}"));

@@ -53,19 +53,25 @@ pub struct TestAll {
 
 impl TestAll {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        crate::setup::ensure(ctx, crate::setup::Need::Everything)?;
-        let threads = match (self.test_threads, ctx.env_var("XTASK_TEST_THREADS")) {
-            (Some(threads), _) => threads,
-            (None, Some(value)) => {
-                value.parse().with_context(|| format!("XTASK_TEST_THREADS={value:?} is not a number"))?
-            }
-            (None, None) => 4,
-        };
-        let mut steps = Step::TIER_1.to_vec();
-        steps.push(Step::EndToEnd);
-        let suite = TestLocal { steps, cargo_test_args: Vec::new() };
-        suite.run_steps(ctx, "test-all summary", threads)
+        test_all(ctx, self.test_threads)
     }
+}
+
+/// The full suite; `test_threads` end-to-end tests at once (default:
+/// XTASK_TEST_THREADS or 4). `ci` runs it too.
+pub fn test_all(ctx: &Ctx, test_threads: Option<usize>) -> Result<()> {
+    crate::setup::ensure(ctx, crate::setup::Need::Everything)?;
+    let threads = match (test_threads, ctx.env_var("XTASK_TEST_THREADS")) {
+        (Some(threads), _) => threads,
+        (None, Some(value)) => {
+            value.parse().with_context(|| format!("XTASK_TEST_THREADS={value:?} is not a number"))?
+        }
+        (None, None) => 4,
+    };
+    let mut steps = Step::TIER_1.to_vec();
+    steps.push(Step::EndToEnd);
+    let suite = TestLocal { steps, cargo_test_args: Vec::new() };
+    suite.run_steps(ctx, "test-all summary", threads)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
