@@ -294,7 +294,8 @@ fn run(
     ui::step(&format!("starting {} on 127.0.0.1:{}", spec.name, spec.port));
     let container_started = Instant::now();
     crate::image::docker::run_read(ctx, containers::run_command(sh, target, &spec))?;
-    let new_container = NewContainer::guard(ctx, &spec.name);
+    // Removed on the way out (a failed gate, an error, Ctrl-C) until it serves.
+    let new_container = crate::image::docker::remove_container_on_exit(ctx, &spec.name);
 
     let gate = (|| -> Result<Option<String>> {
         containers::wait_ready(ctx, &spec.name, spec.port, request.health_timeout)?;
@@ -339,7 +340,9 @@ fn run(
         if old.is_empty() { String::new() } else { format!(" (from {})", old.join(", ")) }
     ));
     proxy::switch_to(ctx, target, spec.port, &spec.name, SWITCH_DRAIN_TIMEOUT)?;
-    new_container.keep();
+    if let Some(guard) = new_container {
+        guard.disarm();
+    }
     let stopping = Instant::now();
     for name in &old {
         containers::stop_and_remove(ctx, name)?;
@@ -497,35 +500,5 @@ impl Journal {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Release> {
         self.record.lock().unwrap_or_else(|poison| poison.into_inner())
-    }
-}
-
-/// Removes a release's container on the way out (a failed gate, an error,
-/// Ctrl-C) until `keep` says it is serving.
-struct NewContainer {
-    serving: Arc<AtomicBool>,
-    _guard: Option<cleanup::CleanupGuard>,
-}
-
-impl NewContainer {
-    fn guard(ctx: &Ctx, name: &str) -> NewContainer {
-        let serving = Arc::new(AtomicBool::new(false));
-        let guard = {
-            let (serving, name) = (serving.clone(), name.to_owned());
-            ctx.on_cleanup(format!("remove the container {name}"), move || {
-                if !serving.load(Ordering::SeqCst) {
-                    let _ = std::process::Command::new("docker")
-                        .args(["rm", "--force", &name])
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .status();
-                }
-            })
-        };
-        NewContainer { serving, _guard: guard }
-    }
-
-    fn keep(&self) {
-        self.serving.store(true, Ordering::SeqCst);
     }
 }

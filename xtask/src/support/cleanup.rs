@@ -45,13 +45,24 @@ pub fn register(description: impl Into<String>, action: impl FnOnce() + Send + '
     CleanupGuard { id }
 }
 
+impl CleanupGuard {
+    /// Forgets the action without running it: what it would undo is to
+    /// stay (a release's container, once it serves).
+    pub fn disarm(self) {
+        let _ = self.take_action();
+        std::mem::forget(self);
+    }
+
+    fn take_action(&self) -> Option<Action> {
+        let mut actions = ACTIONS.lock().unwrap_or_else(|poison| poison.into_inner());
+        let index = actions.iter().position(|(id, ..)| *id == self.id)?;
+        Some(actions.remove(index).2)
+    }
+}
+
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
-        let action = {
-            let mut actions = ACTIONS.lock().unwrap_or_else(|poison| poison.into_inner());
-            actions.iter().position(|(id, ..)| *id == self.id).map(|index| actions.remove(index))
-        };
-        if let Some((_, _, action)) = action {
+        if let Some(action) = self.take_action() {
             action();
         }
     }
@@ -95,5 +106,15 @@ mod tests {
         assert!(!ran.load(Ordering::SeqCst));
         drop(guard);
         assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_disarmed_guard_forgets_its_action() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        register("disarmed", move || flag.store(true, Ordering::SeqCst)).disarm();
+        assert!(!ran.load(Ordering::SeqCst), "the disarmed guard ran its action");
+        let actions = ACTIONS.lock().unwrap_or_else(|poison| poison.into_inner());
+        assert!(!actions.iter().any(|(_, description, _)| description == "disarmed"));
     }
 }
