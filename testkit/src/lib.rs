@@ -20,7 +20,7 @@ pub use moto::Moto;
 pub use postgres::{
     DetachedPostgres, Postgres, PostgresOptions, TlsFiles, database_url, password_file, random_password, stop_postgres,
 };
-pub use process::{ServiceDir, free_port, which};
+pub use process::{ServiceDir, free_port, free_ports, which};
 pub use registry::Registry;
 pub use tls::TestCa;
 

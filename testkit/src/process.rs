@@ -64,6 +64,22 @@ pub fn free_port() -> u16 {
     try_free_port().unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// `N` distinct ports that were free a moment ago on 127.0.0.1. Every
+/// listener is held until all are chosen: two `free_port()` calls in a row
+/// can return the same port, since the first listener is closed before the
+/// second binds (seen in CI: moto and the sandbox's sync were handed one port).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|err| panic!("binding 127.0.0.1:0 to find a free port: {err}"))
+        })
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i].local_addr().unwrap_or_else(|err| panic!("reading the bound address: {err}")).port()
+    })
+}
+
 pub(crate) fn try_free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context(|| "binding 127.0.0.1:0 to find a free port".to_owned())?;
     Ok(listener.local_addr().context(|| "reading the bound address".to_owned())?.port())

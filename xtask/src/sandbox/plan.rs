@@ -58,8 +58,8 @@ impl UpPlan {
         let python = which_tool("python3")?;
         let docker_registry = which_tool("docker-registry")?;
         let xtask = crate::support::exec::self_exe().context("finding the xtask binary (for the sync process)")?;
-        let moto_port = testkit::free_port();
-        let sync_address = format!("127.0.0.1:{}", testkit::free_port());
+        let [moto_port, sync_port] = testkit::free_ports();
+        let sync_address = format!("127.0.0.1:{sync_port}");
         let endpoint_url = format!("http://127.0.0.1:{moto_port}");
         let aws_env: Vec<(String, String)> = [
             ("AWS_ENDPOINT_URL", endpoint_url.as_str()),
