@@ -8,7 +8,7 @@
 //!   ignore is an inline `# hadolint ignore=DLxxxx` under a line saying why;
 //! - `cargo deny check licenses sources bans` (cargo-deny, built by setup
 //!   into target/tools/cargo) with deny.toml. Advisories are the project's
-//!   own gate (xtask/src/advisories.rs), not cargo-deny's.
+//!   own gate (xtask/src/image/advisories.rs), not cargo-deny's.
 //!
 //! They are in the full suite, not tier 1: checkov alone takes seconds.
 

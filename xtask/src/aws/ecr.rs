@@ -162,7 +162,7 @@ pub fn docker_push(ctx: &Ctx, login: &Login<'_>, remote_tagged: &str) -> Result<
     let mut retried = false;
     loop {
         ui::detail(&format!("$ {}", push()));
-        let output = output_with_progress("docker push", &mut std::process::Command::from(push()))?;
+        let output = output_with_progress("docker push", push())?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if output.status.success() {

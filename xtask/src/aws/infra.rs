@@ -18,7 +18,7 @@ use crate::{
     secrets,
     support::{
         ctx::Ctx,
-        exec::{SpawnOptions, StopOnInterrupt, require_tool, spawn_and_wait_with, spawn_with_progress},
+        exec::{SpawnOptions, StdoutTo, StopOnInterrupt, require_tool, spawn_and_wait_with, spawn_with_progress},
         prompt::{confirm, type_name_back},
         ui,
     },
@@ -481,26 +481,26 @@ impl<'a> Terraform<'a> {
     }
 }
 
+/// How Terraform runs: its report is progress, not a result, so it goes to
+/// stderr like the rest of xtask's progress, and stdout stays for what
+/// scripts read (`--json`); on Ctrl-C it gets SIGINT (see `run_terraform`).
+const TERRAFORM: SpawnOptions = SpawnOptions {
+    on_interrupt: StopOnInterrupt::InterruptAndWait(std::time::Duration::from_secs(60)),
+    stdout: StdoutTo::Stderr,
+};
+
 /// Runs a Terraform command that may hold the state lock. On Ctrl-C it
 /// gets SIGINT, as on a terminal, and time to write its state and release
 /// the lock: a SIGTERM-and-exit would leave the lock to `force-unlock`.
 fn run_terraform(description: &str, cmd: Cmd<'_>) -> Result<std::process::ExitStatus> {
-    let options = SpawnOptions { on_interrupt: StopOnInterrupt::InterruptAndWait(std::time::Duration::from_secs(60)) };
-    let mut command = std::process::Command::from(cmd);
-    // Terraform's report is progress, not a result: stderr, like the rest of
-    // xtask's progress, so stdout stays for what scripts read (`--json`).
-    command.stdout(std::io::stderr());
-    spawn_and_wait_with(description, &mut command, options)
+    spawn_and_wait_with(description, cmd, TERRAFORM)
 }
 
 /// `run_terraform` shown as progress (a spinner on a terminal, the output's
 /// tail if it fails): for apply and destroy, which are long and whose output
 /// matters when they fail. A plan streams: it is read before confirming.
 fn run_terraform_with_progress(description: &str, cmd: Cmd<'_>) -> Result<std::process::ExitStatus> {
-    let options = SpawnOptions { on_interrupt: StopOnInterrupt::InterruptAndWait(std::time::Duration::from_secs(60)) };
-    let mut command = std::process::Command::from(cmd);
-    command.stdout(std::io::stderr());
-    spawn_with_progress(description, &mut command, options)
+    spawn_with_progress(description, cmd, TERRAFORM)
 }
 
 /// Destroy asks for the environment name typed back, even with --yes:

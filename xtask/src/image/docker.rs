@@ -2,15 +2,13 @@
 //! containers: a build's progress, a quick command's output, an image's ID,
 //! label and existence, and removing what a task made.
 
-use std::process::Command;
-
 use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell};
 
 use crate::support::{
     cleanup,
     ctx::Ctx,
-    exec::{SpawnOptions, spawn_with_progress},
+    exec::{SpawnOptions, StdoutTo, spawn_with_progress},
     ui,
 };
 
@@ -23,13 +21,8 @@ pub fn run_progress(ctx: &Ctx, description: &str, cmd: Cmd<'_>) -> Result<()> {
         return Ok(());
     }
     ui::detail(&format!("$ {cmd}"));
-    let mut command = Command::from(cmd);
-    if ui::verbosity() == ui::Verbosity::Quiet {
-        command.stdout(std::process::Stdio::null());
-    } else {
-        command.stdout(std::io::stderr());
-    }
-    let status = spawn_with_progress(description, &mut command, SpawnOptions::default())?;
+    let stdout = if ui::verbosity() == ui::Verbosity::Quiet { StdoutTo::Null } else { StdoutTo::Stderr };
+    let status = spawn_with_progress(description, cmd, SpawnOptions { stdout, ..SpawnOptions::default() })?;
     if !status.success() {
         bail!("{description} failed ({status})");
     }

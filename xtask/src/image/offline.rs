@@ -11,7 +11,7 @@ use crate::{
     image::{DOCKERFILE, docker::image_exists},
     support::{
         ctx::Ctx,
-        exec::{cargo, spawn_and_wait},
+        exec::{SpawnOptions, StdoutTo, cargo, spawn_and_wait_with},
         fs::write_atomic,
         ui,
     },
@@ -176,10 +176,9 @@ pub fn vendor_crates(ctx: &Ctx) -> Result<()> {
     let _ = fs::remove_dir_all(&partial);
     let _ = fs::remove_file(&stamp);
     ui::detail(&format!("$ {cmd}"));
-    let mut command = Command::from(cmd);
     // cargo vendor prints a config snippet we do not need on stdout.
-    command.stdout(std::process::Stdio::null());
-    let status = spawn_and_wait("cargo vendor", &mut command)?;
+    let options = SpawnOptions { stdout: StdoutTo::Null, ..SpawnOptions::default() };
+    let status = spawn_and_wait_with("cargo vendor", cmd, options)?;
     if !status.success() {
         let _ = fs::remove_dir_all(&partial);
         bail!(

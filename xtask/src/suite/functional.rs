@@ -17,10 +17,8 @@
 //! not have a browser. `.ci/run` installs it, so CI always runs it.
 
 use std::{
-    io::Read,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -30,9 +28,8 @@ use serde_json::{Value, json};
 use crate::{
     http::{self, BaseUrl, Request, Response},
     support::{
-        cleanup,
         ctx::Ctx,
-        process::kill_process_group,
+        exec::capture_within,
         steps::{Announce, OnFailure, Steps},
         ui::{self, Outcome},
     },
@@ -413,57 +410,29 @@ fn find_chromium() -> Option<PathBuf> {
 /// of its own (parallel runs would fight over one) and a deadline: a
 /// browser that hangs is killed with its whole process group.
 fn dump_dom(chromium: &Path, url: &str) -> Result<String> {
-    use std::os::unix::process::CommandExt;
     let profile = testkit::ServiceDir::new("xtask-chromium");
-    let mut command = Command::new(chromium);
-    command
+    let sh = xshell::Shell::new().context("creating a shell to run Chromium")?;
+    let cmd = sh
+        .cmd(chromium)
         // --no-sandbox: CI containers run as root, where Chromium's sandbox
         // refuses to start.
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--dump-dom", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn().with_context(|| format!("starting {}", chromium.display()))?;
-    let process_group = child.id();
-    let _stop_on_interrupt = cleanup::register("stop headless Chromium", move || kill_process_group(process_group));
-    let read_pipe = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut text);
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
+        .args(["--dump-dom", url]);
+    let Some(output) = capture_within("headless Chromium", cmd, BROWSER_TIMEOUT)? else {
+        bail!("Chromium did not dump {url} within {}s", BROWSER_TIMEOUT.as_secs());
     };
-    let stdout = read_pipe(child.stdout.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>));
-    let stderr = read_pipe(child.stderr.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>));
-    let deadline = Instant::now() + BROWSER_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for Chromium")? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            kill_process_group(process_group);
-            let _ = child.wait();
-            bail!("Chromium did not dump {url} within {}s", BROWSER_TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // The browser's helpers may keep the pipes open a moment after it exits.
-    kill_process_group(process_group);
-    let dom = stdout.join().unwrap_or_default();
-    let errors = stderr.join().unwrap_or_default();
-    if !status.success() || dom.trim().is_empty() {
+    let dom = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || dom.trim().is_empty() {
+        let errors = String::from_utf8_lossy(&output.stderr);
         let last_lines: Vec<&str> = errors.lines().rev().take(5).collect();
         bail!(
-            "Chromium could not load {url} ({status}): {}",
+            "Chromium could not load {url} ({}): {}",
+            output.status,
             last_lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
         );
     }
-    Ok(dom)
+    Ok(dom.into_owned())
 }
 
 #[cfg(test)]

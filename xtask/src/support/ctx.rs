@@ -3,10 +3,7 @@
 //! turns a command into a printed line. Below the command line: nothing
 //! here knows the tasks.
 
-use std::{
-    path::PathBuf,
-    process::{Command, ExitStatus},
-};
+use std::{path::PathBuf, process::ExitStatus};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -158,8 +155,7 @@ impl Ctx {
             return Ok(success_status());
         }
         ui::detail(&format!("$ {cmd}"));
-        let mut command = Command::from(cmd);
-        spawn_and_wait(description, &mut command)
+        spawn_and_wait(description, cmd)
     }
 
     /// `run_interruptible` for a long step whose output matters only when
@@ -169,7 +165,6 @@ impl Ctx {
             return Ok(success_status());
         }
         ui::detail(&format!("$ {cmd}"));
-        let mut command = Command::from(cmd);
-        spawn_with_progress(description, &mut command, SpawnOptions::default())
+        spawn_with_progress(description, cmd, SpawnOptions::default())
     }
 }

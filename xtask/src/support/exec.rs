@@ -1,33 +1,41 @@
 //! Running child processes: in their own process group, stopped on
 //! Ctrl-C, with a progress line; finding tools; nested cargo.
+//!
+//! One-shot commands are xshell's (`Ctx::run`, `Ctx::read`). The children
+//! here stream or must be stopped: they run as duct handles, which one
+//! thread waits on while the Ctrl-C cleanup (another thread) looks whether
+//! the child is still running before signalling its process group.
 
 use std::{
     io::{BufRead, BufReader, Read},
+    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::Mutex,
+    process::{Command, ExitStatus, Output},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
+use duct::{Expression, Handle};
 use xshell::{Cmd, Shell};
 
 use crate::support::{
     cleanup,
-    process::{Signal, kill_process_group, signal_group, wait_for_exit},
+    process::{Signal, kill_process_group, signal_group},
     ui,
 };
 
-/// Spawns `command` in its own process group and waits for it; the group is
+/// Spawns `cmd` in its own process group and waits for it; the group is
 /// terminated if xtask is interrupted meanwhile.
-pub fn spawn_and_wait(description: &str, command: &mut Command) -> Result<ExitStatus> {
-    spawn_and_wait_with(description, command, SpawnOptions::default())
+pub fn spawn_and_wait(description: &str, cmd: Cmd<'_>) -> Result<ExitStatus> {
+    spawn_and_wait_with(description, cmd, SpawnOptions::default())
 }
 
 /// How `spawn_and_wait_with` treats its child.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpawnOptions {
     pub on_interrupt: StopOnInterrupt,
+    pub stdout: StdoutTo,
 }
 
 /// What happens to the child when xtask gets Ctrl-C or SIGTERM.
@@ -43,21 +51,34 @@ pub enum StopOnInterrupt {
     InterruptAndWait(Duration),
 }
 
+/// Where the child's stdout goes when it is not captured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StdoutTo {
+    /// xtask's own stdout.
+    #[default]
+    Inherit,
+    /// xtask's stderr: for a report that is progress, not a result, so
+    /// stdout stays for what scripts read (`--json`).
+    Stderr,
+    /// Nowhere.
+    Null,
+}
+
 /// `spawn_and_wait` with options.
-pub fn spawn_and_wait_with(description: &str, command: &mut Command, options: SpawnOptions) -> Result<ExitStatus> {
-    spawn_and_wait_observed(description, command, options, |_| {})
+pub fn spawn_and_wait_with(description: &str, cmd: Cmd<'_>, options: SpawnOptions) -> Result<ExitStatus> {
+    wait_interruptibly(description, routed(expression(cmd), options.stdout), options.on_interrupt)
 }
 
 /// `spawn_and_wait_with` for a long step, shown as a `ui::Progress`: on a
 /// terminal the child's stdout and stderr are captured (the latest line is
 /// the spinner's message; the tail is printed if it fails); elsewhere they
-/// go where `command` sends them, as with `spawn_and_wait_with`.
-pub fn spawn_with_progress(description: &str, command: &mut Command, options: SpawnOptions) -> Result<ExitStatus> {
+/// go where `options` sends them, as with `spawn_and_wait_with`.
+pub fn spawn_with_progress(description: &str, cmd: Cmd<'_>, options: SpawnOptions) -> Result<ExitStatus> {
     let progress = ui::progress(description);
     let status = if progress.captures_output() {
-        spawn_piped(description, command, options, &|_, line| progress.output_line(line))?
+        spawn_piped(description, expression(cmd), options.on_interrupt, &|_, line| progress.output_line(line))?
     } else {
-        spawn_and_wait_with(description, command, options)?
+        spawn_and_wait_with(description, cmd, options)?
     };
     progress.finish(status.success());
     Ok(status)
@@ -67,12 +88,12 @@ pub fn spawn_with_progress(description: &str, command: &mut Command, options: Sp
 /// shown as a `ui::Progress`; its lines are also shown as they come (the
 /// spinner's message on a terminal, plain lines elsewhere). Interruptible
 /// like `spawn_and_wait`.
-pub fn output_with_progress(description: &str, command: &mut Command) -> Result<Output> {
+pub fn output_with_progress(description: &str, cmd: Cmd<'_>) -> Result<Output> {
     let progress = ui::progress(description);
     let stdout = Mutex::new(Vec::new());
     let stderr = Mutex::new(Vec::new());
-    command.stdin(Stdio::null());
-    let status = spawn_piped(description, command, SpawnOptions::default(), &|stream, line| {
+    let expression = expression(cmd).stdin_null();
+    let status = spawn_piped(description, expression, StopOnInterrupt::Terminate, &|stream, line| {
         let buffer = match stream {
             OutputStream::Stdout => &stdout,
             OutputStream::Stderr => &stderr,
@@ -94,76 +115,136 @@ enum OutputStream {
     Stderr,
 }
 
-/// Spawns `command` with its stdout and stderr piped, hands every line of
-/// either to `on_line` as it comes (from a reader thread per stream), and
-/// waits for the child and both streams.
-fn spawn_piped(
-    description: &str,
-    command: &mut Command,
-    options: SpawnOptions,
-    on_line: &(dyn Fn(OutputStream, &str) + Sync),
-) -> Result<ExitStatus> {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    std::thread::scope(|scope| {
-        spawn_and_wait_observed(description, command, options, |child| {
-            let streams: [(OutputStream, Option<Box<dyn Read + Send>>); 2] = [
-                (OutputStream::Stdout, child.stdout.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>)),
-                (OutputStream::Stderr, child.stderr.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>)),
-            ];
-            for (stream, pipe) in streams {
-                let Some(pipe) = pipe else { continue };
-                scope.spawn(move || {
-                    // Lines are split on bytes: a child may print invalid UTF-8.
-                    let mut reader = BufReader::new(pipe);
-                    let mut line = Vec::new();
-                    while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
-                        let text = String::from_utf8_lossy(&line);
-                        on_line(stream, text.trim_end_matches(['\n', '\r']));
-                        line.clear();
-                    }
-                });
-            }
-        })
+/// xshell's command (program, arguments, directory, environment) as a duct
+/// expression that runs in its own process group and reports a failing
+/// exit status instead of erroring on it.
+fn expression(cmd: Cmd<'_>) -> Expression {
+    let command = Command::from(cmd);
+    let mut expression = duct::cmd(command.get_program(), command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        expression = expression.dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        expression = match value {
+            Some(value) => expression.env(key, value),
+            None => expression.env_remove(key),
+        };
+    }
+    // Its own group: Ctrl-C on the terminal reaches xtask only, which then
+    // stops the child's whole group (cargo's rustc, docker's plugins).
+    expression.unchecked().before_spawn(|command| {
+        command.process_group(0);
+        Ok(())
     })
 }
 
-/// `spawn_and_wait_with`, calling `on_spawned` with the child before
-/// waiting for it (to take its pipes).
-fn spawn_and_wait_observed(
-    description: &str,
-    command: &mut Command,
-    options: SpawnOptions,
-    on_spawned: impl FnOnce(&mut Child),
-) -> Result<ExitStatus> {
-    use std::os::unix::process::CommandExt;
-    command.process_group(0);
-    let mut child = command.spawn().with_context(|| format!("starting {description}"))?;
-    on_spawned(&mut child);
-    let process_group = child.id();
-    // Once the child is reaped its pid may be reused: the guard must not
-    // signal it after a normal exit.
-    let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let exited_flag = exited.clone();
-    let stopping = description.to_owned();
-    let _guard = cleanup::register(format!("stop {description}"), move || {
-        if exited_flag.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        match options.on_interrupt {
-            StopOnInterrupt::Terminate => kill_process_group(process_group),
-            StopOnInterrupt::InterruptAndWait(grace) => interrupt_and_wait(&stopping, process_group, grace),
-        }
-    });
-    let status = child.wait().with_context(|| format!("waiting for {description}"));
-    exited.store(true, std::sync::atomic::Ordering::SeqCst);
-    status
+fn routed(expression: Expression, stdout: StdoutTo) -> Expression {
+    match stdout {
+        StdoutTo::Inherit => expression,
+        StdoutTo::Stderr => expression.stdout_to_stderr(),
+        StdoutTo::Null => expression.stdout_null(),
+    }
 }
 
-/// SIGINT, a grace period for the group leader to exit, then SIGTERM.
-fn interrupt_and_wait(description: &str, process_group: u32, grace: Duration) {
+/// Runs `expression` with its stdout and stderr on two pipes, hands every
+/// line of either to `on_line` as it comes (from a reader thread per
+/// pipe), and waits for the child and both pipes.
+fn spawn_piped(
+    description: &str,
+    expression: Expression,
+    on_interrupt: StopOnInterrupt,
+    on_line: &(dyn Fn(OutputStream, &str) + Sync),
+) -> Result<ExitStatus> {
+    let (stdout, stdout_writer) = os_pipe::pipe().context("creating a pipe for the child's stdout")?;
+    let (stderr, stderr_writer) = os_pipe::pipe().context("creating a pipe for the child's stderr")?;
+    // The expression owns the write ends; dropped once the child holds its
+    // copies, so the readers see the end when the child's group is done.
+    let expression = expression.stdout_file(stdout_writer).stderr_file(stderr_writer);
+    std::thread::scope(|scope| {
+        for (stream, pipe) in [(OutputStream::Stdout, stdout), (OutputStream::Stderr, stderr)] {
+            scope.spawn(move || read_lines(pipe, |line| on_line(stream, line)));
+        }
+        wait_interruptibly(description, expression, on_interrupt)
+    })
+}
+
+/// Runs `cmd` with its stdin closed and captures its stdout and stderr,
+/// giving it up to `timeout`. A child that is still running then is
+/// stopped with its whole process group (`None`); one that exits has its
+/// group stopped too, since its helpers may hold the pipes open (a browser).
+pub fn capture_within(description: &str, cmd: Cmd<'_>, timeout: Duration) -> Result<Option<Output>> {
+    let (stdout, stdout_writer) = os_pipe::pipe().context("creating a pipe for the child's stdout")?;
+    let (stderr, stderr_writer) = os_pipe::pipe().context("creating a pipe for the child's stderr")?;
+    let expression = expression(cmd).stdin_null().stdout_file(stdout_writer).stderr_file(stderr_writer);
+    let handle = Arc::new(expression.start().with_context(|| format!("starting {description}"))?);
+    drop(expression);
+    let read_all = |mut pipe: os_pipe::PipeReader| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let (stdout, stderr) = (read_all(stdout), read_all(stderr));
+    let stopping = (description.to_owned(), handle.clone());
+    let _guard = cleanup::register(format!("stop {description}"), move || {
+        let (description, handle) = stopping;
+        stop(&description, &handle, StopOnInterrupt::Terminate);
+    });
+    let exited =
+        handle.wait_timeout(timeout).with_context(|| format!("waiting for {description}"))?.map(|output| output.status);
+    if let Some(process_group) = handle.pids().first() {
+        kill_process_group(*process_group);
+    }
+    let Some(status) = exited else {
+        let _ = handle.wait();
+        return Ok(None);
+    };
+    let joined = |reader: std::thread::JoinHandle<Vec<u8>>| reader.join().unwrap_or_default();
+    Ok(Some(Output { status, stdout: joined(stdout), stderr: joined(stderr) }))
+}
+
+/// Calls `on_line` with every line of `pipe`, split on bytes: a child may
+/// print invalid UTF-8.
+fn read_lines(pipe: impl Read, on_line: impl Fn(&str)) {
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
+        on_line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+        line.clear();
+    }
+}
+
+/// Starts `expression` and waits for it. Until it has exited, a Ctrl-C
+/// (or SIGTERM) to xtask stops its process group as `on_interrupt` says.
+fn wait_interruptibly(description: &str, expression: Expression, on_interrupt: StopOnInterrupt) -> Result<ExitStatus> {
+    let handle = Arc::new(expression.start().with_context(|| format!("starting {description}"))?);
+    // Closes our copies of the pipes' write ends (see `spawn_piped`).
+    drop(expression);
+    let stopping = (description.to_owned(), handle.clone());
+    let _guard = cleanup::register(format!("stop {description}"), move || {
+        let (description, handle) = stopping;
+        stop(&description, &handle, on_interrupt);
+    });
+    let output = handle.wait().with_context(|| format!("waiting for {description}"))?;
+    Ok(output.status)
+}
+
+/// Stops a child that has not exited: SIGTERM to its group, or SIGINT, a
+/// grace period for it to exit, then SIGTERM.
+fn stop(description: &str, handle: &Handle, on_interrupt: StopOnInterrupt) {
+    // Once the child is reaped its pid (the group's id) may be reused: a
+    // child that has exited is not signalled.
+    let Some(process_group) = handle.pids().first().copied().filter(|_| matches!(handle.try_wait(), Ok(None))) else {
+        return;
+    };
+    let grace = match on_interrupt {
+        StopOnInterrupt::Terminate => return kill_process_group(process_group),
+        StopOnInterrupt::InterruptAndWait(grace) => grace,
+    };
     signal_group(process_group, Signal::Interrupt);
     ui::notice(&format!("waiting up to {}s for {description} to stop cleanly", grace.as_secs()));
-    if wait_for_exit(process_group, grace) {
+    if matches!(handle.wait_timeout(grace), Ok(Some(_))) {
         return;
     }
     ui::notice(&format!("{description} did not stop within {}s; terminating it", grace.as_secs()));
@@ -223,9 +304,9 @@ mod tests {
 
     #[test]
     fn output_with_progress_keeps_both_streams_and_the_exit_status() {
-        let mut command = Command::new("sh");
-        command.args(["-c", "printf 'one\\ntwo\\n'; echo oops >&2; printf 'no newline'; exit 3"]);
-        let output = output_with_progress("a failing child", &mut command).unwrap();
+        let sh = Shell::new().unwrap();
+        let script = "printf 'one\\ntwo\\n'; echo oops >&2; printf 'no newline'; exit 3";
+        let output = output_with_progress("a failing child", sh.cmd("sh").args(["-c", script])).unwrap();
         assert_eq!(output.status.code(), Some(3));
         assert_eq!(String::from_utf8(output.stdout).unwrap(), "one\ntwo\nno newline\n");
         assert_eq!(String::from_utf8(output.stderr).unwrap(), "oops\n");
@@ -233,10 +314,32 @@ mod tests {
 
     #[test]
     fn spawn_with_progress_returns_the_childs_status() {
-        let mut command = Command::new("sh");
-        command.args(["-c", "exit 4"]);
-        let status = spawn_with_progress("a child", &mut command, SpawnOptions::default()).unwrap();
+        let sh = Shell::new().unwrap();
+        let status =
+            spawn_with_progress("a child", sh.cmd("sh").args(["-c", "exit 4"]), SpawnOptions::default()).unwrap();
         assert_eq!(status.code(), Some(4));
+    }
+
+    #[test]
+    fn stopping_signals_the_childs_group_as_asked_and_leaves_an_exited_child_alone() {
+        use std::os::unix::process::ExitStatusExt;
+        let sh = Shell::new().unwrap();
+        // Ready once the trap is set: the script prints before it waits.
+        let script = "trap 'exit 7' INT; echo ready; sleep 30 & wait";
+        let start = |on_interrupt| {
+            let (ready, writer) = os_pipe::pipe().unwrap();
+            let handle = expression(sh.cmd("sh").args(["-c", script])).stdout_file(writer).start().unwrap();
+            BufReader::new(ready).read_line(&mut String::new()).unwrap();
+            stop("sh", &handle, on_interrupt);
+            handle.wait().unwrap().status
+        };
+        // SIGINT first: the shell's trap decides the exit code.
+        assert_eq!(start(StopOnInterrupt::InterruptAndWait(Duration::from_secs(10))).code(), Some(7));
+        assert_eq!(start(StopOnInterrupt::Terminate).signal(), Some(libc::SIGTERM));
+        let handle = expression(sh.cmd("true")).start().unwrap();
+        handle.wait().unwrap();
+        stop("true", &handle, StopOnInterrupt::Terminate);
+        assert!(handle.wait().unwrap().status.success());
     }
 
     #[test]
