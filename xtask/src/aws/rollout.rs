@@ -528,6 +528,18 @@ mod tests {
         Ok(json!({ "status": "ACTIVE", "deployments": deployments, "events": events }))
     }
 
+    /// The service while our deployment replaces the old one, which is
+    /// still COMPLETED with both tasks; no new events.
+    fn replacing_old(counts: (i64, i64, i64)) -> Result<Value, ApiError> {
+        service(
+            vec![
+                deployment("ecs-svc/new", "PRIMARY", NEW, "IN_PROGRESS", counts),
+                deployment("ecs-svc/old", "ACTIVE", OLD, "COMPLETED", (2, 2, 0)),
+            ],
+            &[],
+        )
+    }
+
     fn target() -> RolloutTarget {
         RolloutTarget {
             cluster: "guestbook-dev".to_owned(),
@@ -592,20 +604,8 @@ mod tests {
     #[test]
     fn circuit_breaker_rollback_fails_naming_the_revision_and_reason() {
         let mut ecs = fake(vec![
-            service(
-                vec![
-                    deployment("ecs-svc/new", "PRIMARY", NEW, "IN_PROGRESS", (0, 2, 0)),
-                    deployment("ecs-svc/old", "ACTIVE", OLD, "COMPLETED", (2, 2, 0)),
-                ],
-                &[],
-            ),
-            service(
-                vec![
-                    deployment("ecs-svc/new", "PRIMARY", NEW, "IN_PROGRESS", (0, 2, 3)),
-                    deployment("ecs-svc/old", "ACTIVE", OLD, "COMPLETED", (2, 2, 0)),
-                ],
-                &[],
-            ),
+            replacing_old((0, 2, 0)),
+            replacing_old((0, 2, 3)),
             service(
                 vec![
                     deployment("ecs-svc/rollback", "PRIMARY", OLD, "IN_PROGRESS", (2, 2, 0)),
@@ -690,13 +690,7 @@ mod tests {
     #[test]
     fn a_concurrent_deployment_by_someone_else_is_named() {
         let mut ecs = fake(vec![
-            service(
-                vec![
-                    deployment("ecs-svc/new", "PRIMARY", NEW, "IN_PROGRESS", (0, 2, 0)),
-                    deployment("ecs-svc/old", "ACTIVE", OLD, "COMPLETED", (2, 2, 0)),
-                ],
-                &[],
-            ),
+            replacing_old((0, 2, 0)),
             service(
                 vec![
                     deployment("ecs-svc/theirs", "PRIMARY", OTHER, "IN_PROGRESS", (0, 2, 0)),

@@ -65,6 +65,19 @@ pub struct ReadArgs {
     pub allow_unauthenticated: bool,
 }
 
+/// The encrypted file a task opens: where it is, where its password comes
+/// from, and what besides our own format it accepts.
+#[derive(Debug, Args)]
+pub struct EncryptedFile {
+    /// The encrypted file (default: secrets.tfvars.enc at the project root)
+    #[arg(long = "in", value_name = "PATH")]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
 /// Encrypt the decrypted secrets.tfvars into secrets.tfvars.enc
 #[derive(Debug, Args)]
 pub struct Encrypt {
@@ -81,61 +94,41 @@ pub struct Encrypt {
 /// Decrypt secrets.tfvars.enc into secrets.tfvars (mode 0600), or to stdout
 #[derive(Debug, Args)]
 pub struct Decrypt {
-    /// The encrypted file to read (default: secrets.tfvars.enc at the project root)
-    #[arg(long = "in", value_name = "PATH")]
-    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub file: EncryptedFile,
     /// The plaintext to write, outside the repository (default: secrets.tfvars in $XDG_RUNTIME_DIR or /dev/shm, 0700)
     #[arg(long = "out", value_name = "PATH", conflicts_with = "stdout")]
     pub output: Option<PathBuf>,
     /// Print the plaintext instead of writing a file
     #[arg(long)]
     pub stdout: bool,
-    #[command(flatten)]
-    pub password: PasswordArgs,
-    #[command(flatten)]
-    pub read: ReadArgs,
 }
 
 /// Edit the secrets in $VISUAL/$EDITOR through a private temp file
 #[derive(Debug, Args)]
 pub struct Edit {
-    /// The encrypted file to edit (default: secrets.tfvars.enc at the project root)
-    #[arg(long = "in", value_name = "PATH")]
-    pub input: Option<PathBuf>,
     #[command(flatten)]
-    pub password: PasswordArgs,
-    #[command(flatten)]
-    pub read: ReadArgs,
+    pub file: EncryptedFile,
 }
 
 /// Re-encrypt with a new password (also upgrades legacy and plain openssl files)
 #[derive(Debug, Args)]
 pub struct Rekey {
-    /// The encrypted file to read (default: secrets.tfvars.enc at the project root)
-    #[arg(long = "in", value_name = "PATH")]
-    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub file: EncryptedFile,
     /// Where to write the re-encrypted file (default: the input, replaced atomically)
     #[arg(long = "out", value_name = "PATH")]
     pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub password: PasswordArgs,
     /// Read the new password from this file instead of $SECRETS_NEW_PASSWORD or a prompt
     #[arg(long, value_name = "PATH", env = "SECRETS_NEW_PASSWORD_FILE")]
     pub new_password_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub read: ReadArgs,
 }
 
 /// Check that the file decrypts, is intact and parses, writing no plaintext
 #[derive(Debug, Args)]
 pub struct Check {
-    /// The encrypted file to check (default: secrets.tfvars.enc at the project root)
-    #[arg(long = "in", value_name = "PATH")]
-    pub input: Option<PathBuf>,
     #[command(flatten)]
-    pub password: PasswordArgs,
-    #[command(flatten)]
-    pub read: ReadArgs,
+    pub file: EncryptedFile,
 }
 
 impl ReadArgs {

@@ -12,9 +12,9 @@ use std::{
 
 use super::{
     ENCRYPTED_FILE, NEW_PASSWORD_ENV, PASSWORD_ENV, PLAINTEXT_FILE, Plaintext, SecretValue,
-    cli::{Check, Decrypt, Edit, Encrypt, ReadArgs, Rekey, current_password},
+    cli::{Check, Decrypt, Edit, Encrypt, EncryptedFile, ReadArgs, Rekey, current_password},
     file_name,
-    format::{self, ITERATIONS},
+    format::{self, Decrypted, ITERATIONS},
     open, parse_tfvars,
     password::{self, PasswordSource},
     private_dir::{self, PrivateTempFile},
@@ -82,9 +82,24 @@ fn replace_existing(ctx: &Ctx, output: &Path, content: &[u8], password: &SecretV
     }
 }
 
+impl EncryptedFile {
+    /// The file: `--in`, or secrets.tfvars.enc at the project root.
+    fn path(&self, ctx: &Ctx) -> PathBuf {
+        self.input.clone().unwrap_or_else(|| ctx.root.join(ENCRYPTED_FILE))
+    }
+
+    /// Reads the password (flag, environment or prompt) and decrypts `path`
+    /// in memory.
+    fn open(&self, ctx: &Ctx, path: &Path) -> Result<(SecretValue, Decrypted)> {
+        let password = password::read(&current_password(&self.password, path, false), &ctx.dotenv)?;
+        let decrypted = open(path, &password, &self.read.options())?;
+        Ok((password, decrypted))
+    }
+}
+
 impl Decrypt {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let input = self.input.unwrap_or_else(|| ctx.root.join(ENCRYPTED_FILE));
+        let input = self.file.path(ctx);
         let output = match self.output {
             Some(output) => {
                 private_dir::ensure_outside_repository(&ctx.root, &output)?;
@@ -104,8 +119,7 @@ impl Decrypt {
         if !self.stdout {
             ensure_ignored_by_git(&ctx.root, &output)?;
         }
-        let password = password::read(&current_password(&self.password, &input, false), &ctx.dotenv)?;
-        let decrypted = open(&input, &password, &self.read.options())?;
+        let (_, decrypted) = self.file.open(ctx, &input)?;
         if self.stdout {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&decrypted.content).and_then(|()| stdout.flush()).context("writing to stdout")?;
@@ -136,7 +150,7 @@ impl Decrypt {
 
 impl Edit {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let path = self.input.unwrap_or_else(|| ctx.root.join(ENCRYPTED_FILE));
+        let path = self.file.path(ctx);
         let editor = editor();
         if ctx.would(format_args!(
             "decrypt {} into a private temp file under {}, open it with `{editor}`, and re-encrypt {} if the content changed",
@@ -146,8 +160,7 @@ impl Edit {
         )) {
             return Ok(());
         }
-        let password = password::read(&current_password(&self.password, &path, false), &ctx.dotenv)?;
-        let decrypted = open(&path, &password, &self.read.options())?;
+        let (password, decrypted) = self.file.open(ctx, &path)?;
         // The temp file and its directory are removed when `temp` goes out of
         // scope, on every path out of this block.
         let edited = {
@@ -188,7 +201,7 @@ impl Edit {
 
 impl Rekey {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let input = self.input.unwrap_or_else(|| ctx.root.join(ENCRYPTED_FILE));
+        let input = self.file.path(ctx);
         let output = self.output.unwrap_or_else(|| input.clone());
         if ctx.would(format_args!(
             "decrypt {} with the current password and write {} encrypted with the new one (-pbkdf2 -md sha256 -iter {ITERATIONS}, with an integrity line)",
@@ -197,8 +210,7 @@ impl Rekey {
         )) {
             return Ok(());
         }
-        let password = password::read(&current_password(&self.password, &input, false), &ctx.dotenv)?;
-        let decrypted = open(&input, &password, &self.read.options())?;
+        let (_, decrypted) = self.file.open(ctx, &input)?;
         if let Err(err) = tfvars::parse(&decrypted.content) {
             ui::warn(&format!("{} does not parse as tfvars ({err}); re-encrypting it as it is", input.display()));
         }
@@ -226,15 +238,14 @@ impl Rekey {
 
 impl Check {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let input = self.input.unwrap_or_else(|| ctx.root.join(ENCRYPTED_FILE));
+        let input = self.file.path(ctx);
         if ctx.would(format_args!(
             "read {}, decrypt it in memory and check that it parses as tfvars (writing nothing)",
             input.display()
         )) {
             return Ok(());
         }
-        let password = password::read(&current_password(&self.password, &input, false), &ctx.dotenv)?;
-        let decrypted = open(&input, &password, &self.read.options())?;
+        let (_, decrypted) = self.file.open(ctx, &input)?;
         let assignments = parse_tfvars(&input, &decrypted.content)?;
         // Names and kinds only: `check` runs in CI logs.
         let names: Vec<String> = assignments
