@@ -133,8 +133,26 @@ impl TestSandbox {
         self.state()["components"].as_array().unwrap().iter().map(|c| c["pid"].as_u64().unwrap() as u32).collect()
     }
 
+    /// The requests this sandbox rejected as AWS would (its
+    /// rejected-requests.ndjson, one JSON object a line), which are then
+    /// forgotten: `down` and the drop fail the test on any left.
+    pub fn take_rejected_requests(&self) -> Vec<String> {
+        let path = project_root().join("target/sandbox").join(&self.environment).join("rejected-requests.ndjson");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let _ = fs::remove_file(&path);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Fails the test on a request the sandbox rejected because AWS would
+    /// (sandbox_validation.py): what the product sends must fit the
+    /// services' models.
+    fn assert_no_rejected_requests(&self) {
+        assert_none_rejected(&self.take_rejected_requests());
+    }
+
     /// `sandbox down --purge`, checking that every process is gone.
     pub fn down(&mut self) {
+        self.assert_no_rejected_requests();
         let pids = self.pids();
         let (output, _, stderr) = run(self.xtask().args(["sandbox", "down", "--purge"]));
         self.stopped = true;
@@ -239,11 +257,23 @@ impl Drop for TestSandbox {
         }
         let mut command = self.xtask();
         command.args(["sandbox", "down"]);
-        if !std::thread::panicking() {
+        let failed = std::thread::panicking();
+        if !failed {
             command.arg("--purge");
         }
+        let rejected = if failed { Vec::new() } else { self.take_rejected_requests() };
         let _ = command.output();
+        assert_none_rejected(&rejected);
     }
+}
+
+fn assert_none_rejected(rejected: &[String]) {
+    assert!(
+        rejected.is_empty(),
+        "the sandbox rejected {} request(s) that AWS would reject too:\n{}",
+        rejected.len(),
+        rejected.join("\n")
+    );
 }
 
 fn which_psql() -> PathBuf {
@@ -325,11 +355,16 @@ fn http_status(address: &str, method: &str, path: &str, body: &[u8]) -> u16 {
 
 /// A bare HTTP/1.1 request; returns the status code and the whole response.
 fn http_request(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_request_with(address, method, path, "", body)
+}
+
+/// `http_request` with more header lines (each ending in `\r\n`).
+fn http_request_with(address: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap_or_else(|err| panic!("connecting to {address}: {err}"));
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -407,6 +442,29 @@ fn sandbox_up_status_down_and_up_again_is_idempotent() {
         assert!(stdout.lines().any(|line| line.starts_with(component) && line.contains(" up ")), "{stdout}");
     }
     assert!(stdout.contains(&sandbox.registry) && stdout.contains(&sandbox.endpoint_url), "{stdout}");
+
+    // A request AWS would refuse is refused: UpdateService without its
+    // required `service`, a desired count that is text, an unknown launch
+    // type. The SDKs check none of this before sending (the CLI would).
+    let headers = "X-Amz-Target: AmazonEC2ContainerServiceV20141113.UpdateService\r\n\
+                   Authorization: AWS4-HMAC-SHA256 Credential=test/20261205/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0\r\n";
+    let body = br#"{"cluster": "guestbook-sandboxlife", "desiredCount": "2", "launchType": "FARGATE2"}"#;
+    let (status, response) = http_request_with(&moto, "POST", "/", headers, body);
+    assert_eq!(status, 400, "{response}");
+    for expected in [
+        "ValidationException",
+        "3 validation errors detected",
+        "Value null at 'service' failed to satisfy constraint: Member must not be null",
+        "Value '2' at 'desiredCount' failed to satisfy constraint",
+        "Member must satisfy enum value set: [",
+    ] {
+        assert!(response.contains(expected), "the rejection does not say {expected:?}:\n{response}");
+    }
+    let (output, _, stderr) = run(sandbox.xtask().args(["sandbox", "status"]));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("1 request(s) were rejected as AWS would reject them"), "{stderr}");
+    let rejected = sandbox.take_rejected_requests();
+    assert!(rejected.len() == 1 && rejected[0].contains(r#""operation": "UpdateService""#), "{rejected:?}");
 
     let dir = sandbox.state_path().parent().unwrap().to_path_buf();
     sandbox.down();

@@ -45,6 +45,22 @@ impl SandboxEnvironment {
             name,
         })
     }
+
+    /// Where moto's launcher appends each request it rejected as AWS would
+    /// (sandbox_validation.py), one JSON object per line.
+    pub(super) fn rejected_requests_file(&self) -> PathBuf {
+        self.dir.join("rejected-requests.ndjson")
+    }
+
+    /// The lines of `rejected_requests_file`; none when it does not exist.
+    pub(super) fn rejected_requests(&self) -> Result<Vec<String>> {
+        let path = self.rejected_requests_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().filter(|line| !line.trim().is_empty()).map(str::to_owned).collect()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
 }
 
 /// `--env`, except that the global default (`local`, a Docker environment)

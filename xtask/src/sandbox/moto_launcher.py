@@ -14,7 +14,9 @@ Two more modules, written beside this file, make the sandbox fail the way
 AWS fails: `sandbox_rds` backs every RDS instance with a real PostgreSQL
 server, and `sandbox_tasks` runs every RunTask's container with Docker, so
 a migration task really migrates (or really fails) and its exit code and
-output are the container's.
+output are the container's. `sandbox_validation` rejects, as AWS does, a
+request to ECS, ECR, DynamoDB or CloudWatch Logs that does not fit the
+service's model.
 
 It is only ever started by the sandbox; nothing else in the product knows
 moto exists. Arguments are moto_server's (-H HOST -p PORT).
@@ -203,9 +205,11 @@ import signal  # noqa: E402
 
 import sandbox_rds  # noqa: E402
 import sandbox_tasks  # noqa: E402
+import sandbox_validation  # noqa: E402
 
 sandbox_rds.install()
 sandbox_tasks.install()
+sandbox_validation.install()
 
 
 def _shutdown(signum, frame):

@@ -31,6 +31,14 @@ pub(super) fn status(sandbox: &SandboxEnvironment) -> Result<()> {
             component.log.display()
         ));
     }
+    let rejected = sandbox.rejected_requests()?;
+    if !rejected.is_empty() {
+        ui::warn(&format!(
+            "{} request(s) were rejected as AWS would reject them (ValidationException); each is a line of {}",
+            rejected.len(),
+            sandbox.rejected_requests_file().display()
+        ));
+    }
     if !down.is_empty() {
         bail!(
             "sandbox {} is not fully up ({} down): `cargo xtask sandbox down` then `up`, or see the logs",

@@ -28,11 +28,12 @@ use crate::{
 
 /// The launcher and the modules it imports, written side by side: RDS
 /// instances backed by real PostgreSQL servers, RunTask running the real
-/// container.
-const MOTO_LAUNCHER_FILES: [(&str, &str); 3] = [
+/// container, requests checked against the services' models.
+const MOTO_LAUNCHER_FILES: [(&str, &str); 4] = [
     (MOTO_LAUNCHER_FILE, include_str!("moto_launcher.py")),
     ("sandbox_rds.py", include_str!("sandbox_rds.py")),
     ("sandbox_tasks.py", include_str!("sandbox_tasks.py")),
+    ("sandbox_validation.py", include_str!("sandbox_validation.py")),
 ];
 
 impl Up {
@@ -98,6 +99,13 @@ fn start(ctx: &Ctx, sandbox: &SandboxEnvironment, plan: &UpPlan) -> Result<State
     }
     for (file, text) in MOTO_LAUNCHER_FILES {
         write_atomic(&sandbox.dir.join(file), text.as_bytes(), 0o644)?;
+    }
+    // Rejections are counted per run of the sandbox.
+    let rejections = sandbox.rejected_requests_file();
+    if let Err(err) = fs::remove_file(&rejections)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(err).with_context(|| format!("removing {}", rejections.display()));
     }
 
     ui::step(&format!("starting moto on {}", plan.moto.address));
