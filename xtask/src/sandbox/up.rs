@@ -73,7 +73,24 @@ impl Up {
         if would_all(ctx, &plan.steps(sandbox)) {
             return Ok(());
         }
-        let state = start(ctx, sandbox, &plan)?;
+        // moto's and the sync's ports are picked free here and bound a
+        // moment later by those processes: another process may take one in
+        // between. `start` then stops what it started, and we try again on
+        // other ports (the registry's port is the user's, and not retried).
+        let mut plan = plan;
+        let mut attempt = 1;
+        let state = loop {
+            match start(ctx, sandbox, &plan) {
+                Err(err) if attempt < PORT_ATTEMPTS && lost_a_picked_port(&err, sandbox) => {
+                    ui::warn(&format!(
+                        "{err:#}\nanother process took a port sandbox up had picked: again on other ports"
+                    ));
+                    attempt += 1;
+                    plan = UpPlan::new(sandbox, &self)?;
+                }
+                result => break result?,
+            }
+        };
         ui::success(&format!(
             "sandbox {} is up: AWS (moto) {}, registry {}; stop it with `cargo xtask sandbox down`",
             sandbox.name, state.endpoint_url, state.registry
@@ -81,6 +98,16 @@ impl Up {
         print_exports(&state);
         Ok(())
     }
+}
+
+/// How many times `up` picks moto's and the sync's ports.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// True when `err` is a port that `up` picked (moto's or the sync's, not
+/// the configured registry's) being in use by the time it was bound.
+fn lost_a_picked_port(err: &anyhow::Error, sandbox: &SandboxEnvironment) -> bool {
+    let text = format!("{err:#}");
+    text.to_lowercase().contains("address already in use") && !text.contains(&sandbox.registry)
 }
 
 /// Starts everything; on any failure (or Ctrl-C) what already started is
@@ -259,4 +286,27 @@ fn print_exports(state: &State) {
     ui::result(&format!("export AWS_ACCESS_KEY_ID={ACCESS_KEY_ID}"));
     ui::result(&format!("export AWS_SECRET_ACCESS_KEY={SECRET_ACCESS_KEY}"));
     ui::result(&format!("export AWS_REGION={}", state.region));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_port_that_up_picked_is_tried_again() {
+        let sandbox = SandboxEnvironment {
+            name: "sandbox".to_owned(),
+            config_path: "deploy.toml".into(),
+            region: "us-east-1".to_owned(),
+            state_bucket: "tfstate-sandbox".to_owned(),
+            registry: "127.0.0.1:5055".to_owned(),
+            dir: "target/sandbox/sandbox".into(),
+        };
+        let sync = anyhow::anyhow!("listening on 127.0.0.1:39807: Address already in use (os error 98)")
+            .context("sync exited (exit status: 1) before it was ready");
+        assert!(lost_a_picked_port(&sync, &sandbox));
+        let registry = anyhow::anyhow!("listen tcp 127.0.0.1:5055: bind: address already in use");
+        assert!(!lost_a_picked_port(&registry, &sandbox), "the registry's port is the user's");
+        assert!(!lost_a_picked_port(&anyhow::anyhow!("moto exited with exit status: 1"), &sandbox));
+    }
 }
