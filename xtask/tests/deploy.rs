@@ -353,9 +353,25 @@ fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
         ])
     };
     let service_before = service_task_definition();
-    sandbox.aws(&["rds", "stop-db-instance", "--db-instance-identifier", "guestbook-sandboxmig"]);
-
     let image = LocalImage::app("migfail");
+
+    // The gate on (HIGH, the default) and an advisory against a locked
+    // crate: the deploy stops before anything is pushed, and the attempt is
+    // in the ledger as failed, with the reason.
+    let vulnerable = crate::push::advisory_db(sandbox.dir.path(), ">= 999.0.0");
+    let (output, _, stderr) = run(sandbox
+        .xtask()
+        .args(["deploy", "--yes", "--allow-dirty", "--skip-smoke", "--image", &image.reference, "--advisory-db"])
+        .arg(&vulnerable));
+    assert!(!output.status.success(), "a deploy with a vulnerable dependency succeeded:\n{stderr}");
+    assert!(stderr.contains("RUSTSEC-2099-0042") && stderr.contains("was NOT pushed"), "{stderr}");
+    let (output, stdout, stderr) = run(sandbox.xtask().arg("status"));
+    assert!(output.status.success(), "status failed:\n{stderr}");
+    let attempt = stdout.lines().find(|line| line.contains("FAILED")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(attempt.contains("(no image pushed)") && attempt.contains("deploy"), "{stdout}");
+    assert!(!stdout.contains(": live "), "a failed deploy is live:\n{stdout}");
+
+    sandbox.aws(&["rds", "stop-db-instance", "--db-instance-identifier", "guestbook-sandboxmig"]);
     let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--image", &image.reference]));
     assert!(!output.status.success(), "a deploy whose migration failed succeeded:\n{stderr}");
     assert!(stderr.contains("  migrate | error: could not connect to the database"), "{stderr}");

@@ -170,7 +170,7 @@ fn push_fails_when_scan_findings_reach_the_threshold() {
 
 /// A RustSec database of one advisory (critical, CVSS 9.8) against the
 /// `anyhow` locked in Cargo.lock, fixed only in `patched`.
-fn advisory_db(dir: &std::path::Path, patched: &str) -> std::path::PathBuf {
+pub(crate) fn advisory_db(dir: &std::path::Path, patched: &str) -> std::path::PathBuf {
     let db = dir.join(format!("advisory-db-{}", patched.replace(|c: char| !c.is_ascii_alphanumeric(), "")));
     let folder = db.join("crates/anyhow");
     fs::create_dir_all(&folder).unwrap();

@@ -23,7 +23,7 @@ use crate::{
         operate::roll_back_to,
         push::PushRequest,
         service::{is_smoke_failure, service_runs_only, smoke_check, start_rollout, wait},
-        session::{Session, attempt_outcome, confirm_protected, reconcile_ledger, rollout_started},
+        session::{Session, attempt_outcome, confirm_protected, failure_reason, reconcile_ledger, rollout_started},
         store::{DeployLock, record_interruption},
     },
     config::AwsEnv,
@@ -101,6 +101,28 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
             steps.run("take the deploy lock", || session.take_lock())?
         };
 
+    // The attempt, recorded whatever happens from here on: an attempt that
+    // stops before the rollout (the build, the push, the gate, the
+    // infrastructure) is a failed release in `status`, with its reason.
+    let mut release = Release {
+        environment: name.to_owned(),
+        started_at: crate::support::time::now_rfc3339_millis(),
+        image: NO_IMAGE.to_owned(),
+        git_sha: git_sha.clone(),
+        runs_as: None,
+        migration_version: None,
+        who: ledger::who(),
+        kind: match request.origin {
+            Origin::Checkout => ReleaseKind::Deploy,
+            Origin::Promoted { .. } => ReleaseKind::Promotion,
+        },
+        outcome: Outcome::InProgress,
+        finished_at: None,
+        infra_inputs: None,
+        migrations: None,
+    };
+    let mut store = session.store();
+
     // The migrations the image is built with, read before the build and
     // checked after it: a migration saved meanwhile may or may not be in the
     // image, and then what it carries is not known.
@@ -108,7 +130,10 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
         (Origin::Checkout, ImageSpec::Build { .. }) => Some(migrations_fingerprint(&ctx.root)?),
         _ => None,
     };
-    let image = steps.run("build and push the image", || build_and_push(ctx, env, request))?;
+    let image = steps
+        .run("build and push the image", || build_and_push(ctx, env, request))
+        .map_err(|err| stopped_before_rollout(ctx, &mut store, &release, err))?;
+    release.image = image.clone();
     let built_migrations = match built_migrations {
         Some(before) if migrations_fingerprint(&ctx.root)? == before => Some(before),
         Some(_) => {
@@ -118,7 +143,6 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
         None => None,
     };
 
-    let mut store = session.store();
     if !ctx.would("settle the releases whose outcome is not known") {
         // We hold the lock: no other deploy is running.
         reconcile_ledger(&session.terraform, &session.aws, &mut store, name, false)?;
@@ -127,7 +151,9 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
     let history = store.history(name, 20)?;
     let previous = ledger::live_release(&history).cloned();
 
-    let (infra_inputs, infra_unchanged) = apply_infra(&session, &mut steps, request.infra, &history)?;
+    let (infra_inputs, infra_unchanged) = apply_infra(&session, &mut steps, request.infra, &history)
+        .map_err(|err| stopped_before_rollout(ctx, &mut store, &release, err))?;
+    release.infra_inputs = infra_inputs;
 
     // Nothing to do when ECS runs this digest already, from the revision
     // the live release registered (so from the same template: its inputs
@@ -157,23 +183,6 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
     }
 
     let migrations = plan_migrations(&session, request.migrations, &image, built_migrations.as_deref(), &history)?;
-    let mut release = Release {
-        environment: name.to_owned(),
-        started_at: crate::support::time::now_rfc3339_millis(),
-        image: image.clone(),
-        git_sha: git_sha.clone(),
-        runs_as: None,
-        migration_version: None,
-        who: ledger::who(),
-        kind: match request.origin {
-            Origin::Checkout => ReleaseKind::Deploy,
-            Origin::Promoted { .. } => ReleaseKind::Promotion,
-        },
-        outcome: Outcome::InProgress,
-        finished_at: None,
-        infra_inputs,
-        migrations: None,
-    };
     let rolling_out = Arc::new(Mutex::new(None));
     let _interrupted = if ctx
         .would(format_args!("call: dynamodb.put_item (release {} of {image}, in progress)", release.started_at))
@@ -205,6 +214,29 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
     let task_definition = result?;
     ui::success(&format!("{name} runs {image} ({task_definition})"));
     Ok(DeployReport { environment: name.to_owned(), image, task_definition, git_sha, unchanged: false })
+}
+
+/// The image of an attempt that stopped before an image was pushed.
+const NO_IMAGE: &str = "(no image pushed)";
+
+/// Records `attempt` as failed with `err`'s first line, and hands `err` on.
+/// A record that cannot be written is a warning: the deploy's own error is
+/// the one to show.
+fn stopped_before_rollout(
+    ctx: &Ctx,
+    store: &mut impl LedgerStore,
+    attempt: &Release,
+    err: anyhow::Error,
+) -> anyhow::Error {
+    let release = Release {
+        outcome: Outcome::Failed(failure_reason(&err)),
+        finished_at: Some(crate::support::time::now_rfc3339_millis()),
+        ..attempt.clone()
+    };
+    if let Err(record) = ctx.effect((), || store.put(&release)) {
+        ui::warn(&format!("the failed attempt is not in the release ledger: {record:#}"));
+    }
+    err
 }
 
 /// The image to deploy, in the environment's registry and pinned by digest:

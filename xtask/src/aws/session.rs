@@ -137,8 +137,13 @@ pub fn attempt_outcome(result: &Result<String>, release: &Release) -> Outcome {
                 release.runs_as.as_deref().unwrap_or_default()
             ))
         }
-        Err(err) => Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+        Err(err) => Outcome::Failed(failure_reason(err)),
     }
+}
+
+/// A failed attempt's reason in the ledger: the error's first line.
+pub fn failure_reason(err: &anyhow::Error) -> String {
+    format!("{err:#}").lines().next().unwrap_or_default().to_owned()
 }
 
 /// Settles the releases the ledger cannot know the outcome of (see
