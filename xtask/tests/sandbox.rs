@@ -355,16 +355,16 @@ fn http_status(address: &str, method: &str, path: &str, body: &[u8]) -> u16 {
 
 /// A bare HTTP/1.1 request; returns the status code and the whole response.
 fn http_request(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    http_request_with(address, method, path, "", body)
+    http_request_with(address, method, path, "Content-Type: application/json\r\n", body)
 }
 
-/// `http_request` with more header lines (each ending in `\r\n`).
+/// `http_request` with other header lines (each ending in `\r\n`).
 fn http_request_with(address: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap_or_else(|err| panic!("connecting to {address}: {err}"));
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -446,7 +446,10 @@ fn sandbox_up_status_down_and_up_again_is_idempotent() {
     // A request AWS would refuse is refused: UpdateService without its
     // required `service`, a desired count that is text, an unknown launch
     // type. The SDKs check none of this before sending (the CLI would).
-    let headers = "X-Amz-Target: AmazonEC2ContainerServiceV20141113.UpdateService\r\n\
+    // What the SDKs send: AWS's JSON 1.1 protocol, the operation named in
+    // X-Amz-Target, a SigV4 credential scope naming the service.
+    let headers = "Content-Type: application/x-amz-json-1.1\r\n\
+                   X-Amz-Target: AmazonEC2ContainerServiceV20141113.UpdateService\r\n\
                    Authorization: AWS4-HMAC-SHA256 Credential=test/20261205/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0\r\n";
     let body = br#"{"cluster": "guestbook-sandboxlife", "desiredCount": "2", "launchType": "FARGATE2"}"#;
     let (status, response) = http_request_with(&moto, "POST", "/", headers, body);
