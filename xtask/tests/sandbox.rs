@@ -444,14 +444,15 @@ fn sandbox_up_status_down_and_up_again_is_idempotent() {
     assert!(stdout.contains(&sandbox.registry) && stdout.contains(&sandbox.endpoint_url), "{stdout}");
 
     // A request AWS would refuse is refused: UpdateService without its
-    // required `service`, a desired count that is text, an unknown launch
-    // type. The SDKs check none of this before sending (the CLI would).
+    // required `service`, a desired count that is text, a value of
+    // propagateTags outside its enum. The SDKs check none of this before
+    // sending (the CLI would).
     // What the SDKs send: AWS's JSON 1.1 protocol, the operation named in
     // X-Amz-Target, a SigV4 credential scope naming the service.
     let headers = "Content-Type: application/x-amz-json-1.1\r\n\
                    X-Amz-Target: AmazonEC2ContainerServiceV20141113.UpdateService\r\n\
                    Authorization: AWS4-HMAC-SHA256 Credential=test/20261205/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0\r\n";
-    let body = br#"{"cluster": "guestbook-sandboxlife", "desiredCount": "2", "launchType": "FARGATE2"}"#;
+    let body = br#"{"cluster": "guestbook-sandboxlife", "desiredCount": "2", "propagateTags": "EVERYWHERE"}"#;
     let (status, response) = http_request_with(&moto, "POST", "/", headers, body);
     assert_eq!(status, 400, "{response}");
     for expected in [
