@@ -8,22 +8,28 @@ use serde_json::{Map, Value, json};
 
 use crate::{ApiError, optional_string, sdk_error, string_param};
 
+/// Sends a PutItem or DeleteItem request with the call's optional
+/// condition (`condition`, `values`) and answers `{}`. A macro: the SDK's
+/// two fluent builders have the same setters but share no trait.
+macro_rules! send_conditional {
+    ($request:expr, $params:expr) => {{
+        let (condition, values) = condition($params)?;
+        $request
+            .set_condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(json!({}))
+    }};
+}
+
 pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value) -> Result<Value, ApiError> {
     let table = string_param(params, "table")?;
     match name {
         "put_item" => {
-            let item = to_item(params.get("item"))?;
-            let (condition, values) = condition(params)?;
-            client
-                .put_item()
-                .table_name(table)
-                .set_item(Some(item))
-                .set_condition_expression(condition)
-                .set_expression_attribute_values(values)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            Ok(json!({}))
+            let request = client.put_item().table_name(table).set_item(Some(to_item(params.get("item"))?));
+            send_conditional!(request, params)
         }
         "get_item" => {
             let key = to_item(params.get("key"))?;
@@ -38,18 +44,8 @@ pub async fn call(client: &aws_sdk_dynamodb::Client, name: &str, params: &Value)
             Ok(json!({ "item": output.item().map(from_item) }))
         }
         "delete_item" => {
-            let key = to_item(params.get("key"))?;
-            let (condition, values) = condition(params)?;
-            client
-                .delete_item()
-                .table_name(table)
-                .set_key(Some(key))
-                .set_condition_expression(condition)
-                .set_expression_attribute_values(values)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            Ok(json!({}))
+            let request = client.delete_item().table_name(table).set_key(Some(to_item(params.get("key"))?));
+            send_conditional!(request, params)
         }
         "query" => {
             // Items of one partition, newest (highest sort key) first.

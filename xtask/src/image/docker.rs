@@ -71,8 +71,11 @@ pub fn image_id(sh: &Shell, image: &str) -> Result<String> {
         .cmd("docker")
         .args(["image", "inspect", "--format", "{{.Id}}", image])
         .quiet()
+        // A missing image is an answer the caller handles; docker's own
+        // "No such image" line would be noise beside it.
+        .ignore_stderr()
         .read()
-        .with_context(|| format!("inspecting image {image}"))?;
+        .with_context(|| format!("inspecting image {image} (not on this machine? `docker images` lists them)"))?;
     Ok(id.trim().to_owned())
 }
 
