@@ -59,7 +59,7 @@ fn live_image(sandbox: &TestSandbox) -> (String, String) {
 }
 
 #[test]
-fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
+fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     let sandbox = TestSandbox::up("sandboxdep");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
     assert!(output.status.success(), "infra apply failed:\n{stderr}");
@@ -247,39 +247,49 @@ fn deploy_status_no_drift_lock_rollback_and_promotion_keep_the_digest() {
     let second_deployed = deploy(&sandbox, &second);
     let (live, history) = live_image(&sandbox);
     assert!(live.contains(&second_deployed), "the re-run after Ctrl-C did not take:\n{history}");
+}
 
-    // Promotion: a second environment in the same sandbox takes the digest
-    // live in the first, unchanged, without a build.
+/// Promotion, in a sandbox of its own (it runs beside the long test
+/// above): a second environment in the same sandbox takes the digest live in
+/// the first, unchanged, without a build; against the chain it is refused,
+/// and `--dry-run` plans it.
+#[test]
+fn promotion_takes_the_digest_live_in_the_previous_environment_unchanged() {
+    let sandbox = TestSandbox::up("sandboxpro");
+    let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
+    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    let deployed = deploy(&sandbox, &LocalImage::app("promote"));
+
     let mut config = std::fs::read_to_string(&sandbox.config_path).unwrap();
     config.push_str(&format!(
-        "\n[environments.sandboxqa]\nkind = \"aws\"\nregion = \"us-east-1\"\nstate_bucket = \"tfstate-sandbox\"\ns3_path_style = true\nregistry = \"{}\"\ntfvars = \"sandbox\"\nsmoke_check = false\npromote_from = \"sandboxdep\"\n",
+        "\n[environments.sandboxpqa]\nkind = \"aws\"\nregion = \"us-east-1\"\nstate_bucket = \"tfstate-sandbox\"\ns3_path_style = true\nregistry = \"{}\"\ntfvars = \"sandbox\"\nsmoke_check = false\npromote_from = \"sandboxpro\"\n",
         sandbox.registry
     ));
     std::fs::write(&sandbox.config_path, config).unwrap();
-    let _qa_terraform = RemoveOnDrop(crate::support::project_root().join("target/terraform/sandboxqa"));
-    let (output, _, stderr) = run(sandbox.xtask().args(["--env", "sandboxqa", "infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply of sandboxqa failed:\n{stderr}");
+    let _qa_terraform = RemoveOnDrop(crate::support::project_root().join("target/terraform/sandboxpqa"));
+    let (output, _, stderr) = run(sandbox.xtask().args(["--env", "sandboxpqa", "infra", "apply", "--yes"]));
+    assert!(output.status.success(), "infra apply of sandboxpqa failed:\n{stderr}");
 
     let (output, _, stderr) =
-        run(sandbox.xtask().args(["promote", "--from", "sandboxqa", "--to", "sandboxdep", "--yes"]));
+        run(sandbox.xtask().args(["promote", "--from", "sandboxpqa", "--to", "sandboxpro", "--yes"]));
     assert!(!output.status.success(), "promotion against the chain was not refused");
-    assert!(stderr.contains("sandboxdep takes releases from no environment"), "{stderr}");
+    assert!(stderr.contains("sandboxpro takes releases from no environment"), "{stderr}");
 
     let (output, stdout, stderr) =
-        run(sandbox.xtask().args(["--dry-run", "promote", "--from", "sandboxdep", "--to", "sandboxqa", "--yes"]));
+        run(sandbox.xtask().args(["--dry-run", "promote", "--from", "sandboxpro", "--to", "sandboxpqa", "--yes"]));
     assert!(output.status.success(), "dry-run promote failed:\n{stderr}");
     assert!(
         stdout.contains("would call: ecr.put_image ") && stdout.contains("would call: ecs.update_service "),
         "{stdout}"
     );
-    assert!(stdout.contains("would check that sandboxqa runs sha256:"), "{stdout}");
+    assert!(stdout.contains("would check that sandboxpqa runs sha256:"), "{stdout}");
     let (output, _, stderr) =
-        run(sandbox.xtask().args(["promote", "--from", "sandboxdep", "--to", "sandboxqa", "--yes"]));
+        run(sandbox.xtask().args(["promote", "--from", "sandboxpro", "--to", "sandboxpqa", "--yes"]));
     assert!(output.status.success(), "promote failed:\n{stderr}");
-    let digest = second_deployed.split_once('@').unwrap().1;
-    assert!(stderr.contains(&format!("sandboxqa runs {digest}, the digest live in sandboxdep")), "{stderr}");
+    let digest = deployed.split_once('@').unwrap().1;
+    assert!(stderr.contains(&format!("sandboxpqa runs {digest}, the digest live in sandboxpro")), "{stderr}");
     assert!(!stderr.contains("build and push the image\n==> push"), "promotion rebuilt or pushed:\n{stderr}");
-    let (output, stdout, _) = run(sandbox.xtask().args(["--env", "sandboxqa", "status"]));
+    let (output, stdout, _) = run(sandbox.xtask().args(["--env", "sandboxpqa", "status"]));
     assert!(output.status.success());
     let live = stdout.lines().find(|line| line.contains(": live ")).unwrap_or_default();
     assert!(live.contains(digest) && stdout.contains("promotion"), "{stdout}");
