@@ -143,16 +143,9 @@ impl TestSandbox {
         text.lines().map(str::to_owned).collect()
     }
 
-    /// Fails the test on a request the sandbox rejected because AWS would
-    /// (sandbox_validation.py): what the product sends must fit the
-    /// services' models.
-    fn assert_no_rejected_requests(&self) {
-        assert_none_rejected(&self.take_rejected_requests());
-    }
-
     /// `sandbox down --purge`, checking that every process is gone.
     pub fn down(&mut self) {
-        self.assert_no_rejected_requests();
+        assert_none_rejected(&self.take_rejected_requests());
         let pids = self.pids();
         let (output, _, stderr) = run(self.xtask().args(["sandbox", "down", "--purge"]));
         self.stopped = true;
@@ -267,6 +260,9 @@ impl Drop for TestSandbox {
     }
 }
 
+/// Fails the test on a request the sandbox rejected because AWS would
+/// (sandbox_validation.py): what the product sends must fit the services'
+/// models.
 fn assert_none_rejected(rejected: &[String]) {
     assert!(
         rejected.is_empty(),
@@ -445,10 +441,9 @@ fn sandbox_up_status_down_and_up_again_is_idempotent() {
 
     // A request AWS would refuse is refused: UpdateService without its
     // required `service`, a desired count that is text, a value of
-    // propagateTags outside its enum. The SDKs check none of this before
-    // sending (the CLI would).
-    // What the SDKs send: AWS's JSON 1.1 protocol, the operation named in
-    // X-Amz-Target, a SigV4 credential scope naming the service.
+    // propagateTags outside its enum, sent as the SDKs send (AWS's JSON 1.1
+    // protocol, the operation in X-Amz-Target, a SigV4 credential scope
+    // naming the service), which check none of this first (the CLI would).
     let headers = "Content-Type: application/x-amz-json-1.1\r\n\
                    X-Amz-Target: AmazonEC2ContainerServiceV20141113.UpdateService\r\n\
                    Authorization: AWS4-HMAC-SHA256 Credential=test/20261205/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0\r\n";

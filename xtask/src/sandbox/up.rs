@@ -69,7 +69,7 @@ impl Up {
             })?;
         }
         check_tools()?;
-        let plan = UpPlan::new(sandbox, &self)?;
+        let mut plan = UpPlan::new(sandbox, &self)?;
         if would_all(ctx, &plan.steps(sandbox)) {
             return Ok(());
         }
@@ -77,7 +77,6 @@ impl Up {
         // moment later by those processes: another process may take one in
         // between. `start` then stops what it started, and we try again on
         // other ports (the registry's port is the user's, and not retried).
-        let mut plan = plan;
         let mut attempt = 1;
         let state = loop {
             match start(ctx, sandbox, &plan) {

@@ -155,11 +155,7 @@ fn spawn_piped(
     on_interrupt: StopOnInterrupt,
     on_line: &(dyn Fn(OutputStream, &str) + Sync),
 ) -> Result<ExitStatus> {
-    let (stdout, stdout_writer) = os_pipe::pipe().context("creating a pipe for the child's stdout")?;
-    let (stderr, stderr_writer) = os_pipe::pipe().context("creating a pipe for the child's stderr")?;
-    // The expression owns the write ends; dropped once the child holds its
-    // copies, so the readers see the end when the child's group is done.
-    let expression = expression.stdout_file(stdout_writer).stderr_file(stderr_writer);
+    let (expression, stdout, stderr) = piped(expression)?;
     std::thread::scope(|scope| {
         for (stream, pipe) in [(OutputStream::Stdout, stdout), (OutputStream::Stderr, stderr)] {
             scope.spawn(move || read_lines(pipe, |line| on_line(stream, line)));
@@ -173,11 +169,8 @@ fn spawn_piped(
 /// stopped with its whole process group (`None`); one that exits has its
 /// group stopped too, since its helpers may hold the pipes open (a browser).
 pub fn capture_within(description: &str, cmd: Cmd<'_>, timeout: Duration) -> Result<Option<Output>> {
-    let (stdout, stdout_writer) = os_pipe::pipe().context("creating a pipe for the child's stdout")?;
-    let (stderr, stderr_writer) = os_pipe::pipe().context("creating a pipe for the child's stderr")?;
-    let expression = expression(cmd).stdin_null().stdout_file(stdout_writer).stderr_file(stderr_writer);
-    let handle = Arc::new(expression.start().with_context(|| format!("starting {description}"))?);
-    drop(expression);
+    let (expression, stdout, stderr) = piped(expression(cmd).stdin_null())?;
+    let (handle, _guard) = start(description, expression, StopOnInterrupt::Terminate)?;
     let read_all = |mut pipe: os_pipe::PipeReader| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -186,11 +179,6 @@ pub fn capture_within(description: &str, cmd: Cmd<'_>, timeout: Duration) -> Res
         })
     };
     let (stdout, stderr) = (read_all(stdout), read_all(stderr));
-    let stopping = (description.to_owned(), handle.clone());
-    let _guard = cleanup::register(format!("stop {description}"), move || {
-        let (description, handle) = stopping;
-        stop(&description, &handle, StopOnInterrupt::Terminate);
-    });
     let exited =
         handle.wait_timeout(timeout).with_context(|| format!("waiting for {description}"))?.map(|output| output.status);
     if let Some(process_group) = handle.pids().first() {
@@ -215,17 +203,38 @@ fn read_lines(pipe: impl Read, on_line: impl Fn(&str)) {
     }
 }
 
-/// Starts `expression` and waits for it. Until it has exited, a Ctrl-C
-/// (or SIGTERM) to xtask stops its process group as `on_interrupt` says.
-fn wait_interruptibly(description: &str, expression: Expression, on_interrupt: StopOnInterrupt) -> Result<ExitStatus> {
+/// `expression` with its stdout and stderr on two pipes, and their read
+/// ends. The expression owns the write ends: `start` drops it once the
+/// child holds its copies, so the readers see the end when the child's
+/// group is done.
+fn piped(expression: Expression) -> Result<(Expression, os_pipe::PipeReader, os_pipe::PipeReader)> {
+    let (stdout, stdout_writer) = os_pipe::pipe().context("creating a pipe for the child's stdout")?;
+    let (stderr, stderr_writer) = os_pipe::pipe().context("creating a pipe for the child's stderr")?;
+    Ok((expression.stdout_file(stdout_writer).stderr_file(stderr_writer), stdout, stderr))
+}
+
+/// Starts `expression`. Until the guard drops or the child has exited, a
+/// Ctrl-C (or SIGTERM) to xtask stops its process group as `on_interrupt`
+/// says.
+fn start(
+    description: &str,
+    expression: Expression,
+    on_interrupt: StopOnInterrupt,
+) -> Result<(Arc<Handle>, cleanup::CleanupGuard)> {
     let handle = Arc::new(expression.start().with_context(|| format!("starting {description}"))?);
-    // Closes our copies of the pipes' write ends (see `spawn_piped`).
+    // Closes our copies of the pipes' write ends (see `piped`).
     drop(expression);
     let stopping = (description.to_owned(), handle.clone());
-    let _guard = cleanup::register(format!("stop {description}"), move || {
+    let guard = cleanup::register(format!("stop {description}"), move || {
         let (description, handle) = stopping;
         stop(&description, &handle, on_interrupt);
     });
+    Ok((handle, guard))
+}
+
+/// Starts `expression` and waits for it, interruptibly (see `start`).
+fn wait_interruptibly(description: &str, expression: Expression, on_interrupt: StopOnInterrupt) -> Result<ExitStatus> {
+    let (handle, _guard) = start(description, expression, on_interrupt)?;
     let output = handle.wait().with_context(|| format!("waiting for {description}"))?;
     Ok(output.status)
 }
