@@ -87,8 +87,8 @@ resource "aws_lb_target_group" "app" {
   health_check {
     path                = var.health_check_path
     matcher             = "200"
-    interval            = 15
-    timeout             = 5
+    interval            = var.health_check_interval_seconds
+    timeout             = min(5, var.health_check_interval_seconds - 1) # must be below the interval
     healthy_threshold   = 2
     unhealthy_threshold = 3
   }

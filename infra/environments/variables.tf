@@ -227,6 +227,16 @@ variable "health_check_path" {
   default     = "/healthz"
 }
 
+variable "health_check_interval_seconds" {
+  description = "Seconds between the load balancer's health checks of a task (5 to 300); a task is in service after 2 passes in a row."
+  type        = number
+  default     = 15
+  validation {
+    condition     = var.health_check_interval_seconds >= 5 && var.health_check_interval_seconds <= 300
+    error_message = "health_check_interval_seconds must be 5 to 300 (the ALB's range)."
+  }
+}
+
 variable "deregistration_delay_seconds" {
   description = "Seconds the load balancer drains a task before it is stopped."
   type        = number

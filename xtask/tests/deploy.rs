@@ -1,8 +1,10 @@
 //! `deploy`, `status` and `rollback` against the sandbox: moto (with the
-//! launcher that makes UpdateService start deployments and lets RunTask
-//! run), a real registry, Terraform and Docker. The rollout decisions moto
-//! cannot produce (circuit breaker, throttling, ...) are unit tests of
-//! `rollout`.
+//! launcher that runs the service's tasks and RunTask's as real containers,
+//! health-checked behind a load balancer on loopback, with the circuit
+//! breaker), a real registry, Terraform and Docker. Every deploy here runs
+//! the vulnerability gate and the smoke check. ECS answers the sandbox
+//! cannot produce on purpose (throttling, a concurrent deployment by someone
+//! else) are unit tests of `rollout`.
 
 use std::{
     io::{BufRead, BufReader},
@@ -11,11 +13,23 @@ use std::{
 
 use crate::{push::LocalImage, sandbox::TestSandbox, support::run};
 
-const DEPLOY_FLAGS: [&str; 5] = ["--yes", "--allow-dirty", "--fail-on-severity", "NONE", "--skip-smoke"];
+/// The flags of every deploy here: the gate at its default threshold, with
+/// an advisory database of no advisory (the machine has no copy of
+/// RustSec's; `push::advisory_db` makes one that blocks), and the smoke
+/// check on (deploy.toml's default).
+fn deploy_flags(sandbox: &TestSandbox) -> Vec<String> {
+    let database = sandbox.dir.path().join("advisory-db-empty");
+    std::fs::create_dir_all(database.join("crates")).unwrap();
+    ["--yes", "--allow-dirty", "--advisory-db"]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([database.display().to_string()])
+        .collect()
+}
 
 fn deploy(sandbox: &TestSandbox, image: &LocalImage) -> String {
     let (output, stdout, stderr) =
-        run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--image", &image.reference]));
+        run(sandbox.xtask().arg("deploy").args(deploy_flags(sandbox)).args(["--image", &image.reference]));
     assert!(output.status.success(), "deploy of {} failed:\n{stderr}", image.reference);
     for step in [
         "take the deploy lock",
@@ -23,6 +37,7 @@ fn deploy(sandbox: &TestSandbox, image: &LocalImage) -> String {
         "run the database migrations",
         "roll out",
         "wait for the rollout",
+        "smoke check GET /version",
     ] {
         assert!(stderr.contains(step), "step {step:?} not announced:\n{stderr}");
     }
@@ -32,6 +47,11 @@ fn deploy(sandbox: &TestSandbox, image: &LocalImage) -> String {
     // container's lines to the stream, as the awslogs driver does.
     assert!(stderr.contains("  migrate | database schema is at version 1"), "{stderr}");
     assert!(stderr.contains("tracking deployment ecs-svc/"), "{stderr}");
+    // The scratch image ECR cannot scan passed on the dependency check.
+    assert!(
+        stderr.contains("ECR cannot scan this image") && stderr.contains("the dependency check passed"),
+        "{stderr}"
+    );
     let deployed = stdout.lines().last().unwrap_or_default().to_owned();
     assert!(deployed.contains(&format!("{}/guestbook@sha256:", sandbox.registry)), "{stdout}");
     deployed
@@ -81,7 +101,7 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     let (output, stdout, stderr) = run(sandbox
         .xtask()
         .args(["--verbose", "--dry-run", "deploy"])
-        .args(DEPLOY_FLAGS)
+        .args(deploy_flags(&sandbox))
         .args(["--image", &second.reference]));
     assert!(output.status.success(), "dry-run deploy failed:\n{stderr}");
     for planned in [
@@ -116,15 +136,17 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     let mut holder = sandbox
         .xtask()
         .arg("deploy")
-        .args(DEPLOY_FLAGS)
+        .args(deploy_flags(&sandbox))
         .args(["--image", &second.reference, "--json"])
         .stderr(Stdio::piped())
         .stdout(std::fs::File::create(&holder_stdout).unwrap())
         .spawn()
         .unwrap();
     let mut holder_lines = BufReader::new(holder.stderr.take().unwrap()).lines();
-    let mut holder_log = read_until(&mut holder_lines, "build and push the image");
-    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--image", &first.reference]));
+    // Refused while the holder is tracking its rollout, not merely started.
+    let mut holder_log = read_until(&mut holder_lines, "tracking deployment ecs-svc/");
+    let (output, _, stderr) =
+        run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args(["--image", &first.reference]));
     assert!(!output.status.success(), "a concurrent deploy was not refused");
     assert!(stderr.contains("is locked by another deploy") && stderr.contains(" since "), "{stderr}");
     holder_log.extend(holder_lines.map_while(Result::ok).map(|line| line + "\n"));
@@ -158,21 +180,31 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     assert!(live.contains(&first_deployed), "{history}");
     assert!(history.contains("rollback"), "{history}");
 
-    // A failed smoke check rolls back to the last good release and fails.
-    // The sandbox's load balancer answers nothing (moto runs no
-    // containers), which is exactly a release that does not serve.
-    let config = std::fs::read_to_string(&sandbox.config_path).unwrap();
-    let with_smoke = config.replace("smoke_check = false", "smoke_check = true");
-    assert_ne!(config, with_smoke);
-    std::fs::write(&sandbox.config_path, with_smoke).unwrap();
-    let flags_with_smoke: Vec<&str> = DEPLOY_FLAGS.iter().copied().filter(|flag| *flag != "--skip-smoke").collect();
-    let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(&flags_with_smoke).args([
+    // What ECS runs serves this commit through the environment's URL (the
+    // sandbox's load balancer in front of the real container).
+    let head =
+        String::from_utf8(std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().unwrap().stdout)
+            .unwrap();
+    let balancer =
+        sandbox.aws(&["elbv2", "describe-load-balancers", "--query", "LoadBalancers[0].DNSName", "--output", "text"]);
+    let port: u16 =
+        balancer.trim().rsplit(':').next().and_then(|port| port.parse().ok()).unwrap_or_else(|| panic!("{balancer}"));
+    let answer = crate::support::http_get(port, "/version");
+    assert!(
+        answer.as_ref().is_some_and(|(status, body)| *status == 200 && body.contains(head.trim())),
+        "the load balancer {balancer} does not serve {head}: {answer:?}"
+    );
+
+    // A failed smoke check rolls back to the last good release and fails:
+    // a release that deploys and passes its health checks but does not
+    // serve this commit.
+    let other = LocalImage::serves_another_commit("other-commit");
+    let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args([
         "--image",
-        &second.reference,
+        &other.reference,
         "--smoke-timeout",
-        "2s",
+        "5s",
     ]));
-    std::fs::write(&sandbox.config_path, &config).unwrap();
     assert!(!output.status.success(), "a deploy whose smoke check failed succeeded:\n{stderr}");
     assert!(
         stderr.contains("smoke check") && stderr.contains(&format!("rolling back to {first_deployed}")),
@@ -187,42 +219,15 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     assert!(live.contains(&first_deployed), "the smoke failure did not roll back:\n{history}");
     assert!(history.contains("FAILED: step \"smoke check GET /version\""), "{history}");
 
-    // Ctrl-C in the middle of the rollout wait: the children stop, the lock
-    // is released, the attempt is recorded as interrupted, and a re-run
-    // succeeds. A desired count above what the sandbox reports running
-    // keeps the new deployment in progress for as long as the test wants.
-    let ecs = |args: &[&str]| {
-        testkit::assert_loopback_endpoint(&sandbox.endpoint_url);
-        let mut aws = std::process::Command::new("aws");
-        for (key, _) in std::env::vars() {
-            if key.starts_with("AWS_") {
-                aws.env_remove(key);
-            }
-        }
-        // The CLI reads AWS_DEFAULT_REGION; no ~/.aws of the machine.
-        let region = sandbox.exports.iter().find(|(key, _)| key == "AWS_REGION").map(|(_, value)| value.clone());
-        let output = aws
-            .args(["ecs", "update-service", "--cluster", "guestbook-sandboxdep", "--service", "guestbook-sandboxdep"])
-            .args(args)
-            .envs(sandbox.exports.iter().map(|(key, value)| (key, value)))
-            .env("AWS_DEFAULT_REGION", region.unwrap_or_else(|| "us-east-1".to_owned()))
-            .env("AWS_CONFIG_FILE", sandbox.dir.path().join("aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", sandbox.dir.path().join("aws-credentials"))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "aws ecs update-service {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    ecs(&["--desired-count", "5"]);
+    // Ctrl-C in the middle of the rollout wait (the new task is starting
+    // and being health-checked): the children stop, the lock is released,
+    // the attempt is recorded as interrupted, and a re-run succeeds.
     let mut interrupted = {
         use std::os::unix::process::CommandExt;
         sandbox
             .xtask()
             .arg("deploy")
-            .args(DEPLOY_FLAGS)
+            .args(deploy_flags(&sandbox))
             .args(["--image", &second.reference])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -241,12 +246,60 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     assert_eq!(status.code(), Some(130), "Ctrl-C did not end the deploy with 130:\n{log}");
     assert!(log.contains("cleanup: release the deploy lock of sandboxdep"), "{log}");
     assert!(!log.contains("could not release the deploy lock"), "{log}");
-    let (_, history) = live_image(&sandbox);
-    assert!(history.contains("interrupted"), "the interrupted attempt is not recorded:\n{history}");
-    ecs(&["--desired-count", "1"]);
-    let second_deployed = deploy(&sandbox, &second);
-    let (live, history) = live_image(&sandbox);
-    assert!(live.contains(&second_deployed), "the re-run after Ctrl-C did not take:\n{history}");
+    // ECS goes on with the rollout the deploy stopped watching: the ledger
+    // says unknown, and the next status reads what ECS did.
+    assert_unknown_then_settled(&sandbox, "interrupted while ECS rolled out", &first_deployed);
+    // The lock went with the interrupted deploy.
+    let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));
+    assert!(output.status.success() && stderr.contains("sandboxdep is not locked"), "{stderr}");
+
+    // A wait that times out (the new task is still being health-checked):
+    // the same, the deploy exiting non-zero with what it last saw.
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args([
+        "--image",
+        &first.reference,
+        "--timeout",
+        "3s",
+    ]));
+    assert!(!output.status.success(), "a deploy whose wait timed out succeeded:\n{stderr}");
+    assert!(
+        stderr.contains("the rollout did not finish within 3s") && stderr.contains("tracking deployment"),
+        "{stderr}"
+    );
+    let second_live = live_image(&sandbox).0;
+    assert_unknown_then_settled(&sandbox, "the wait timed out while ECS rolled out", &second_live);
+}
+
+/// The newest release's record says `unknown` (with `reason`), and `status`
+/// settles it from what ECS does: the rollout completes, and the release
+/// replaces `before` as live.
+fn assert_unknown_then_settled(sandbox: &TestSandbox, reason: &str, before: &str) {
+    let unknown = sandbox.aws(&[
+        "dynamodb",
+        "scan",
+        "--table-name",
+        "guestbook-releases",
+        "--query",
+        "Items[?outcome.S=='unknown'].reason.S",
+        "--output",
+        "text",
+    ]);
+    assert!(unknown.contains(reason), "no unknown release ({reason}) in the ledger: {unknown}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (output, stdout, stderr) = run(sandbox.xtask().arg("status"));
+        assert!(output.status.success(), "status failed:\n{stderr}");
+        if stderr.contains("ECS says succeeded") {
+            let live = stdout.lines().find(|line| line.contains(": live ")).unwrap_or_default();
+            assert!(!live.is_empty() && !before.contains(live.split_whitespace().nth(2).unwrap_or(before)), "{stdout}");
+            return;
+        }
+        assert!(
+            stderr.contains("is still rolling out in ECS") && std::time::Instant::now() < deadline,
+            "status did not settle the unknown release:\n{stdout}\n{stderr}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 /// Promotion, in a sandbox of its own (it runs beside the long test
@@ -262,7 +315,7 @@ fn promotion_takes_the_digest_live_in_the_previous_environment_unchanged() {
 
     let mut config = std::fs::read_to_string(&sandbox.config_path).unwrap();
     config.push_str(&format!(
-        "\n[environments.sandboxpqa]\nkind = \"aws\"\nregion = \"us-east-1\"\nstate_bucket = \"tfstate-sandbox\"\ns3_path_style = true\nregistry = \"{}\"\ntfvars = \"sandbox\"\nsmoke_check = false\npromote_from = \"sandboxpro\"\n",
+        "\n[environments.sandboxpqa]\nkind = \"aws\"\nregion = \"us-east-1\"\nstate_bucket = \"tfstate-sandbox\"\ns3_path_style = true\nregistry = \"{}\"\ntfvars = \"sandbox\"\npromote_from = \"sandboxpro\"\n",
         sandbox.registry
     ));
     std::fs::write(&sandbox.config_path, config).unwrap();
@@ -307,14 +360,14 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
     // A deploy that builds this checkout (incrementally) runs the
     // migrations once; the next one with the same migrations against the
     // same database skips the task, and says why.
-    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS));
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)));
     assert!(output.status.success(), "a deploy that builds failed:\n{stderr}");
     assert!(stderr.contains("(offline, incremental)") || stderr.contains("(incremental)"), "{stderr}");
     assert!(stderr.contains("migrations applied (exit code 0)"), "{stderr}");
     // The same checkout again: ECS runs this digest already, so nothing is
     // registered, rolled out, migrated or recorded.
     let (_, before) = live_image(&sandbox);
-    let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS));
+    let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)));
     assert!(output.status.success(), "the same deploy again failed:\n{stderr}");
     assert!(stderr.contains("roll out: skipped, sandboxbld already runs"), "{stderr}");
     assert!(!stderr.contains("tracking deployment") && !stderr.contains("migration task"), "{stderr}");
@@ -322,7 +375,7 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
     let (_, after) = live_image(&sandbox);
     assert_eq!(before, after, "a deploy that changed nothing was recorded");
     // --force rolls it out again; the migrations stay skipped, and say why.
-    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).arg("--force"));
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).arg("--force"));
     assert!(output.status.success(), "deploy --force failed:\n{stderr}");
     assert!(stderr.contains("tracking deployment ecs-svc/"), "{stderr}");
     assert!(
@@ -330,7 +383,7 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
         "{stderr}"
     );
     assert!(!stderr.contains("migration task"), "{stderr}");
-    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).arg("--force-migrate"));
+    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).arg("--force-migrate"));
     assert!(output.status.success() && stderr.contains("migrations applied (exit code 0)"), "{stderr}");
     // Down stops the database server behind the RDS instance too.
     sandbox.down();
@@ -371,7 +424,7 @@ fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
     let vulnerable = crate::push::advisory_db(sandbox.dir.path(), ">= 999.0.0");
     let (output, _, stderr) = run(sandbox
         .xtask()
-        .args(["deploy", "--yes", "--allow-dirty", "--skip-smoke", "--image", &image.reference, "--advisory-db"])
+        .args(["deploy", "--yes", "--allow-dirty", "--image", &image.reference, "--advisory-db"])
         .arg(&vulnerable));
     assert!(!output.status.success(), "a deploy with a vulnerable dependency succeeded:\n{stderr}");
     assert!(stderr.contains("RUSTSEC-2099-0042") && stderr.contains("was NOT pushed"), "{stderr}");
@@ -382,7 +435,8 @@ fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
     assert!(!stdout.contains(": live "), "a failed deploy is live:\n{stdout}");
 
     sandbox.aws(&["rds", "stop-db-instance", "--db-instance-identifier", "guestbook-sandboxmig"]);
-    let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--image", &image.reference]));
+    let (output, _, stderr) =
+        run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args(["--image", &image.reference]));
     assert!(!output.status.success(), "a deploy whose migration failed succeeded:\n{stderr}");
     assert!(stderr.contains("  migrate | error: could not connect to the database"), "{stderr}");
     assert!(stderr.contains("the migration task exited with 1: Essential container in task exited"), "{stderr}");
@@ -424,7 +478,7 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
             .xtask()
             .env("XTASK_LOCK_LEASE_SECONDS", lease_seconds)
             .arg("deploy")
-            .args(DEPLOY_FLAGS)
+            .args(deploy_flags(&sandbox))
             .args(["--image", &image.reference])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -442,7 +496,11 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
     let deploy = || {
         // --skip-infra: past the lock the deploy may fail fast (this
         // sandbox has no environment stage); only the lock matters here.
-        run(sandbox.xtask().arg("deploy").args(DEPLOY_FLAGS).args(["--skip-infra", "--image", &image.reference]))
+        run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args([
+            "--skip-infra",
+            "--image",
+            &image.reference,
+        ]))
     };
     let (output, _, stderr) = deploy();
     assert!(!output.status.success(), "a deploy took a lock another deploy holds");
@@ -468,4 +526,62 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// Releases that cannot serve, against real containers: one whose app
+/// exits at start (it cannot bind its address) and one that starts but
+/// never answers the load balancer's health check (it listens on the
+/// container's loopback only). For each, the deployment circuit breaker
+/// fails the deployment after 3 stopped tasks and rolls the service back;
+/// the deploy exits non-zero naming why the tasks stopped (the exit code,
+/// or the failed health check) and the container's last log lines; the
+/// previous release stays live, in `status` and in what ECS runs.
+#[test]
+fn a_release_that_crashes_or_fails_its_health_check_is_rolled_back_by_the_circuit_breaker() {
+    let sandbox = TestSandbox::up("sandboxcb");
+    let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
+    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    let good = deploy(&sandbox, &LocalImage::app("cb-good"));
+    let runs = || {
+        sandbox.aws(&[
+            "ecs",
+            "describe-services",
+            "--cluster",
+            "guestbook-sandboxcb",
+            "--services",
+            "guestbook-sandboxcb",
+            "--query",
+            "services[0].taskDefinition",
+            "--output",
+            "text",
+        ])
+    };
+    let good_revision = runs();
+
+    let crashing = LocalImage::app_with("cb-crash", &["ENV BIND_ADDR=192.0.2.123"]);
+    let unhealthy = LocalImage::app_with("cb-unhealthy", &["ENV BIND_ADDR=127.0.0.1"]);
+    for (image, why, log_line) in [
+        (
+            &crashing,
+            "Essential container in task exited; container guestbook exited 1",
+            "could not listen on 192.0.2.123:8080",
+        ),
+        (&unhealthy, "Task failed ELB health checks in (target-group ", "\"addr\":\"127.0.0.1:8080\""),
+    ] {
+        let (output, stdout, stderr) =
+            run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args(["--image", &image.reference]));
+        assert!(!output.status.success(), "a deploy of {} succeeded:\n{stderr}", image.reference);
+        assert!(
+            stderr.contains("failed and ECS rolled the service back to") && stderr.contains("circuit breaker"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&format!("The last task stopped: {why}")), "the stop reason is not named:\n{stderr}");
+        assert!(stderr.contains("the last log lines of task ") && stderr.contains(log_line), "{stderr}");
+        // stdout ends with what serves now: the release ECS went back to.
+        assert_eq!(stdout.lines().last(), Some(good.as_str()), "{stdout}");
+        assert!(stderr.contains(&format!("ECS rolled the service back: {good} serves again")), "{stderr}");
+        let (live, history) = live_image(&sandbox);
+        assert!(live.contains(&good), "the previous release is not live after the rollback:\n{history}");
+        assert_eq!(runs(), good_revision, "ECS does not run the previous revision after the rollback");
+    }
 }

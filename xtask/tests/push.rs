@@ -39,6 +39,12 @@ impl LocalImage {
     /// own (its own digest) that really runs `app migrate`, now that the
     /// sandbox runs a task's container.
     pub fn app(name: &str) -> LocalImage {
+        LocalImage::app_with(name, &[])
+    }
+
+    /// The app image with Dockerfile instructions applied (`docker commit
+    /// --change`), e.g. `ENV BIND_ADDR=...` for an app that cannot serve.
+    pub fn app_with(name: &str, changes: &[&str]) -> LocalImage {
         let base = &crate::local_deploy::built().id;
         let dir = ServiceDir::new("xtask-app-image");
         let marker = dir.path().join("sandbox-test.txt");
@@ -51,11 +57,65 @@ impl LocalImage {
         };
         docker(&["create", "--name", &container, base]);
         docker(&["cp", &marker.display().to_string(), &format!("{container}:/sandbox-test.txt")]);
-        docker(&["commit", &container, &reference]);
+        let mut commit = vec!["commit"];
+        for change in changes {
+            commit.extend(["--change", change]);
+        }
+        commit.extend([container.as_str(), reference.as_str()]);
+        docker(&commit);
         docker(&["rm", &container]);
         LocalImage { reference, extra_tags: Vec::new() }
     }
+
+    /// An image that answers HTTP 200 "ok" on every path (healthy to the
+    /// load balancer) and whose `migrate` exits 0, labelled as built from
+    /// this commit: a release that deploys but does not serve this commit,
+    /// so the smoke check of /version fails. A static binary made by rustc.
+    pub fn serves_another_commit(name: &str) -> LocalImage {
+        let dir = ServiceDir::new("xtask-other-commit");
+        fs::write(dir.path().join("main.rs"), OTHER_COMMIT_SERVER).unwrap();
+        let compiled = Command::new("rustc")
+            .args(["-C", "target-feature=+crt-static", "--target", "x86_64-unknown-linux-gnu", "-o", "app", "main.rs"])
+            .current_dir(dir.path())
+            .output()
+            .expect("running rustc");
+        assert!(compiled.status.success(), "rustc failed: {}", String::from_utf8_lossy(&compiled.stderr));
+        let head = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(crate::support::project_root()).output();
+        let head = String::from_utf8_lossy(&head.unwrap().stdout).trim().to_owned();
+        let reference = format!("xtask-test:{name}-{}", std::process::id());
+        let output = Command::new("sh")
+            .args([
+                "-c",
+                "tar -C \"$1\" -c app | docker import --change \"$3\" --change 'ENTRYPOINT [\"/app\"]' - \"$2\"",
+                "sh",
+            ])
+            .arg(dir.path())
+            .arg(&reference)
+            .arg(format!("LABEL org.opencontainers.image.revision={head}"))
+            .output()
+            .expect("running docker import");
+        assert!(output.status.success(), "docker import failed: {}", String::from_utf8_lossy(&output.stderr));
+        LocalImage { reference, extra_tags: Vec::new() }
+    }
 }
+
+const OTHER_COMMIT_SERVER: &str = r#"
+use std::io::{Read, Write};
+fn main() {
+    if std::env::args().any(|arg| arg == "migrate") {
+        println!("nothing to migrate");
+        return;
+    }
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = std::net::TcpListener::bind(format!("0.0.0.0:{port}")).unwrap();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+    }
+}
+"#;
 
 impl Drop for LocalImage {
     fn drop(&mut self) {

@@ -302,7 +302,7 @@ fn config_with_registry(environment: &str, registry: &str) -> String {
         return shipped.replace(shipped_registry, &format!("registry = \"{registry}\""));
     }
     format!(
-        "{shipped}\n[environments.{environment}]\nkind = \"aws\"\nregion = \"us-east-1\"\nstate_bucket = \"tfstate-sandbox\"\ns3_path_style = true\nregistry = \"{registry}\"\ntfvars = \"sandbox\"\nsmoke_check = false\n"
+        "{shipped}\n[environments.{environment}]\nkind = \"aws\"\nregion = \"us-east-1\"\nstate_bucket = \"tfstate-sandbox\"\ns3_path_style = true\nregistry = \"{registry}\"\ntfvars = \"sandbox\"\n"
     )
 }
 

@@ -8,6 +8,13 @@ environment = "sandbox"
 
 desired_count = 1
 
+# The sandbox runs the service's tasks as real containers behind a load
+# balancer on loopback: the fastest health checks an ALB allows, a short
+# drain and grace, so a rollout takes seconds (the same rules as on AWS).
+health_check_interval_seconds     = 5
+health_check_grace_period_seconds = 10
+deregistration_delay_seconds      = 5
+
 # Off because moto (the AWS emulator the sandbox tests run against) does
 # not implement Application Auto Scaling TagResource/ListTagsForResource:
 # with default_tags the aws_appautoscaling_target never finishes creating.

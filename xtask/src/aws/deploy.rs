@@ -22,6 +22,7 @@ use crate::{
         migrations::{MIGRATION_STEP, MigrationPlan, migrate, plan_migrations},
         operate::roll_back_to,
         push::PushRequest,
+        rollout::RolloutError,
         service::{is_smoke_failure, service_runs_only, smoke_check, start_rollout, wait},
         session::{Session, attempt_outcome, confirm_protected, failure_reason, reconcile_ledger, rollout_started},
         store::{DeployLock, record_interruption},
@@ -209,6 +210,14 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
     {
         ui::warn(&format!("the smoke check failed: rolling back to {}", previous.image));
         let _ = roll_back_to(&session, &mut store, previous, request.timeout);
+    }
+    if let (Err(err), Some(previous)) = (&result, &previous)
+        && matches!(err.downcast_ref::<RolloutError>(), Some(RolloutError::RolledBack { .. }))
+    {
+        // The circuit breaker put the last completed revision back: as
+        // after a failed smoke check, stdout ends with what serves.
+        ui::warn(&format!("ECS rolled the service back: {} serves again", previous.image));
+        ui::result(&previous.image);
     }
     steps.print_summary();
     let task_definition = result?;

@@ -239,7 +239,7 @@ pub fn migrate(session: &Session<'_>, image: &str) -> Result<Option<String>> {
 
 /// The awslogs stream prefix of the task definition (ecs.tf): a task's
 /// container logs to `<prefix>/<container>/<task id>`.
-const LOG_STREAM_PREFIX: &str = "app";
+pub(super) const LOG_STREAM_PREFIX: &str = "app";
 
 /// A one-off task's output in CloudWatch Logs, shown as it arrives.
 struct TaskLogs {

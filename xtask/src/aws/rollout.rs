@@ -340,7 +340,14 @@ pub fn wait_for_rollout(
         let replaced_by = primary.filter(|primary| primary.id != ours.id);
         match ours.rollout_state.as_str() {
             "FAILED" => {
-                let reason = non_empty(&ours.rollout_state_reason, &non_empty(&last_stop_reason, "no reason given"));
+                // The circuit breaker's reason is generic ("tasks failed to
+                // start"); the last stopped task says why.
+                let reason = match (ours.rollout_state_reason.trim(), last_stop_reason.trim()) {
+                    ("", "") => "no reason given".to_owned(),
+                    (state, "") => state.to_owned(),
+                    ("", stop) => stop.to_owned(),
+                    (state, stop) => format!("{state} The last task stopped: {stop}"),
+                };
                 return Err(match replaced_by {
                     Some(primary) if primary.task_definition != target.task_definition_arn => {
                         RolloutError::RolledBack {

@@ -94,9 +94,52 @@ pub fn wait(session: &Session<'_>, task_definition: &str, timeout: Duration) -> 
         progress.message(line);
     });
     progress.finish(completed.is_ok());
+    if completed.is_err() {
+        show_stopped_task_logs(session, &mut *aws, &target);
+    }
     let completed = completed?;
     ui::success(&format!("deployment {} completed: {} running", completed.deployment_id, completed.running));
     Ok(())
+}
+
+/// How many of a stopped task's last log lines a failed rollout shows.
+const STOPPED_TASK_LOG_LINES: usize = 10;
+
+/// After a failed rollout: the last log lines of the newest stopped task of
+/// the new revision (a crash at start says why there). Best effort: the
+/// rollout's own error is what counts.
+fn show_stopped_task_logs(session: &Session<'_>, aws: &mut dyn AwsApi, target: &RolloutTarget) {
+    let (Ok(log_group), Ok(container)) = (session.output("log_group_name"), session.output("container_name")) else {
+        return;
+    };
+    let Ok(answer) =
+        aws.call("ecs.list_stopped_tasks", json!({ "cluster": target.cluster, "service": target.service }))
+    else {
+        return;
+    };
+    let newest = answer["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|task| task["task_definition"].as_str() == Some(target.task_definition_arn.as_str()))
+        .max_by(|a, b| a["stopped_at"].as_f64().unwrap_or(0.0).total_cmp(&b["stopped_at"].as_f64().unwrap_or(0.0)));
+    let Some(task_id) = newest.and_then(|task| task["task_arn"].as_str()).and_then(|arn| arn.rsplit('/').next()) else {
+        return;
+    };
+    let log_stream = format!("{}/{container}/{task_id}", super::migrations::LOG_STREAM_PREFIX);
+    let Ok(answer) = aws.call("logs.get_log_events", json!({ "log_group": log_group, "log_stream": log_stream }))
+    else {
+        return;
+    };
+    let events: Vec<&str> =
+        answer["events"].as_array().into_iter().flatten().filter_map(|event| event["message"].as_str()).collect();
+    if events.is_empty() {
+        return;
+    }
+    ui::info(&format!("the last log lines of task {task_id} (CloudWatch Logs {log_group} / {log_stream}):"));
+    for line in &events[events.len().saturating_sub(STOPPED_TASK_LOG_LINES)..] {
+        ui::info(&format!("  {container} | {}", line.trim_end()));
+    }
 }
 
 /// `GET <service_url>/version` must report the deployed commit.

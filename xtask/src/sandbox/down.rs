@@ -106,25 +106,33 @@ fn stop_database_servers(rds_dir: &Path) {
     }
 }
 
-/// Containers RunTask started (sandbox_tasks.py), labelled with the
-/// environment's name; Docker runs them, so no signal to moto reaches them.
+/// Containers of the services' and RunTask's tasks (sandbox_services.py,
+/// sandbox_tasks.py) and the databases' networks (sandbox_rds.py), labelled
+/// with the environment's name; Docker runs them, so no signal to moto
+/// reaches them. Containers first: a network in use cannot be removed.
 fn remove_containers(environment: &str) {
     let Ok(docker) = which::which("docker") else {
         return;
     };
     let filter = format!("label={CONTAINER_LABEL}={environment}");
-    let Ok(listed) = Command::new(&docker).args(["ps", "-aq", "--filter", &filter]).stderr(Stdio::null()).output()
-    else {
-        return;
-    };
-    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_owned).collect();
-    if ids.is_empty() {
-        return;
-    }
-    let removed =
-        Command::new(&docker).args(["rm", "-f"]).args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    match removed {
-        Ok(status) if status.success() => ui::info(&format!("removed {} task container(s)", ids.len())),
-        _ => ui::warn(&format!("could not remove the task containers {}: `docker rm -f` them", ids.join(" "))),
+    for (kind, list, remove) in
+        [("task container", ["ps", "-aq"], ["rm", "-f"]), ("database network", ["network", "ls"], ["network", "rm"])]
+    {
+        let listed = Command::new(&docker).args(list).args(["-q", "--filter", &filter]).stderr(Stdio::null()).output();
+        let Ok(listed) = listed else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_owned).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let removed =
+            Command::new(&docker).args(remove).args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        match removed {
+            Ok(status) if status.success() => ui::info(&format!("removed {} {kind}(s)", ids.len())),
+            _ => {
+                ui::warn(&format!("could not remove the {kind}s {}: `docker {}` them", ids.join(" "), remove.join(" ")))
+            }
+        }
     }
 }

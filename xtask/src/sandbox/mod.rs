@@ -60,13 +60,7 @@ pub enum SandboxAction {
 }
 
 #[derive(Debug, Args)]
-pub struct Up {
-    /// Tasks moto reports running for every ECS service created
-    /// (MOTO_ECS_SERVICE_RUNNING): a rollout counts as complete when this
-    /// reaches the service's desired count
-    #[arg(long, default_value_t = 2)]
-    pub ecs_service_running: u32,
-}
+pub struct Up {}
 
 #[derive(Debug, Args)]
 pub struct Down {

@@ -1,22 +1,16 @@
 """Starts moto for `cargo xtask sandbox up`, with what the sandbox needs of
-ECS that moto does not simulate.
+AWS that moto does not simulate.
 
-moto decides a service's rollout once, when the service is created, and an
-UpdateService with a new task definition creates no deployment at all. A
-deploy tool that tracks its own deployment (as ours does) would then wait for
-a deployment that never appears. This launcher patches moto's ECS backend so
-that UpdateService with a new task definition starts a new PRIMARY
-deployment, which completes at once when MOTO_ECS_SERVICE_RUNNING covers the
-desired count (and stays IN_PROGRESS otherwise), and the old deployment
-disappears, as on AWS after a successful rollout.
-
-Two more modules, written beside this file, make the sandbox fail the way
-AWS fails: `sandbox_rds` backs every RDS instance with a real PostgreSQL
-server, and `sandbox_tasks` runs every RunTask's container with Docker, so
-a migration task really migrates (or really fails) and its exit code and
-output are the container's. `sandbox_validation` rejects, as AWS does, a
-request to ECS, ECR, DynamoDB or CloudWatch Logs that does not fit the
-service's model.
+This file fills in what moto leaves out of answers the AWS SDK and Terraform
+need. Four modules, written beside it, make the sandbox fail the way AWS
+fails: `sandbox_services` carries out an ECS service's deployments with real
+containers, health checks, the circuit breaker and a load balancer on
+loopback; `sandbox_tasks` runs every RunTask's container with Docker, so a
+migration task really migrates (or really fails) and its exit code and
+output are the container's; `sandbox_rds` backs every RDS instance with a
+real PostgreSQL server; `sandbox_validation` rejects, as AWS does, a request
+to ECS, ECR, DynamoDB or CloudWatch Logs that does not fit the service's
+model.
 
 It is only ever started by the sandbox; nothing else in the product knows
 moto exists. Arguments are moto_server's (-H HOST -p PORT).
@@ -25,62 +19,7 @@ moto exists. Arguments are moto_server's (-H HOST -p PORT).
 import os
 import sys
 
-from moto.core.utils import utcnow
 from moto.ecs import models as ecs_models
-from moto.moto_api._internal import mock_random
-
-_original_update_service = ecs_models.EC2ContainerServiceBackend.update_service
-
-
-def _running_count() -> int:
-    try:
-        return max(int(os.environ.get("MOTO_ECS_SERVICE_RUNNING", "0")), 0)
-    except ValueError:
-        return 0
-
-
-def update_service(self, service_properties):
-    cluster = service_properties.get("cluster", "default")
-    name = service_properties.get("service", "").split("/")[-1]
-    before = self._get_service(cluster, name).task_definition
-    service = _original_update_service(self, service_properties)
-    if service.task_definition == before or service.deployment_controller.get("type") != "ECS":
-        return service
-    desired = service.desired_count
-    running = min(_running_count(), desired)
-    completed = running >= desired
-    deployment_id = f"ecs-svc/{mock_random.randint(0, 32**12)}"
-    now = utcnow()
-    template = dict(service.deployments[0]) if service.deployments else {}
-    template.update(
-        {
-            "id": deployment_id,
-            "status": "PRIMARY",
-            "taskDefinition": service.task_definition,
-            "desiredCount": desired,
-            "runningCount": running,
-            "pendingCount": desired - running,
-            "failedTasks": 0,
-            "rolloutState": "COMPLETED" if completed else "IN_PROGRESS",
-            "rolloutStateReason": f"ECS deployment {deployment_id} "
-            + ("completed." if completed else "in progress."),
-            "createdAt": now,
-            "updatedAt": now,
-        }
-    )
-    if completed:
-        service.deployments = [template]
-    else:
-        for old in service.deployments:
-            old["status"] = "ACTIVE"
-        service.deployments = [template] + service.deployments
-    service.running_count = running
-    service.pending_count = desired - running
-    return service
-
-
-ecs_models.EC2ContainerServiceBackend.update_service = update_service
-
 
 # RunTask of a Fargate task (the deploy's one-off migration task) fails in
 # moto with HTTP 500 in two places: it sums container memory that Fargate
@@ -204,11 +143,13 @@ rds_models.DBParameterGroup.update_parameters = update_parameters
 import signal  # noqa: E402
 
 import sandbox_rds  # noqa: E402
+import sandbox_services  # noqa: E402
 import sandbox_tasks  # noqa: E402
 import sandbox_validation  # noqa: E402
 
 sandbox_rds.install()
 sandbox_tasks.install()
+sandbox_services.install()
 sandbox_validation.install()
 
 
@@ -217,6 +158,7 @@ def _shutdown(signum, frame):
     started for moto's resources go with it (containers are the Docker
     daemon's children, so no process-group signal reaches them)."""
     try:
+        sandbox_services.shutdown()
         sandbox_tasks.shutdown()
         sandbox_rds.shutdown()
     finally:

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, Up, environment::SandboxEnvironment};
+use super::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, environment::SandboxEnvironment};
 
 /// moto with the ECS behaviour the sandbox needs (deployments on update).
 pub(super) const MOTO_LAUNCHER_FILE: &str = "moto_launcher.py";
@@ -54,7 +54,7 @@ pub(super) struct UpPlan {
 }
 
 impl UpPlan {
-    pub(super) fn new(sandbox: &SandboxEnvironment, up: &Up) -> Result<UpPlan> {
+    pub(super) fn new(sandbox: &SandboxEnvironment) -> Result<UpPlan> {
         let python = which_tool("python3")?;
         let docker_registry = which_tool("docker-registry")?;
         let xtask = crate::support::exec::self_exe().context("finding the xtask binary (for the sync process)")?;
@@ -76,8 +76,8 @@ impl UpPlan {
         Ok(UpPlan {
             moto: ProcessSpec {
                 name: "moto",
-                // moto_server through a launcher that makes UpdateService start
-                // deployments (see moto_launcher.py).
+                // moto_server through a launcher that runs services' and
+                // tasks' containers and databases (see moto_launcher.py).
                 program: python,
                 args: [
                     sandbox.dir.join(MOTO_LAUNCHER_FILE).to_string_lossy().as_ref(),
@@ -91,9 +91,6 @@ impl UpPlan {
                 env: vec![
                     // ECS task-execution roles attach AWS-managed policies by ARN.
                     ("MOTO_IAM_LOAD_MANAGED_POLICIES".to_owned(), "true".to_owned()),
-                    // moto decides a service's rollout once, at creation:
-                    // COMPLETED when this many tasks "run" (>= desired count).
-                    ("MOTO_ECS_SERVICE_RUNNING".to_owned(), up.ecs_service_running.to_string()),
                     // Where the launcher keeps RDS data and the registry
                     // login, how it labels containers, and the registry
                     // that holds what moto's ECR lists.

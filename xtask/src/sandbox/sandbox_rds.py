@@ -17,11 +17,16 @@ PostgreSQL binaries, under the sandbox's directory
   https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/PostgreSQL.Concepts.General.SSL.html),
   with a self-signed certificate made by the openssl CLI (RDS's certificate
   is signed by the RDS CA, which the sandbox does not have).
-- The endpoint is the instance's own loopback address (127.a.b.c) on the
-  instance's port: on AWS, Endpoint.Port is the port asked for, and the
-  Terraform provider reads `port` back from it, so a different port would
-  be drift. Should that port be taken on every address, the server runs on
-  127.0.0.1 and a free port instead (and Terraform will see drift).
+- The endpoint is an address of the instance's own on the instance's port:
+  on AWS, Endpoint.Port is the port asked for, and the Terraform provider
+  reads `port` back from it, so a different port would be drift. The
+  address is the gateway of a Docker network made for the instance (an
+  address of this host that the service's containers, each on Docker's
+  bridge network with an address of its own, reach as tasks reach RDS
+  inside a VPC); without Docker, a loopback address of its own
+  (127.a.b.c). Should the port be taken there, the server runs on a free
+  port instead (and Terraform will see drift). `sandbox down` removes the
+  networks.
 - ModifyDBInstance with a new master password changes it; StopDBInstance and
   StartDBInstance stop and start the server (the endpoint then refuses
   connections, as a stopped instance's does); DeleteDBInstance stops it and
@@ -47,6 +52,9 @@ import time
 from moto.rds import models as rds_models
 
 SANDBOX_DIR = os.environ.get("XTASK_SANDBOX_DIR")
+SANDBOX_NAME = os.environ.get("XTASK_SANDBOX_NAME", "sandbox")
+# The label `sandbox down` removes containers and networks by (as sandbox_tasks).
+LABEL = "xtask-sandbox"
 # The cluster's superuser, named as on RDS.
 SUPERUSER = "rdsadmin"
 START_TIMEOUT_SECONDS = 30
@@ -183,12 +191,15 @@ class Server:
             )
         finally:
             os.remove(superuser_password)
-        # TLS only, from loopback (the whole 127/8: clients of 127.a.b.c
-        # connect from it); the socket is for nobody but rdsadmin's setup.
+        # TLS only; the socket is for nobody but rdsadmin's setup.
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as hba:
             hba.write(
                 "local all all scram-sha-256\n"
-                "hostssl all all 127.0.0.0/8 scram-sha-256\n"
+                # From any source address: the server listens only on its
+                # Docker network's gateway (or a loopback address), which
+                # only this host and its containers reach, and a host's own
+                # connections to it come from the host's primary address.
+                "hostssl all all 0.0.0.0/0 scram-sha-256\n"
                 "hostssl all all ::1/128 scram-sha-256\n"
             )
         # The master user, as RDS makes it: it logs in, creates roles and
@@ -207,6 +218,8 @@ class Server:
     def start(self, preferred_port):
         if self.process and self.process.poll() is None:
             return
+        if self.address == "127.0.0.1":
+            self.address = bridge_gateway(self.identifier) or self.address
         self.address, self.port = choose_endpoint(preferred_port, self.address, self.port)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -272,6 +285,9 @@ class Server:
 
     def delete(self):
         shutil.rmtree(self.base, ignore_errors=True)
+        docker = shutil.which("docker")
+        if docker:
+            subprocess.run([docker, "network", "rm", network_name(self.identifier)], capture_output=True)
 
     def _certificate(self):
         crt, key = os.path.join(self.base, "server.crt"), os.path.join(self.base, "server.key")
@@ -351,9 +367,37 @@ def request_password(db_kwargs):
     return db_kwargs.get("MasterUserPassword") or db_kwargs.get("master_user_password")
 
 
+def network_name(identifier):
+    return f"{LABEL}-{SANDBOX_NAME}-rds-{identifier}"
+
+
+def bridge_gateway(identifier):
+    """The gateway address of the instance's own Docker network, made if
+    missing; None without Docker."""
+    docker = shutil.which("docker")
+    if not docker:
+        return None
+    name = network_name(identifier)
+    inspect = [docker, "network", "inspect", name, "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"]
+    found = subprocess.run(inspect, capture_output=True, text=True)
+    if found.returncode != 0:
+        subprocess.run([docker, "network", "create", "--label", f"{LABEL}={SANDBOX_NAME}", name], capture_output=True)
+        found = subprocess.run(inspect, capture_output=True, text=True)
+    gateway = found.stdout.strip()
+    if found.returncode != 0 or not gateway:
+        print(f"sandbox_rds: no Docker network for {identifier}: {found.stderr.strip()}", file=sys.stderr)
+        return None
+    return gateway
+
+
 def choose_endpoint(preferred_port, address=None, port=None):
-    """The instance's own loopback address on its port; the same one again
-    when it restarts."""
+    """The instance's address (its network's gateway, or none yet) on its
+    port; the same one again when it restarts."""
+    if address and address != "127.0.0.1":
+        for candidate in (port, preferred_port):
+            if candidate and bindable(address, candidate):
+                return address, candidate
+        return address, free_port(address)
     if address and port and bindable(address, port):
         return address, port
     for _ in range(50):
@@ -365,9 +409,13 @@ def choose_endpoint(preferred_port, address=None, port=None):
         "using 127.0.0.1 and a free port (Terraform will see the port as drift)",
         file=sys.stderr,
     )
+    return "127.0.0.1", free_port("127.0.0.1")
+
+
+def free_port(address):
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return "127.0.0.1", probe.getsockname()[1]
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
 
 
 def bindable(address, port):

@@ -82,13 +82,15 @@ def install():
     managed_status = ecs_models.Task.status
 
     def run_task(self, cluster_str, task_definition_str, count, overrides, started_by, *args, **kwargs):
+        launch_type = args[1] if len(args) > 1 else kwargs.get("launch_type")
+        if launch_type != "FARGATE":
+            register_capacity(self, cluster_str)
         tasks = original_run_task(self, cluster_str, task_definition_str, count, overrides, started_by, *args, **kwargs)
         task_definition = self.describe_task_definition(task_definition_str)
         for task in tasks:
             run = TaskRun(self, task, task_definition)
             task._sandbox_run = run
-            with _runs_lock:
-                _runs.append(run)
+            track(run)
             threading.Thread(target=run.run, name=f"task {task.id}", daemon=True).start()
         return tasks
 
@@ -116,6 +118,36 @@ def install():
     ecs_models.Task.status = property(get_status, set_status)
 
 
+def register_capacity(backend, cluster_str):
+    """EC2 capacity: the ECS agent on each instance of the cluster's
+    capacity providers' Auto Scaling groups registers the instance as a
+    container instance when it boots
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/launch_container_instance.html).
+    moto starts the groups' instances but runs no agent, so a task that
+    needs one (RunTask on EC2 capacity) finds none; the sandbox registers
+    the groups' InService instances first, as their agents would have."""
+    from moto.autoscaling.models import autoscaling_backends
+
+    cluster = backend._get_cluster(cluster_str)
+    registered = {instance.ec2_instance_id for instance in backend.container_instances.get(cluster.name, {}).values()}
+    groups = autoscaling_backends[backend.account_id][backend.region_name].autoscaling_groups
+    for name in getattr(cluster, "capacity_providers", None) or []:
+        provider = backend.capacity_providers.get(name)
+        if provider is None:
+            continue
+        group_arn = (provider.auto_scaling_group_provider or {}).get("autoScalingGroupArn", "")
+        group = groups.get(group_arn.split("autoScalingGroupName/")[-1])
+        for state in group.instance_states if group else []:
+            if state.lifecycle_state == "InService" and state.instance.id not in registered:
+                backend.register_container_instance(cluster.name, state.instance.id)
+                registered.add(state.instance.id)
+
+
+def track(run):
+    with _runs_lock:
+        _runs.append(run)
+
+
 def shutdown():
     """Removes every container (`sandbox down`)."""
     with _runs_lock:
@@ -140,12 +172,18 @@ class TaskFailed(Exception):
 class TaskRun:
     """One task's container, from pull to exit."""
 
-    def __init__(self, backend, task, task_definition):
+    def __init__(self, backend, task, task_definition, network="host"):
+        """`network`: Docker's network for the container: "host" for a
+        one-off task (it reaches the sandbox's databases on the host's
+        addresses), "bridge" for a service's task, which needs an address of
+        its own, as awsvpc gives it (see sandbox_services)."""
         self.backend = backend
         self.task = task
+        self.network = network
         self.status = "PENDING"
         self.stopping = False
         self.stop_reason = None
+        self.stop_code = "UserInitiated"
         self.container_name = f"{LABEL}-{SANDBOX_NAME}-{task.id}"
         self.docker = shutil.which("docker") or "docker"
         self.docker_config = os.path.join(SANDBOX_DIR, "docker-config")
@@ -176,11 +214,14 @@ class TaskRun:
         finally:
             subprocess.run([self.docker, "rm", "-f", self.container_name], capture_output=True)
 
-    def stop(self, reason):
+    def stop(self, reason, stop_code="UserInitiated"):
+        """StopTask's stop (stopCode UserInitiated), or the service
+        scheduler's (ServiceSchedulerInitiated: health checks, scale-in)."""
         if self.status == "STOPPED" or self.stopping:
             return
         self.stopping = True
         self.stop_reason = reason
+        self.stop_code = stop_code
         self.task.desired_status = "STOPPED"
         self.task.stopping_at = utcnow()
         timeout = int(self.definition.get("stopTimeout") or DEFAULT_STOP_TIMEOUT_SECONDS)
@@ -192,6 +233,17 @@ class TaskRun:
             kwargs={"capture_output": True},
             daemon=True,
         ).start()
+
+    def address(self):
+        """The running container's own address (bridge network), or None."""
+        if self.network == "host":
+            return "127.0.0.1"
+        inspected = subprocess.run(
+            [self.docker, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", self.container_name],
+            capture_output=True,
+            text=True,
+        )
+        return inspected.stdout.strip() or None
 
     def log_destination(self):
         configuration = self.definition.get("logConfiguration") or {}
@@ -276,7 +328,7 @@ class TaskRun:
             "--label",
             f"{LABEL}-task={self.task.task_arn}",
             "--network",
-            "host",
+            self.network,
         ]
         for name in environment:
             arguments += ["-e", name]
@@ -330,7 +382,7 @@ class TaskRun:
             self.model.reason = reason
         if self.stop_reason:
             self.task.stopped_reason = self.stop_reason
-            self.task.stop_code = "UserInitiated"
+            self.task.stop_code = self.stop_code
         elif reason:
             self.task.stopped_reason = reason
             self.task.stop_code = "TaskFailedToStart"

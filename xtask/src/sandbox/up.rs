@@ -27,11 +27,12 @@ use crate::{
 };
 
 /// The launcher and the modules it imports, written side by side: RDS
-/// instances backed by real PostgreSQL servers, RunTask running the real
-/// container, requests checked against the services' models.
-const MOTO_LAUNCHER_FILES: [(&str, &str); 4] = [
+/// instances backed by real PostgreSQL servers, services and RunTask
+/// running real containers, requests checked against the services' models.
+const MOTO_LAUNCHER_FILES: [(&str, &str); 5] = [
     (MOTO_LAUNCHER_FILE, include_str!("moto_launcher.py")),
     ("sandbox_rds.py", include_str!("sandbox_rds.py")),
+    ("sandbox_services.py", include_str!("sandbox_services.py")),
     ("sandbox_tasks.py", include_str!("sandbox_tasks.py")),
     ("sandbox_validation.py", include_str!("sandbox_validation.py")),
 ];
@@ -69,7 +70,7 @@ impl Up {
             })?;
         }
         check_tools()?;
-        let mut plan = UpPlan::new(sandbox, &self)?;
+        let mut plan = UpPlan::new(sandbox)?;
         if would_all(ctx, &plan.steps(sandbox)) {
             return Ok(());
         }
@@ -85,7 +86,7 @@ impl Up {
                         "{err:#}\nanother process took a port sandbox up had picked: again on other ports"
                     ));
                     attempt += 1;
-                    plan = UpPlan::new(sandbox, &self)?;
+                    plan = UpPlan::new(sandbox)?;
                 }
                 result => break result?,
             }
