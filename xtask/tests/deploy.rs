@@ -585,3 +585,53 @@ fn a_release_that_crashes_or_fails_its_health_check_is_rolled_back_by_the_circui
         assert_eq!(runs(), good_revision, "ECS does not run the previous revision after the rollback");
     }
 }
+
+/// EC2 capacity (`capacity = "ec2"`: an Auto Scaling group as the
+/// cluster's capacity provider): the migration task runs with the
+/// service's capacity provider strategy on a container instance of the
+/// group (the sandbox registers the group's instances as their ECS agents
+/// would), and the service's task serves the release.
+#[test]
+fn a_deploy_with_migrations_runs_on_ec2_capacity() {
+    let sandbox = TestSandbox::up("sandboxec2");
+    let xtask = || {
+        let mut command = sandbox.xtask();
+        command.env("TF_VAR_capacity", "ec2");
+        command
+    };
+    let (output, _, stderr) = run(xtask().args(["infra", "apply", "--yes"]));
+    assert!(output.status.success(), "infra apply on EC2 capacity failed:\n{stderr}");
+    assert!(
+        stderr.contains("aws_autoscaling_group.ecs[0]") && stderr.contains("aws_ecs_capacity_provider.ec2[0]"),
+        "{stderr}"
+    );
+    let image = LocalImage::app("ec2");
+    let (output, stdout, stderr) =
+        run(xtask().arg("deploy").args(deploy_flags(&sandbox)).args(["--image", &image.reference]));
+    assert!(output.status.success(), "deploy on EC2 capacity failed:\n{stderr}");
+    assert!(
+        stderr.contains("migrations applied (exit code 0)") && stderr.contains("smoke check GET /version"),
+        "{stderr}"
+    );
+    assert!(stdout.lines().last().unwrap_or_default().contains("/guestbook@sha256:"), "{stdout}");
+    let task = stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("migration task ").and_then(|rest| rest.split_whitespace().next()))
+        .unwrap_or_else(|| panic!("no migration task in:\n{stderr}"));
+    let placed = sandbox.aws(&[
+        "ecs",
+        "describe-tasks",
+        "--cluster",
+        "guestbook-sandboxec2",
+        "--tasks",
+        task,
+        "--query",
+        "tasks[0].[launchType, containerInstanceArn]",
+        "--output",
+        "text",
+    ]);
+    assert!(
+        placed.starts_with("EC2") && placed.contains(":container-instance/"),
+        "the migration did not run on EC2: {placed}"
+    );
+}
