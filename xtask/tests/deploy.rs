@@ -57,6 +57,16 @@ fn deploy(sandbox: &TestSandbox, image: &LocalImage) -> String {
     deployed
 }
 
+/// GET `path` from the environment's load balancer (the sandbox's, on the
+/// loopback port its DNS name gives): status and body.
+fn through_the_load_balancer(sandbox: &TestSandbox, path: &str) -> Option<(u16, String)> {
+    let balancer =
+        sandbox.aws(&["elbv2", "describe-load-balancers", "--query", "LoadBalancers[0].DNSName", "--output", "text"]);
+    let port: u16 =
+        balancer.trim().rsplit(':').next().and_then(|port| port.parse().ok()).unwrap_or_else(|| panic!("{balancer}"));
+    crate::support::http_get(port, path)
+}
+
 /// A running deploy's stderr up to the first line containing `needle`.
 fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str) -> String {
     let mut log = String::new();
@@ -185,14 +195,10 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     let head =
         String::from_utf8(std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().unwrap().stdout)
             .unwrap();
-    let balancer =
-        sandbox.aws(&["elbv2", "describe-load-balancers", "--query", "LoadBalancers[0].DNSName", "--output", "text"]);
-    let port: u16 =
-        balancer.trim().rsplit(':').next().and_then(|port| port.parse().ok()).unwrap_or_else(|| panic!("{balancer}"));
-    let answer = crate::support::http_get(port, "/version");
+    let answer = through_the_load_balancer(&sandbox, "/version");
     assert!(
         answer.as_ref().is_some_and(|(status, body)| *status == 200 && body.contains(head.trim())),
-        "the load balancer {balancer} does not serve {head}: {answer:?}"
+        "the load balancer does not serve {head}: {answer:?}"
     );
 
     // A failed smoke check rolls back to the last good release and fails:
@@ -385,6 +391,46 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
     assert!(!stderr.contains("migration task"), "{stderr}");
     let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).arg("--force-migrate"));
     assert!(output.status.success() && stderr.contains("migrations applied (exit code 0)"), "{stderr}");
+
+    // Two --allow-dirty deploys of one commit with different content both
+    // ship: each dirty tree's image gets a tag of its own (ECR keeps tags
+    // immutable), and the second serves its own change. In a clone, so
+    // this checkout stays as it is.
+    let clone = testkit::ServiceDir::new("xtask-dirty-clone");
+    let checkout = clone.path().join("project");
+    let cloned = std::process::Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(crate::support::project_root())
+        .arg(&checkout)
+        .status()
+        .unwrap();
+    assert!(cloned.success(), "git clone of the project failed");
+    let routes = checkout.join("app/src/routes.rs");
+    let original = std::fs::read_to_string(&routes).unwrap();
+    let mut tags = Vec::new();
+    for heading in ["Guestbook (dirty one)", "Guestbook (dirty two)"] {
+        let edited = original.replace("<h1>Guestbook</h1>", &format!("<h1>{heading}</h1>"));
+        assert_ne!(edited, original);
+        std::fs::write(&routes, edited).unwrap();
+        let (output, _, stderr) = run(sandbox
+            .xtask()
+            .env("XTASK_PROJECT_ROOT", &checkout)
+            .current_dir(&checkout)
+            .arg("deploy")
+            .args(deploy_flags(&sandbox)));
+        assert!(output.status.success(), "the dirty deploy {heading:?} failed:\n{stderr}");
+        let tag = stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("ok: built "))
+            .and_then(|line| line.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no image built:\n{stderr}"))
+            .to_owned();
+        assert!(tag.contains("-dirty-"), "{tag}");
+        tags.push(tag);
+        let page = through_the_load_balancer(&sandbox, "/");
+        assert!(page.as_ref().is_some_and(|(_, body)| body.contains(heading)), "{heading:?} is not served: {page:?}");
+    }
+    assert_ne!(tags[0], tags[1], "two different dirty trees took one tag");
     // Down stops the database server behind the RDS instance too.
     sandbox.down();
 }

@@ -56,8 +56,6 @@ import http.server
 import itertools
 import math
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
