@@ -62,7 +62,7 @@ fn steps(sandbox: &SandboxEnvironment, state: &State) -> Vec<String> {
 pub(super) fn stop_all(sandbox: &SandboxEnvironment, state: &State) {
     stop_components(state);
     stop_database_servers(&sandbox.dir.join("rds"));
-    remove_containers(&sandbox.name);
+    remove_docker_resources(&sandbox.name);
 }
 
 fn stop_components(state: &State) {
@@ -110,7 +110,7 @@ fn stop_database_servers(rds_dir: &Path) {
 /// sandbox_tasks.py) and the databases' networks (sandbox_rds.py), labelled
 /// with the environment's name; Docker runs them, so no signal to moto
 /// reaches them. Containers first: a network in use cannot be removed.
-fn remove_containers(environment: &str) {
+fn remove_docker_resources(environment: &str) {
     let Ok(docker) = which::which("docker") else {
         return;
     };

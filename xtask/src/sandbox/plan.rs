@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, environment::SandboxEnvironment};
 
-/// moto with the ECS behaviour the sandbox needs (deployments on update).
+/// moto with what the sandbox adds to it (see moto_launcher.py).
 pub(super) const MOTO_LAUNCHER_FILE: &str = "moto_launcher.py";
 
 /// A process `up` will start, as a value: `--dry-run` prints it, `up`
