@@ -181,6 +181,9 @@ impl Edit {
                 .status()
                 .with_context(|| format!("starting the editor `{editor}`"))?;
             if !status.success() {
+                // Ctrl-C to the whole group reaches the editor and xtask at
+                // once: the interrupt, not the editor's death, is the outcome.
+                crate::support::cleanup::await_interrupt_if_signalled(&status);
                 bail!("the editor `{editor}` failed ({status}): {} left unchanged", path.display());
             }
             Plaintext::new(fs::read(&temp.path).with_context(|| format!("reading {}", temp.path.display()))?)

@@ -33,6 +33,24 @@ pub fn wait_for_interrupt_handler() {
     }
 }
 
+/// For a child that failed: one killed by SIGINT or SIGTERM was most
+/// likely signalled with its whole process group (a terminal's Ctrl-C), so
+/// this process got the same signal and its handler owns the exit (130,
+/// after the cleanup). Waits a moment for that handler, so the caller does
+/// not exit first with the child's failure. A child signalled alone (an
+/// editor in a job of its own) costs its caller that moment, no more.
+pub fn await_interrupt_if_signalled(status: &std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    if !matches!(status.signal(), Some(libc::SIGINT | libc::SIGTERM)) {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !interrupted() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    wait_for_interrupt_handler();
+}
+
 /// Runs its action when dropped, unless the signal handler ran it first.
 #[must_use = "the cleanup runs when the guard is dropped; bind it to a named variable"]
 pub struct CleanupGuard {
