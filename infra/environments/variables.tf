@@ -81,7 +81,7 @@ variable "alb_deletion_protection" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate of the service's host name: adds an HTTPS listener on 443 (TLS 1.2/1.3 policy) and turns port 80 into a redirect to it. Empty serves plain HTTP on port 80 (the sandbox, whose emulator issues no certificate)."
+  description = "ACM certificate of the service's host name: adds an HTTPS listener on 443 (TLS 1.2/1.3 policy) and turns port 80 into a redirect to it. Empty serves plain HTTP on port 80 (the sandbox by default: its ACM issues no certificate, though it serves an imported one)."
   type        = string
   default     = ""
 

@@ -633,13 +633,35 @@ fn a_release_that_crashes_or_fails_its_health_check_is_rolled_back_by_the_circui
 }
 
 /// EC2 capacity (`capacity = "ec2"`: an Auto Scaling group as the
-/// cluster's capacity provider): the migration task runs with the
-/// service's capacity provider strategy on a container instance of the
+/// cluster's capacity provider) behind HTTPS: the migration task runs with
+/// the service's capacity provider strategy on a container instance of the
 /// group (the sandbox registers the group's instances as their ECS agents
-/// would), and the service's task serves the release.
+/// would), and the service's task serves the release over TLS with a
+/// certificate of a CA the test makes, imported into ACM as a team imports
+/// its own (`certificate_arn`). The smoke check and the functional tests
+/// trust that CA through `SSL_CERT_FILE`, refuse the server without it, and
+/// port 80 redirects to HTTPS.
 #[test]
-fn a_deploy_with_migrations_runs_on_ec2_capacity() {
-    let sandbox = TestSandbox::up("sandboxec2");
+fn a_deploy_with_migrations_runs_on_ec2_capacity_and_serves_https() {
+    let mut sandbox = TestSandbox::up("sandboxec2");
+    let ca = testkit::TestCa::new("xtask-sandboxec2-ca", "IP:127.0.0.1, DNS:localhost");
+    let file = |name: &str| format!("fileb://{}", ca.path(name).display());
+    let certificate = sandbox.aws(&[
+        "acm",
+        "import-certificate",
+        "--certificate",
+        &file("server.pem"),
+        "--private-key",
+        &file("server.key"),
+        "--certificate-chain",
+        &file("ca.pem"),
+        "--query",
+        "CertificateArn",
+        "--output",
+        "text",
+    ]);
+    sandbox.exports.push(("TF_VAR_certificate_arn".to_owned(), certificate.trim().to_owned()));
+    sandbox.exports.push(("SSL_CERT_FILE".to_owned(), ca.path("ca.pem").display().to_string()));
     let xtask = || {
         let mut command = sandbox.xtask();
         command.env("TF_VAR_capacity", "ec2");
@@ -647,10 +669,9 @@ fn a_deploy_with_migrations_runs_on_ec2_capacity() {
     };
     let (output, _, stderr) = run(xtask().args(["infra", "apply", "--yes"]));
     assert!(output.status.success(), "infra apply on EC2 capacity failed:\n{stderr}");
-    assert!(
-        stderr.contains("aws_autoscaling_group.ecs[0]") && stderr.contains("aws_ecs_capacity_provider.ec2[0]"),
-        "{stderr}"
-    );
+    for resource in ["aws_autoscaling_group.ecs[0]", "aws_ecs_capacity_provider.ec2[0]", "aws_lb_listener.https[0]"] {
+        assert!(stderr.contains(resource), "{resource} not applied:\n{stderr}");
+    }
     let image = LocalImage::app("ec2");
     let (output, stdout, stderr) =
         run(xtask().arg("deploy").args(deploy_flags(&sandbox)).args(["--image", &image.reference]));
@@ -680,4 +701,23 @@ fn a_deploy_with_migrations_runs_on_ec2_capacity() {
         placed.starts_with("EC2") && placed.contains(":container-instance/"),
         "the migration did not run on EC2: {placed}"
     );
+
+    // The smoke check above passed over HTTPS; every route does too, and the
+    // page carries HSTS (the app sees X-Forwarded-Proto: https).
+    let balancer =
+        sandbox.aws(&["elbv2", "describe-load-balancers", "--query", "LoadBalancers[0].DNSName", "--output", "text"]);
+    let url = format!("https://{}", balancer.trim());
+    let (output, _, stderr) = run(xtask().args(["functional-test", "--no-browser", "--url", &url]));
+    assert!(output.status.success(), "the functional tests over HTTPS failed:\n{stderr}");
+    assert!(stderr.contains("(and HSTS over HTTPS)"), "{stderr}");
+    // Without the CA the client refuses the server.
+    let (output, _, stderr) =
+        run(xtask().env_remove("SSL_CERT_FILE").args(["functional-test", "--no-browser", "--url", &url]));
+    assert!(!output.status.success(), "a server of an unknown CA was trusted:\n{stderr}");
+    assert!(stderr.contains("the TLS handshake failed"), "{stderr}");
+    // Plain HTTP (port 80's listener) is redirected to HTTPS, path kept.
+    let port = balancer.trim().rsplit(':').next().unwrap_or_default();
+    let head = crate::support::http_head(port.parse().unwrap(), "/version?check=1");
+    assert!(head.starts_with("HTTP/1.1 301") || head.starts_with("HTTP/1.0 301"), "{head}");
+    assert!(head.contains(&format!("Location: https://127.0.0.1:{port}/version?check=1\r\n")), "{head}");
 }

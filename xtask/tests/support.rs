@@ -48,6 +48,20 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
 }
 
+/// The status line and headers a GET over a new connection (HTTP/1.0, Host
+/// 127.0.0.1:port) is answered with; empty when nothing answers.
+pub fn http_head(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_once("\r\n\r\n").map_or(response.clone(), |(head, _)| head.to_owned() + "\r\n")
+}
+
 /// Runs and returns the output; stdout and stderr as text.
 pub fn run(command: &mut Command) -> (Output, String, String) {
     let output = command.output().unwrap_or_else(|err| panic!("running {command:?}: {err}"));

@@ -39,12 +39,16 @@ carries them out, with the same containers `sandbox_tasks` runs for RunTask:
   started 1 tasks: (task ID).", "... has reached a steady state.",
   "... deployment failed: tasks failed to start.", "... rolling back to
   deployment ...").
-- The load balancer. Every application load balancer gets a small HTTP
-  proxy on a free loopback port, and its DNSName is `127.0.0.1:PORT`, so
-  the environment's URL reaches it. It forwards each request to a healthy
-  target of the target groups behind it, round robin, adding the
-  X-Forwarded-For/-Proto/-Port headers an ALB adds; with no healthy target
-  it answers 503, and 502 when the target does not answer
+- The load balancer. Every application load balancer gets a small proxy on
+  a free loopback port, and its DNSName is `127.0.0.1:PORT`, so the
+  environment's URL reaches it. That one port serves the balancer's HTTP
+  and HTTPS listeners (told apart by the TLS handshake): HTTPS with the
+  listener's ACM certificate and its security policy's lowest TLS version,
+  and each listener's default action (forward, redirect, fixed-response).
+  Forward sends each request to a healthy target of the action's target
+  groups, round robin, adding the X-Forwarded-For/-Proto/-Port headers an
+  ALB adds; with no healthy target it answers 503, and 502 when the target
+  does not answer
   (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-troubleshooting.html).
 
 Only `sandbox up` starts moto with this (XTASK_SANDBOX_DIR set); nothing in
@@ -56,10 +60,13 @@ import http.server
 import itertools
 import math
 import os
+import socket
+import ssl
 import sys
 import threading
 import time
 
+from moto.acm import models as acm_models
 from moto.core.utils import utcnow
 from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
@@ -501,43 +508,175 @@ def matches(codes, status):
 
 
 class LoadBalancerProxy:
-    """An application load balancer's listener, on a free loopback port."""
+    """An application load balancer on a free loopback port.
+
+    A real load balancer has one port per listener (80 and 443); its DNS
+    name here is one loopback port, so that port stands for every listener:
+    a connection that opens with a TLS handshake (first byte 0x16) is the
+    HTTPS listener's, any other is the HTTP listener's. A listener that
+    does not exist refuses the connection (it is closed unanswered). The
+    listeners are read on every request, so Terraform turning port 80 from
+    forward into redirect takes effect at once, as on AWS."""
 
     def __init__(self, backend, balancer_arn):
         self.backend = backend
         self.balancer_arn = balancer_arn
         self.turn = itertools.count()
+        self.tls_contexts = {}
+        self.tls_lock = threading.Lock()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def handle_one(self):
-                proxy.forward(self)
+                proxy.serve(self, isinstance(self.connection, ssl.SSLSocket))
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = handle_one
 
             def log_message(self, format, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def finish_request(self, request, client_address):
+                connection = proxy.accept(request)
+                if connection is None:
+                    return
+                try:
+                    self.RequestHandlerClass(connection, client_address, self)
+                finally:
+                    if connection is not request:
+                        connection.close()
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.address = "127.0.0.1:%d" % self.port
         threading.Thread(target=self.server.serve_forever, name=f"alb {self.address}", daemon=True).start()
 
-    def targets(self):
-        groups = [
-            group.arn
-            for group in self.backend.target_groups.values()
-            if self.balancer_arn in (group.load_balancer_arns or [])
+    def listener(self, protocol):
+        """The balancer's listener of this protocol (the lowest port)."""
+        balancer = self.backend.load_balancers.get(self.balancer_arn)
+        listeners = [
+            listener for listener in (balancer.listeners.values() if balancer else []) if listener.protocol == protocol
         ]
+        return min(listeners, key=lambda listener: int(listener.port), default=None)
+
+    def accept(self, connection):
+        """The connection as its listener serves it: TLS terminated with the
+        HTTPS listener's certificate, or as it is; None when no listener of
+        its protocol exists or the handshake fails."""
+        try:
+            first = connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return None
+        if not first:
+            return None
+        if first != b"\x16":
+            return connection if self.listener("HTTP") else None
+        listener = self.listener("HTTPS")
+        if listener is None:
+            return None
+        try:
+            return self.tls_context(listener).wrap_socket(connection, server_side=True)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def tls_context(self, listener):
+        """The listener's certificate from ACM (imported or issued) and its
+        security policy: ELBSecurityPolicy-TLS13-1-3-* accepts TLS 1.3 only,
+        the other TLS13 and TLS-1-2 policies TLS 1.2 and 1.3
+        (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/describe-ssl-policies.html).
+        Older policies also accept TLS 1.0 and 1.1; the sandbox offers 1.2 at
+        least, as this machine's OpenSSL does."""
+        arn = listener.certificate
+        policy = listener.ssl_policy or ""
+        with self.tls_lock:
+            if (arn, policy) in self.tls_contexts:
+                return self.tls_contexts[(arn, policy)]
+            bundle = acm_models.acm_backends[self.backend.account_id][self.backend.region_name]._certificates[arn]
+            directory = os.path.join(SANDBOX_DIR, "alb-certificates")
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            path = os.path.join(directory, arn.rsplit("/", 1)[-1] + ".pem")
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as pem:
+                pem.write(bundle.cert.strip() + b"\n")
+                if bundle.chain:
+                    pem.write(bundle.chain.strip() + b"\n")
+                pem.write(bundle.key.strip() + b"\n")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_3 if "TLS13-1-3" in policy else ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(path)
+            self.tls_contexts[(arn, policy)] = context
+            return context
+
+    def serve(self, request, tls):
+        """What the listener's default action does: forward, redirect or a
+        fixed response
+        (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-listeners.html#rule-action-types)."""
+        listener = self.listener("HTTPS" if tls else "HTTP")
+        action = next(iter(listener.default_actions), None) if listener else None
+        if action is None:
+            return answer(request, 503, b"503 Service Temporarily Unavailable\n")
+        if action.type == "redirect":
+            return self.redirect(request, tls, listener, action.data.get("RedirectConfig") or {})
+        if action.type == "fixed-response":
+            config = action.data.get("FixedResponseConfig") or {}
+            return answer(
+                request,
+                int(config.get("StatusCode", 200)),
+                (config.get("MessageBody") or "").encode(),
+                config.get("ContentType", "text/plain"),
+            )
+        if action.type == "forward":
+            groups = [action.data.get("TargetGroupArn")] + [
+                group.get("TargetGroupArn") for group in (action.data.get("ForwardConfig") or {}).get("TargetGroups", [])
+            ]
+            return self.forward(request, tls, listener, [group for group in groups if group])
+        return answer(request, 503, b"503 Service Temporarily Unavailable\n")
+
+    def redirect(self, request, tls, listener, config):
+        """The redirect action: #{protocol}, #{host}, #{port}, #{path} and
+        #{query} are the request's; a port of one of this balancer's
+        listeners is this loopback port, which stands for them all."""
+        authority = request.headers.get("Host") or "127.0.0.1"
+        host = authority if authority.endswith("]") else authority.rsplit(":", 1)[0]
+        path, _, query = request.path.partition("?")
+        keys = {
+            "#{protocol}": "HTTPS" if tls else "HTTP",
+            "#{host}": host,
+            "#{port}": str(listener.port),
+            "#{path}": path.lstrip("/"),
+            "#{query}": query,
+        }
+
+        def part(name, default):
+            value = str(config.get(name) or default)
+            for key, replacement in keys.items():
+                value = value.replace(key, replacement)
+            return value
+
+        protocol = part("Protocol", "#{protocol}").lower()
+        port = part("Port", "#{port}")
+        balancer = self.backend.load_balancers.get(self.balancer_arn)
+        if balancer and port in {str(other.port) for other in balancer.listeners.values()}:
+            port = str(self.port)
+        query = part("Query", "#{query}")
+        location = f"{protocol}://{part('Host', '#{host}')}:{port}{part('Path', '/#{path}')}" + (
+            f"?{query}" if query else ""
+        )
+        status = int(str(config.get("StatusCode", "HTTP_301")).removeprefix("HTTP_"))
+        answer(request, status, b"", "text/html", [("Location", location)])
+
+    def targets(self, groups):
         with _in_service_lock:
             return [target for arn in groups for target in _in_service.get(arn, [])]
 
-    def forward(self, request):
+    def forward(self, request, tls, listener, groups):
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else None
-        targets = self.targets()
+        targets = self.targets(groups)
         if not targets:
             return answer(request, 503, b"503 Service Temporarily Unavailable\n")
         address, port = targets[next(self.turn) % len(targets)]
@@ -545,8 +684,8 @@ class LoadBalancerProxy:
         client = request.client_address[0]
         forwarded_for = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{forwarded_for}, {client}" if forwarded_for else client
-        headers["X-Forwarded-Proto"] = "http"
-        headers["X-Forwarded-Port"] = "80"
+        headers["X-Forwarded-Proto"] = "https" if tls else "http"
+        headers["X-Forwarded-Port"] = str(listener.port)
         try:
             connection = http.client.HTTPConnection(address, port, timeout=60)
             connection.request(request.command, request.path, body=body, headers=headers)
@@ -568,9 +707,11 @@ class LoadBalancerProxy:
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"}
 
 
-def answer(request, status, body):
+def answer(request, status, body, content_type="text/plain", headers=()):
     request.send_response(status)
-    request.send_header("Content-Type", "text/plain")
+    request.send_header("Content-Type", content_type)
+    for key, value in headers:
+        request.send_header(key, value)
     request.send_header("Content-Length", str(len(body)))
     request.end_headers()
     if request.command != "HEAD":

@@ -163,7 +163,9 @@ impl Check {
             Check::Healthz => "answers 200",
             Check::Readyz => "answers 200 (the database is reachable)",
             Check::Version => "answers JSON naming the expected git_sha",
-            Check::HomePage => "answers HTML with the form and the commit, under a CSP without inline style or script",
+            Check::HomePage => {
+                "answers HTML with the form and the commit, under a CSP without inline style or script (and HSTS over HTTPS)"
+            }
             Check::StyleSheet => "answers the page's style sheet as text/css",
             Check::ApiCreate => "creates an entry: 201 and the entry as JSON",
             Check::ApiList => "lists the created entry",
@@ -249,6 +251,9 @@ impl Session {
         }
         check_page(&response.body, self.git_sha.as_deref())?;
         check_security_headers(&response)?;
+        if self.base.tls {
+            check_strict_transport_security(&response)?;
+        }
         Ok(Outcome::Passed)
     }
 
@@ -387,6 +392,23 @@ fn check_security_headers(response: &Response) -> Result<()> {
     Ok(())
 }
 
+/// Over HTTPS the page tells browsers to keep to HTTPS: a
+/// Strict-Transport-Security header with a max-age of a day at least (the
+/// app sends a year).
+fn check_strict_transport_security(response: &Response) -> Result<()> {
+    let Some(policy) = response.header("strict-transport-security") else {
+        bail!("GET / over HTTPS has no Strict-Transport-Security header");
+    };
+    let max_age = policy
+        .split(';')
+        .find_map(|directive| directive.trim().strip_prefix("max-age="))
+        .and_then(|seconds| seconds.trim_matches('"').parse::<u64>().ok());
+    match max_age {
+        Some(seconds) if seconds >= 86_400 => Ok(()),
+        _ => bail!("the Strict-Transport-Security header {policy:?} has no max-age of a day or more"),
+    }
+}
+
 /// A full sha and an abbreviation of it (7 characters at least) name the
 /// same commit.
 fn same_commit(reported: &str, expected: &str) -> bool {
@@ -473,6 +495,23 @@ mod tests {
         assert!(check_security_headers(&lax).unwrap_err().to_string().contains("allows inline"));
         let bare = Response { status: 200, headers: Vec::new(), body: String::new() };
         assert!(check_security_headers(&bare).unwrap_err().to_string().contains("no Content-Security-Policy"));
+    }
+
+    #[test]
+    fn over_https_the_page_must_keep_browsers_on_https() {
+        let page = |policy: Option<&str>| Response {
+            status: 200,
+            headers: policy
+                .map(|policy| ("strict-transport-security".to_owned(), policy.to_owned()))
+                .into_iter()
+                .collect(),
+            body: String::new(),
+        };
+        check_strict_transport_security(&page(Some("max-age=31536000; includeSubDomains"))).unwrap();
+        let err = check_strict_transport_security(&page(Some("max-age=60"))).unwrap_err().to_string();
+        assert!(err.contains("no max-age of a day or more"), "{err}");
+        let err = check_strict_transport_security(&page(None)).unwrap_err().to_string();
+        assert!(err.contains("no Strict-Transport-Security"), "{err}");
     }
 
     #[test]
