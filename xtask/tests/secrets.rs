@@ -211,7 +211,7 @@ fn encrypted_files_round_trip_through_openssl_and_decrypt_writes_mode_0600() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let shown = String::from_utf8(output.stdout).unwrap();
     let content = plaintext(marker);
-    assert!(shown.starts_with(&format!("{content}\n# xtask-secrets-mac: v1 ")), "{shown}");
+    assert!(shown.starts_with(&format!("{content}\n# xtask-secrets-mac: v2 ")), "{shown}");
 
     let out = scratch.work("decrypted.tfvars");
     let (output, _, stderr) = checked(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]));

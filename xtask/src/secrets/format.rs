@@ -12,14 +12,19 @@
 //! ```text
 //! <the user's tfvars, byte for byte>
 //!
-//! # xtask-secrets-mac: v1 <64 hex digits>
+//! # xtask-secrets-mac: v2 <64 hex digits>
 //! ```
 //!
 //! The digits are HMAC-SHA256 over a label, the salt and the user's content,
-//! keyed with PBKDF2 of the password over a different salt (label + salt), so
-//! nobody without the password can make a line that verifies. The line always
-//! starts with its own newline and has a fixed length, so the user's content
-//! is recovered exactly, whether or not it ended with a newline.
+//! keyed with a key only the password gives: in v2, HMAC-SHA256 of the
+//! cipher's own PBKDF2 output (key and IV, never stored) over a label and the
+//! salt, the expand step of HKDF (RFC 5869, section 2.3). v1 keyed it with a
+//! second PBKDF2 run of the password over label + salt: half again the cost
+//! of every read and write for no added strength, since both stand or fall
+//! with the password. v1 files are still read (and rewritten as v2 by any
+//! change or `rekey`). The line always starts with its own newline and has a
+//! fixed length, so the user's content is recovered exactly, whether or not
+//! it ended with a newline.
 
 use std::fmt;
 
@@ -193,10 +198,11 @@ pub fn decrypt(file: &[u8], password: &[u8], options: &DecryptOptions) -> Result
     };
     let plaintext = &raw[..plaintext_len];
 
-    if let Some(mac_key) = &keys.mac_key
-        && let Some((content, mac_hex)) = split_mac_line(plaintext)
+    if let Kdf::Pbkdf2 { iterations } = options.kdf
+        && let Some((content, version, mac_hex)) = split_mac_line(plaintext)
     {
-        let expected = mac(mac_key, salt, content)?;
+        let mac_key = mac_key(version, password, salt, &keys, iterations)?;
+        let expected = mac(version, &mac_key, salt, content)?;
         let expected_hex = hex(&expected);
         if openssl::memcmp::eq(expected_hex.as_bytes(), mac_hex) {
             return Ok(Decrypted { content: Zeroizing::new(content.to_vec()), authenticated: true });
@@ -224,15 +230,39 @@ const MAGIC: &[u8; 8] = b"Salted__";
 const SALT_LEN: usize = 8;
 const HEADER_LEN: usize = MAGIC.len() + SALT_LEN;
 const BLOCK_LEN: usize = 16;
-/// The integrity line, up to its digits; the leading newline separates it
-/// from content that does not end with one.
-const MAC_PREFIX: &[u8] = b"\n# xtask-secrets-mac: v1 ";
 const MAC_MARKER: &[u8] = b"xtask-secrets-mac";
 const MAC_HEX_LEN: usize = 64;
-const MAC_LINE_LEN: usize = MAC_PREFIX.len() + MAC_HEX_LEN + 1;
-/// Domain separation: the MAC key's PBKDF2 salt and the MAC input start
-/// with this, so neither can collide with the cipher key's derivation.
-const MAC_LABEL: &[u8] = b"xtask-secrets-mac-v1\0";
+const MAC_LINE_LEN: usize = MacVersion::V2.prefix().len() + MAC_HEX_LEN + 1;
+
+/// How an integrity line's key was made (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MacVersion {
+    /// A second PBKDF2 run of the password; read, no longer written.
+    V1,
+    /// HMAC of the cipher's PBKDF2 output; what `encrypt` writes.
+    V2,
+}
+
+impl MacVersion {
+    /// The integrity line, up to its digits; the leading newline separates
+    /// it from content that does not end with one. Both have one length.
+    const fn prefix(self) -> &'static [u8] {
+        match self {
+            MacVersion::V1 => b"\n# xtask-secrets-mac: v1 ",
+            MacVersion::V2 => b"\n# xtask-secrets-mac: v2 ",
+        }
+    }
+
+    /// Domain separation: the MAC key's derivation and the MAC input start
+    /// with this, so neither can collide with the cipher key's derivation
+    /// or with the other version's.
+    fn label(self) -> &'static [u8] {
+        match self {
+            MacVersion::V1 => b"xtask-secrets-mac-v1\0",
+            MacVersion::V2 => b"xtask-secrets-mac-v2\0",
+        }
+    }
+}
 
 pub(super) fn encrypt_with_salt(
     content: &[u8],
@@ -241,8 +271,8 @@ pub(super) fn encrypt_with_salt(
     salt: &[u8; SALT_LEN],
 ) -> Result<Vec<u8>, DecryptError> {
     let keys = derive_keys(password, salt, Kdf::Pbkdf2 { iterations })?;
-    let mac_key = keys.mac_key.as_ref().expect("PBKDF2 keys include a MAC key");
-    let plaintext = sealed_plaintext(content, salt, mac_key)?;
+    let mac_key = mac_key(MacVersion::V2, password, salt, &keys, iterations)?;
+    let plaintext = sealed_plaintext(content, salt, &mac_key)?;
     let ciphertext = aes_256_cbc(Mode::Encrypt, &keys, &plaintext, true)?;
     let mut file = Vec::with_capacity(HEADER_LEN + ciphertext.len());
     file.extend_from_slice(MAGIC);
@@ -256,8 +286,8 @@ fn sealed_plaintext(content: &[u8], salt: &[u8], mac_key: &[u8; 32]) -> Result<Z
     // Sized up front: a reallocation would leave a copy of the content behind.
     let mut plaintext = Zeroizing::new(Vec::with_capacity(content.len() + MAC_LINE_LEN));
     plaintext.extend_from_slice(content);
-    plaintext.extend_from_slice(MAC_PREFIX);
-    plaintext.extend_from_slice(hex(&mac(mac_key, salt, content)?).as_bytes());
+    plaintext.extend_from_slice(MacVersion::V2.prefix());
+    plaintext.extend_from_slice(hex(&mac(MacVersion::V2, mac_key, salt, content)?).as_bytes());
     plaintext.push(b'\n');
     Ok(plaintext)
 }
@@ -265,46 +295,55 @@ fn sealed_plaintext(content: &[u8], salt: &[u8], mac_key: &[u8; 32]) -> Result<Z
 struct Keys {
     cipher_key: [u8; 32],
     iv: [u8; 16],
-    /// Only files of the PBKDF2 format carry an integrity line.
-    mac_key: Option<[u8; 32]>,
 }
 
 impl Drop for Keys {
     fn drop(&mut self) {
         self.cipher_key.zeroize();
         self.iv.zeroize();
-        self.mac_key.zeroize();
     }
+}
+
+/// The integrity line's key. Only files of the PBKDF2 format carry one.
+fn mac_key(
+    version: MacVersion,
+    password: &[u8],
+    salt: &[u8],
+    keys: &Keys,
+    iterations: u32,
+) -> Result<Zeroizing<[u8; 32]>, ErrorStack> {
+    let mut mac_key = Zeroizing::new([0u8; 32]);
+    let mut info = version.label().to_vec();
+    info.extend_from_slice(salt);
+    match version {
+        MacVersion::V1 => {
+            let iterations = iterations.max(1) as usize;
+            pkcs5::pbkdf2_hmac(password, &info, iterations, MessageDigest::sha256(), mac_key.as_mut())?;
+        }
+        MacVersion::V2 => {
+            let mut material = Zeroizing::new([0u8; 48]);
+            material[..32].copy_from_slice(&keys.cipher_key);
+            material[32..].copy_from_slice(&keys.iv);
+            let key = PKey::hmac(material.as_ref())?;
+            let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
+            signer.update(&info)?;
+            let written = signer.sign(mac_key.as_mut())?;
+            debug_assert_eq!(written, 32);
+        }
+    }
+    Ok(mac_key)
 }
 
 fn derive_keys(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<Keys, ErrorStack> {
     match kdf {
         Kdf::Pbkdf2 { iterations } => {
             let iterations = iterations.max(1) as usize;
-            // The two derivations are independent and each costs a few
-            // hundred milliseconds at 600,000 iterations: run them side by side.
-            let (key_iv, mac_key) = std::thread::scope(|scope| {
-                let mac_key = scope.spawn(|| -> Result<[u8; 32], ErrorStack> {
-                    let mut mac_salt = MAC_LABEL.to_vec();
-                    mac_salt.extend_from_slice(salt);
-                    let mut mac_key = [0u8; 32];
-                    pkcs5::pbkdf2_hmac(password, &mac_salt, iterations, MessageDigest::sha256(), &mut mac_key)?;
-                    Ok(mac_key)
-                });
-                let mut key_iv = [0u8; 48];
-                let key_iv_result =
-                    pkcs5::pbkdf2_hmac(password, salt, iterations, MessageDigest::sha256(), &mut key_iv)
-                        .map(|()| key_iv);
-                (key_iv_result, mac_key.join().expect("the MAC key derivation does not panic"))
-            });
-            let mut key_iv = key_iv?;
-            let keys = Keys {
+            let mut key_iv = Zeroizing::new([0u8; 48]);
+            pkcs5::pbkdf2_hmac(password, salt, iterations, MessageDigest::sha256(), key_iv.as_mut())?;
+            Ok(Keys {
                 cipher_key: key_iv[..32].try_into().expect("32 bytes"),
                 iv: key_iv[32..].try_into().expect("16 bytes"),
-                mac_key: Some(mac_key?),
-            };
-            key_iv.zeroize();
-            Ok(keys)
+            })
         }
         Kdf::Legacy(digest) => {
             let mut pair =
@@ -313,7 +352,6 @@ fn derive_keys(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<Keys, ErrorStac
             let keys = Keys {
                 cipher_key: pair.key.as_slice().try_into().expect("AES-256 has a 32-byte key"),
                 iv: iv.as_slice().try_into().expect("AES-CBC has a 16-byte IV"),
-                mac_key: None,
             };
             pair.key.zeroize();
             iv.zeroize();
@@ -333,10 +371,10 @@ fn aes_256_cbc(mode: Mode, keys: &Keys, input: &[u8], pad: bool) -> Result<Vec<u
     Ok(output)
 }
 
-fn mac(mac_key: &[u8; 32], salt: &[u8], content: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+fn mac(version: MacVersion, mac_key: &[u8; 32], salt: &[u8], content: &[u8]) -> Result<Vec<u8>, ErrorStack> {
     let key = PKey::hmac(mac_key)?;
     let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
-    signer.update(MAC_LABEL)?;
+    signer.update(version.label())?;
     signer.update(salt)?;
     signer.update(content)?;
     signer.sign_to_vec()
@@ -389,11 +427,14 @@ fn unpadded_len(raw: &[u8]) -> Option<usize> {
 }
 
 /// Splits a well-formed integrity line off the end of the plaintext.
-fn split_mac_line(plaintext: &[u8]) -> Option<(&[u8], &[u8])> {
+fn split_mac_line(plaintext: &[u8]) -> Option<(&[u8], MacVersion, &[u8])> {
     let start = plaintext.len().checked_sub(MAC_LINE_LEN)?;
     let (content, line) = plaintext.split_at(start);
-    let digits = line.strip_prefix(MAC_PREFIX)?.strip_suffix(b"\n")?;
-    digits.iter().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')).then_some((content, digits))
+    let (version, rest) = [MacVersion::V2, MacVersion::V1]
+        .into_iter()
+        .find_map(|version| line.strip_prefix(version.prefix()).map(|rest| (version, rest)))?;
+    let digits = rest.strip_suffix(b"\n")?;
+    digits.iter().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')).then_some((content, version, digits))
 }
 
 /// Tells a wrong key from a damaged file when the plaintext is garbage.
@@ -469,7 +510,21 @@ pub(super) mod test_support {
     /// The plaintext `encrypt_with_salt` encrypts: content + integrity line.
     pub fn sealed(content: &[u8], password: &[u8], salt: &[u8; 8], iterations: u32) -> Vec<u8> {
         let keys = derive_keys(password, salt, Kdf::Pbkdf2 { iterations }).unwrap();
-        sealed_plaintext(content, salt, keys.mac_key.as_ref().unwrap()).unwrap().to_vec()
+        let mac_key = mac_key(MacVersion::V2, password, salt, &keys, iterations).unwrap();
+        sealed_plaintext(content, salt, &mac_key).unwrap().to_vec()
+    }
+
+    /// A file as xtask wrote it before v2: the integrity line keyed by a
+    /// second PBKDF2 run.
+    pub fn encrypt_v1(content: &[u8], password: &[u8], salt: &[u8; 8], iterations: u32) -> Vec<u8> {
+        let kdf = Kdf::Pbkdf2 { iterations };
+        let keys = derive_keys(password, salt, kdf).unwrap();
+        let mac_key = mac_key(MacVersion::V1, password, salt, &keys, iterations).unwrap();
+        let mut plaintext = content.to_vec();
+        plaintext.extend_from_slice(MacVersion::V1.prefix());
+        plaintext.extend_from_slice(hex(&mac(MacVersion::V1, &mac_key, salt, content).unwrap()).as_bytes());
+        plaintext.push(b'\n');
+        encrypt_unauthenticated(&plaintext, password, salt, kdf)
     }
 
     /// xorshift64*: deterministic, dependency-free, good enough for test data.
@@ -525,7 +580,7 @@ mod tests {
     };
 
     use super::{
-        test_support::{Rng, encrypt_unauthenticated, sealed},
+        test_support::{Rng, encrypt_unauthenticated, encrypt_v1, sealed},
         *,
     };
 
@@ -651,7 +706,7 @@ mod tests {
             assert_eq!(plaintext.len(), content.len() + MAC_LINE_LEN);
             assert_eq!(&plaintext[..content.len()], &content[..]);
             let line = std::str::from_utf8(&plaintext[content.len()..]).unwrap();
-            assert!(line.starts_with("\n# xtask-secrets-mac: v1 ") && line.ends_with('\n'), "{line:?}");
+            assert!(line.starts_with("\n# xtask-secrets-mac: v2 ") && line.ends_with('\n'), "{line:?}");
         }
     }
 
@@ -812,6 +867,25 @@ mod tests {
             let options = DecryptOptions { kdf: kdfs[case % 3], allow_unauthenticated: case % 5 == 0 };
             let result = decrypt(&bytes, b"pw", &options);
             assert!(result.is_err(), "case {case}: {} random bytes decrypted", bytes.len());
+        }
+    }
+
+    #[test]
+    fn files_with_a_v1_integrity_line_are_still_read_and_checked() {
+        let mut rng = Rng::new(9);
+        for content in text_plaintexts(&mut rng) {
+            let password = rng.password();
+            let file = encrypt_v1(&content, password.as_bytes(), &rng.salt(), FAST);
+            let decrypted = decrypt(&file, password.as_bytes(), &pbkdf2(FAST)).unwrap();
+            assert_eq!(&decrypted.content[..], &content[..]);
+            assert!(decrypted.authenticated);
+            // The v1 key is not the v2 one: a v1 line relabelled v2 fails.
+            let mut plaintext = openssl_decrypt(&file, &password, Kdf::Pbkdf2 { iterations: FAST });
+            let version = content.len() + b"\n# xtask-secrets-mac: v".len();
+            plaintext[version] = b'2';
+            let relabelled = openssl_encrypt(&plaintext, &password, Kdf::Pbkdf2 { iterations: FAST }, None);
+            let err = decrypt(&relabelled, password.as_bytes(), &pbkdf2(FAST)).unwrap_err();
+            assert!(matches!(err, DecryptError::Corrupted { .. }), "{err}");
         }
     }
 
