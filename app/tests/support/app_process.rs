@@ -50,6 +50,9 @@ pub struct AppProcess {
     pub port: u16,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// The pipe readers; `wait` joins them once the process has exited, so
+    /// its last lines are in `stdout`/`stderr` before anyone reads them.
+    readers: Vec<JoinHandle<String>>,
     // Keeps the empty working directory alive.
     _dir: testkit::ServiceDir,
 }
@@ -70,9 +73,11 @@ impl AppProcess {
             .expect("spawning the app binary");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().expect("piped"), stdout.clone());
-        collect(child.stderr.take().expect("piped"), stderr.clone());
-        let mut app = AppProcess { child, port, stdout, stderr, _dir: dir };
+        let readers = vec![
+            collect(child.stdout.take().expect("piped"), stdout.clone()),
+            collect(child.stderr.take().expect("piped"), stderr.clone()),
+        ];
+        let mut app = AppProcess { child, port, stdout, stderr, readers, _dir: dir };
         app.wait_until_healthy();
         app
     }
@@ -105,9 +110,14 @@ impl AppProcess {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// Waits for the process to exit, up to `timeout`.
+    /// Waits for the process to exit, up to `timeout`, and then for its
+    /// output to be read to the end.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        wait_timeout(&mut self.child, timeout)
+        let status = wait_timeout(&mut self.child, timeout)?;
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Some(status)
     }
 
     /// Polls stdout until it contains `needle`; panics after `timeout`.
