@@ -49,6 +49,8 @@ const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 /// Where requests go now, and how many are in flight on each release.
 pub struct Router {
     upstream_file: PathBuf,
+    /// CONNECT_PATIENCE; shorter in this module's tests, which wait it out.
+    connect_patience: Duration,
     state: Mutex<RouterState>,
     answered: Condvar,
 }
@@ -81,7 +83,12 @@ impl Upstream {
 
 impl Router {
     pub fn new(upstream_file: PathBuf) -> Arc<Router> {
-        Arc::new(Router { upstream_file, state: Mutex::new(RouterState::default()), answered: Condvar::new() })
+        Arc::new(Router {
+            upstream_file,
+            connect_patience: CONNECT_PATIENCE,
+            state: Mutex::new(RouterState::default()),
+            answered: Condvar::new(),
+        })
     }
 
     /// Chooses the current release for one request and counts it in flight
@@ -301,7 +308,7 @@ impl ClientConnection {
         let mut retried_stale = false;
         loop {
             let Some(in_flight) = router.begin() else {
-                if started.elapsed() > CONNECT_PATIENCE {
+                if started.elapsed() > router.connect_patience {
                     return self.answer_error(
                         502,
                         "Bad Gateway",
@@ -321,7 +328,7 @@ impl ClientConnection {
                     Ok(connection) => self.upstream = Some(connection),
                     Err(err) => {
                         self.upstream = None;
-                        if started.elapsed() > CONNECT_PATIENCE {
+                        if started.elapsed() > router.connect_patience {
                             let message =
                                 format!("{} ({}) refuses connections: {err}", upstream.release, upstream.address);
                             return self.answer_error(502, "Bad Gateway", &message);
@@ -516,7 +523,14 @@ mod tests {
         let upstream_file = dir.path().join("upstream");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let router = Router::new(upstream_file.clone());
+        // The 502 tests wait the patience out; a tenth of it is plenty on
+        // loopback.
+        let router = Arc::new(Router {
+            upstream_file: upstream_file.clone(),
+            connect_patience: CONNECT_PATIENCE / 10,
+            state: Mutex::new(RouterState::default()),
+            answered: Condvar::new(),
+        });
         let serving = router.clone();
         std::thread::spawn(move || serve(listener, serving));
         Proxy { port, router, upstream_file, _dir: dir }
