@@ -66,13 +66,21 @@ impl Scratch {
 
     /// Writes a plaintext with `marker` in it and encrypts it to `name`
     /// with the binary; the plaintext is removed again.
-    fn encrypted(&self, name: &str, marker: &str) -> PathBuf {
+    fn encrypt_new(&self, name: &str, marker: &str) -> PathBuf {
         let plain = self.work("input.tfvars");
         fs::write(&plain, plaintext(marker)).unwrap();
         let out = self.work(name);
         let (output, _, stderr) = checked(self.secrets(&["secrets", "encrypt", "--in", s(&plain), "--out", s(&out)]));
         assert!(output.status.success(), "{stderr}");
         fs::remove_file(plain).unwrap();
+        out
+    }
+
+    /// A copy of the shared fixture at `name`: `plaintext(FIXTURE_MARKER)`
+    /// as this build of the binary encrypts it.
+    fn encrypted(&self, name: &str) -> PathBuf {
+        let out = self.work(name);
+        fs::copy(shared_fixture(), &out).unwrap();
         out
     }
 
@@ -149,6 +157,35 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// The marker of the shared fixture's plaintext.
+const FIXTURE_MARKER: &str = "MARKER-fixture-5e2a";
+
+/// `plaintext(FIXTURE_MARKER)` encrypted by `secrets encrypt` of the binary
+/// under test, once per build of it: the tests of the other commands start
+/// from a copy. Every encryption costs a 600,000-iteration key derivation
+/// (a third of a second of CPU), and 15 tests need an encrypted input; the
+/// tests of `encrypt` itself run it. The file lives in cargo's
+/// CARGO_TARGET_TMPDIR under the binary's size and modification time, so a
+/// rebuilt binary makes it again. Tests run side by side in separate
+/// processes: each that finds no fixture makes one and renames it into
+/// place, and the rename is atomic, so every reader sees a whole file.
+fn shared_fixture() -> PathBuf {
+    let binary = fs::metadata(env!("CARGO_BIN_EXE_xtask")).unwrap();
+    let modified = binary.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("secrets-fixture");
+    let fixture = dir.join(format!("{}-{modified}.enc", binary.len()));
+    if !fixture.exists() {
+        let scratch = Scratch::new("fixture");
+        let made = scratch.encrypt_new("fixture.enc", FIXTURE_MARKER);
+        fs::create_dir_all(&dir).unwrap();
+        // Unique per process and test thread, as the scratch directory is.
+        let partial = dir.join(format!(".{}.partial", scratch.root.file_name().unwrap().to_string_lossy()));
+        fs::copy(made, &partial).unwrap();
+        fs::rename(partial, &fixture).unwrap();
+    }
+    fixture
+}
+
 fn plaintext(marker: &str) -> String {
     format!("# test secrets\ndb_password = \"{marker}\"\nport = 5432\n")
 }
@@ -201,7 +238,7 @@ fn mode(path: &Path) -> u32 {
 fn encrypted_files_round_trip_through_openssl_and_decrypt_writes_mode_0600() {
     let scratch = Scratch::new("round-trip");
     let marker = "MARKER-round-trip-9d1c";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let enc = scratch.encrypt_new("secrets.tfvars.enc", marker);
     assert!(fs::read(&enc).unwrap().starts_with(b"Salted__"));
 
     let output = openssl(
@@ -278,8 +315,8 @@ fn a_file_from_plain_openssl_needs_allow_unauthenticated() {
 #[test]
 fn a_wrong_password_exits_1_and_leaves_the_existing_plaintext_alone() {
     let scratch = Scratch::new("wrong-password");
-    let marker = "MARKER-wrong-password";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let out = scratch.work("secrets.tfvars");
     fs::write(&out, "old = \"local\"\n").unwrap();
     let mut command = scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]);
@@ -302,8 +339,8 @@ fn a_file_that_is_not_encrypted_is_named() {
 #[test]
 fn tampered_truncated_and_extended_files_are_rejected() {
     let scratch = Scratch::new("tampered");
-    let marker = "MARKER-tampered";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let original = fs::read(&enc).unwrap();
     let mut flipped = original.clone();
     flipped[40] ^= 0x01;
@@ -327,7 +364,7 @@ fn tampered_truncated_and_extended_files_are_rejected() {
 #[test]
 fn passwords_come_from_a_file_or_the_environment_never_argv_and_never_empty() {
     let scratch = Scratch::new("passwords");
-    let enc = scratch.encrypted("secrets.tfvars.enc", "MARKER-passwords");
+    let enc = scratch.encrypted("secrets.tfvars.enc");
 
     let mut command = scratch.secrets(&["secrets", "check", "--in", s(&enc)]);
     command.env("SECRETS_PASSWORD", "");
@@ -352,8 +389,8 @@ fn passwords_come_from_a_file_or_the_environment_never_argv_and_never_empty() {
 #[test]
 fn decrypt_refuses_a_path_that_git_would_commit() {
     let scratch = Scratch::new("git-ignore");
-    let marker = "MARKER-git-ignore";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let repo = scratch.work("repo");
     fs::create_dir(&repo).unwrap();
     assert!(git(&repo, &["init", "-q"]).status.success());
@@ -377,8 +414,8 @@ fn decrypt_refuses_a_path_that_git_would_commit() {
 #[test]
 fn decrypt_writes_outside_the_repository_and_encrypt_reads_it_back() {
     let scratch = Scratch::new("private-dir");
-    let marker = "MARKER-private-dir";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let before = untracked_files_in_repository();
 
     // Inside the repository is refused even where git ignores the path.
@@ -416,8 +453,8 @@ fn decrypt_writes_outside_the_repository_and_encrypt_reads_it_back() {
 fn ctrl_c_during_edit_leaves_no_plaintext_anywhere() {
     use std::os::unix::process::CommandExt;
     let scratch = Scratch::new("edit-interrupted");
-    let marker = "MARKER-edit-interrupted";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let before = untracked_files_in_repository();
     let ready = scratch.root.join("bin/editor-ready");
     let editor = scratch.script(
@@ -452,8 +489,8 @@ sleep 30",
 #[test]
 fn decrypt_asks_before_overwriting_a_different_plaintext() {
     let scratch = Scratch::new("overwrite");
-    let marker = "MARKER-overwrite";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let out = scratch.work("secrets.tfvars");
     fs::write(&out, "local = \"edit\"\n").unwrap();
     assert_fails_with(scratch.secrets(&["secrets", "decrypt", "--in", s(&enc), "--out", s(&out)]), "pass --yes");
@@ -502,8 +539,8 @@ fn encrypting_unchanged_content_leaves_the_file_alone() {
 #[test]
 fn check_verifies_and_names_the_variables_without_writing_or_printing_values() {
     let scratch = Scratch::new("check");
-    let marker = "MARKER-check";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let (output, stdout, stderr) = checked(scratch.secrets(&["secrets", "check", "--in", s(&enc)]));
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -517,8 +554,8 @@ fn check_verifies_and_names_the_variables_without_writing_or_printing_values() {
 #[test]
 fn rekey_changes_the_password() {
     let scratch = Scratch::new("rekey");
-    let marker = "MARKER-rekey";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let new_password = "new password for the rekey test";
     let mut command = scratch.secrets(&["secrets", "rekey", "--in", s(&enc)]);
     command.env("SECRETS_NEW_PASSWORD", new_password);
@@ -565,8 +602,8 @@ fn rekey_upgrades_legacy_files() {
 #[test]
 fn dry_run_changes_nothing() {
     let scratch = Scratch::new("dry-run");
-    let marker = "MARKER-dry-run";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let plain = scratch.work("secrets.tfvars");
     fs::write(&plain, plaintext(marker)).unwrap();
     let out = scratch.work("new.enc");
@@ -637,8 +674,8 @@ fn assert_editor_saw_a_private_temp_file(scratch: &Scratch) {
 #[test]
 fn edit_without_changes_rewrites_nothing() {
     let scratch = Scratch::new("edit-unchanged");
-    let marker = "MARKER-edit-unchanged";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let before = (fs::read(&enc).unwrap(), fs::metadata(&enc).unwrap().modified().unwrap());
     let (output, _, stderr) = edit(&scratch, &enc, &editor(&scratch, "exit 0"));
     assert!(output.status.success(), "{stderr}");
@@ -651,8 +688,8 @@ fn edit_without_changes_rewrites_nothing() {
 #[test]
 fn edit_with_changes_re_encrypts() {
     let scratch = Scratch::new("edit-changed");
-    let marker = "MARKER-edit-changed";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let (output, _, stderr) = edit(&scratch, &enc, &editor(&scratch, "printf 'api_key = \"added\"\\n' >> \"$1\""));
     assert!(output.status.success(), "{stderr}");
     assert_editor_saw_a_private_temp_file(&scratch);
@@ -665,8 +702,8 @@ fn edit_with_changes_re_encrypts() {
 #[test]
 fn edit_with_a_failing_editor_changes_nothing() {
     let scratch = Scratch::new("edit-failing");
-    let marker = "MARKER-edit-failing";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let before = fs::read(&enc).unwrap();
     let editor = editor(&scratch, "printf 'api_key = \"lost\"\\n' >> \"$1\"\nexit 1");
     let mut command = scratch.secrets(&["secrets", "edit", "--in", s(&enc)]);
@@ -680,8 +717,8 @@ fn edit_with_a_failing_editor_changes_nothing() {
 #[test]
 fn edit_that_breaks_the_syntax_is_refused() {
     let scratch = Scratch::new("edit-broken");
-    let marker = "MARKER-edit-broken";
-    let enc = scratch.encrypted("secrets.tfvars.enc", marker);
+    let marker = FIXTURE_MARKER;
+    let enc = scratch.encrypted("secrets.tfvars.enc");
     let before = fs::read(&enc).unwrap();
     let editor = editor(&scratch, "printf 'broken = \\n' >> \"$1\"");
     let mut command = scratch.secrets(&["secrets", "edit", "--in", s(&enc)]);
@@ -705,7 +742,7 @@ fn the_pre_commit_hook_refuses_plaintext_and_broken_encrypted_files() {
     let (output, _, stderr) = checked(scratch.secrets(&["install-hooks", "--repo", s(&repo)]));
     assert!(output.status.success() && stderr.contains("already installed"), "{stderr}");
 
-    let good = scratch.encrypted("good.enc", "MARKER-hook");
+    let good = scratch.encrypted("good.enc");
     fs::create_dir(repo.join("env")).unwrap();
     // The hook learns which variables are secret from the tracked Terraform.
     fs::write(
