@@ -3,11 +3,12 @@
 //!   clippy with warnings denied, every unit test, the app's integration
 //!   tests against a throwaway Postgres, the task runner's tests that need
 //!   no Docker, Terraform or emulator (the `tests` test binary), and
-//!   Terraform formatting and validation;
+//!   Terraform formatting and validation; the tests that start moto (the
+//!   emulator; their names say `moto`) wait for test-all;
 //! - `cargo xtask test-docker` (tier 2, in its own module);
 //! - `cargo xtask test-all` (the full suite, what CI runs): tier 1, then the
 //!   task runner's end-to-end tests against Docker, Terraform and the
-//!   sandbox (the `e2e` test binary), several at a time: they spend most of
+//!   sandbox (the `e2e` test binary) and the moto tests, several at a time: they spend most of
 //!   their time waiting (Terraform's fixed waits, container health checks),
 //!   and each has its own sandbox, environment and ports.
 //!
@@ -95,7 +96,7 @@ impl Step {
             Step::Test => "cargo test (unit, app, fast task runner tests)",
             Step::TerraformFmt => "terraform fmt -check",
             Step::TerraformValidate => "terraform validate",
-            Step::EndToEnd => "cargo test -p xtask --test e2e",
+            Step::EndToEnd => "cargo test: end-to-end (e2e), moto and doc tests",
         }
     }
 }
@@ -198,32 +199,13 @@ impl TestLocal {
         };
         // Extra arguments that pick packages replace the tier's selection.
         let picks_packages = extra.iter().any(|arg| arg == "-p" || arg.starts_with("--package"));
-        // --no-fail-fast: one failing test binary must not hide the others.
-        let runs: Vec<Vec<String>> = match tier {
-            _ if picks_packages => vec![Vec::new()],
-            // Everything but the task runner's end-to-end binary.
-            Tier::Fast => vec![
-                strings(&["--workspace", "--exclude", "xtask"]),
-                strings(&["-p", "xtask", "--bins", "--test", "tests"]),
-            ],
-            Tier::EndToEnd { .. } => vec![strings(&["-p", "xtask", "--test", "e2e"])],
-        };
-        let threads = match tier {
-            // After the `--` of the extra arguments, if they have one.
-            Tier::EndToEnd { threads } if extra.iter().any(|arg| arg == "--") => {
-                vec![format!("--test-threads={threads}")]
-            }
-            Tier::EndToEnd { threads } => vec!["--".to_owned(), format!("--test-threads={threads}")],
-            Tier::Fast => Vec::new(),
+        let runs = match tier {
+            Tier::Fast if extra.is_empty() && nextest_installed(ctx) => fast_runs_with_nextest(),
+            _ => cargo_test_runs(tier, picks_packages, extra),
         };
         let mut outcome = Ok(Outcome::Passed);
-        for selection in runs {
-            let cmd = cargo(&ctx.sh)
-                .args(["test", "--no-fail-fast"])
-                .args(&selection)
-                .args(extra)
-                .args(&threads)
-                .env("DATABASE_URL", &database_url);
+        for args in runs {
+            let cmd = cargo(&ctx.sh).args(&args).env("DATABASE_URL", &database_url);
             let result = checked(ctx, "cargo test", cmd);
             if outcome.is_ok() {
                 outcome = result;
@@ -257,11 +239,77 @@ fn validation_stamp(root: &Path, terraform_version: &str) -> Result<String> {
     Ok(crate::support::fs::hex(&hasher.finish()))
 }
 
+/// The tests that start moto, the emulator, by name: test-all runs them,
+/// tier 1 does not (it needs no Docker, Terraform or emulator).
+const EMULATOR_TESTS: &str = "moto";
+
 /// Which tests a `cargo test` step runs.
 #[derive(Debug, Clone, Copy)]
 enum Tier {
     Fast,
     EndToEnd { threads: usize },
+}
+
+/// The `cargo test` runs of a tier, one after the other (cargo runs one
+/// test binary at a time). `--no-fail-fast`: one failing test binary must
+/// not hide the others.
+fn cargo_test_runs(tier: Tier, picks_packages: bool, extra: &[String]) -> Vec<Vec<String>> {
+    let selections: Vec<Vec<String>> = match tier {
+        _ if picks_packages => vec![Vec::new()],
+        // Everything but the task runner's end-to-end binary.
+        Tier::Fast => vec![
+            strings(&["--workspace", "--exclude", "xtask"]),
+            strings(&["-p", "xtask", "--bins", "--test", "tests"]),
+        ],
+        Tier::EndToEnd { .. } => vec![
+            strings(&["-p", "xtask", "--test", "e2e"]),
+            strings(&["-p", "testkit", "-p", "xtask-aws", EMULATOR_TESTS]),
+            // Tier 1 runs none with nextest (see fast_runs_with_nextest).
+            strings(&["--doc", "--workspace", "--exclude", "xtask"]),
+        ],
+    };
+    let harness = match tier {
+        _ if picks_packages => Vec::new(),
+        Tier::EndToEnd { threads } => vec![format!("--test-threads={threads}")],
+        Tier::Fast => strings(&["--skip", EMULATOR_TESTS]),
+    };
+    // After the `--` of the extra arguments, if they have one.
+    let threads = match extra.iter().any(|arg| arg == "--") {
+        _ if harness.is_empty() => Vec::new(),
+        true => harness,
+        false => [vec!["--".to_owned()], harness].concat(),
+    };
+    selections
+        .into_iter()
+        .map(|selection| [strings(&["test", "--no-fail-fast"]), selection, extra.to_vec(), threads.clone()].concat())
+        .collect()
+}
+
+/// Tier 1 with cargo-nextest: every test of every binary but the end-to-end
+/// one in one pool, so a binary's slow tail (a test that waits on a
+/// timeout, the secrets tests' key derivations) overlaps the others'
+/// instead of running after them; `cargo test` runs the binaries one by
+/// one. Four at a time on any machine: several tests wait on child
+/// processes or timers. nextest runs no doc tests, and the workspace has
+/// none: rustdoc's pass over the libraries (a second of a warm tier 1)
+/// runs in test-all, beside the moto tests.
+fn fast_runs_with_nextest() -> Vec<Vec<String>> {
+    let filter = format!("not (package(xtask) & binary(e2e)) & not test(/{EMULATOR_TESTS}/)");
+    let mut run = strings(&["nextest", "run", "--workspace", "--no-fail-fast", "--test-threads", "4"]);
+    run.extend(strings(&["--status-level", "fail", "-E", &filter]));
+    vec![run]
+}
+
+/// Whether `cargo nextest` runs here (it is optional: tier 1 falls back
+/// to `cargo test`, the same tests, slower).
+fn nextest_installed(ctx: &Ctx) -> bool {
+    let installed = cargo(&ctx.sh).args(["nextest", "--version"]).quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    if !installed {
+        ui::info(
+            "cargo-nextest is not installed: cargo test runs the test binaries one by one (`cargo install cargo-nextest --locked` runs them side by side)",
+        );
+    }
+    installed
 }
 
 fn strings(words: &[&str]) -> Vec<String> {
@@ -323,4 +371,48 @@ pub fn terraform_roots(root: &Path) -> Vec<PathBuf> {
     }
     roots.sort();
     roots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(runs: &[Vec<String>]) -> Vec<String> {
+        runs.iter().map(|run| run.join(" ")).collect()
+    }
+
+    #[test]
+    fn tier_1_leaves_the_end_to_end_and_moto_tests_to_test_all() {
+        let nextest = joined(&fast_runs_with_nextest());
+        assert_eq!(nextest.len(), 1, "{nextest:?}");
+        assert!(nextest[0].contains("not (package(xtask) & binary(e2e)) & not test(/moto/)"), "{nextest:?}");
+        let fallback = joined(&cargo_test_runs(Tier::Fast, false, &[]));
+        assert_eq!(
+            fallback,
+            [
+                "test --no-fail-fast --workspace --exclude xtask -- --skip moto",
+                "test --no-fail-fast -p xtask --bins --test tests -- --skip moto",
+            ]
+        );
+        let full = joined(&cargo_test_runs(Tier::EndToEnd { threads: 4 }, false, &[]));
+        assert_eq!(
+            full,
+            [
+                "test --no-fail-fast -p xtask --test e2e -- --test-threads=4",
+                "test --no-fail-fast -p testkit -p xtask-aws moto -- --test-threads=4",
+                "test --no-fail-fast --doc --workspace --exclude xtask -- --test-threads=4",
+            ]
+        );
+        // Extra arguments with their own `--` get the harness flags after it.
+        let extra = strings(&["--", "--nocapture"]);
+        assert_eq!(
+            joined(&cargo_test_runs(Tier::Fast, false, &extra))[0],
+            "test --no-fail-fast --workspace --exclude xtask -- --nocapture --skip moto"
+        );
+        // Extra arguments that pick packages are the whole selection.
+        assert_eq!(
+            joined(&cargo_test_runs(Tier::Fast, true, &strings(&["-p", "app"]))),
+            ["test --no-fail-fast -p app"]
+        );
+    }
 }
