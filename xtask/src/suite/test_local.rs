@@ -240,7 +240,8 @@ fn validation_stamp(root: &Path, terraform_version: &str) -> Result<String> {
 }
 
 /// The tests that start moto, the emulator, by name: test-all runs them,
-/// tier 1 does not (it needs no Docker, Terraform or emulator).
+/// tier 1 does not (it needs no Docker, Terraform or emulator). No other
+/// test may have it in its name: tier 1 would leave it out too.
 const EMULATOR_TESTS: &str = "moto";
 
 /// Which tests a `cargo test` step runs.
@@ -382,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn tier_1_leaves_the_end_to_end_and_moto_tests_to_test_all() {
+    fn tier_1_leaves_the_end_to_end_and_emulator_tests_to_test_all() {
         let nextest = joined(&fast_runs_with_nextest());
         assert_eq!(nextest.len(), 1, "{nextest:?}");
         assert!(nextest[0].contains("not (package(xtask) & binary(e2e)) & not test(/moto/)"), "{nextest:?}");
