@@ -4,7 +4,10 @@
 //!   tests against a throwaway Postgres, the task runner's tests that need
 //!   no Docker, Terraform or emulator (the `tests` test binary), and
 //!   Terraform formatting and validation; the tests that start moto (the
-//!   emulator; their names say `moto`) wait for test-all;
+//!   emulator; their names say `moto`) wait for test-all, and so does the
+//!   `xtask-aws` crate (its lints and tests): tier 1 never compiles the
+//!   AWS SDK, the everyday path's largest build, as the task runner itself
+//!   never does for tasks that do not talk to AWS;
 //! - `cargo xtask test-docker` (tier 2, in its own module);
 //! - `cargo xtask test-all` (the full suite, what CI runs): tier 1, then the
 //!   task runner's end-to-end tests against Docker, Terraform and the
@@ -70,7 +73,7 @@ pub fn test_all(ctx: &Ctx, test_threads: Option<usize>) -> Result<()> {
         (None, None) => 4,
     };
     let mut steps = Step::TIER_1.to_vec();
-    steps.push(Step::EndToEnd);
+    steps.extend([Step::AwsPath, Step::EndToEnd]);
     let suite = TestLocal { steps, cargo_test_args: Vec::new() };
     suite.run_steps(ctx, "test-all summary", threads)
 }
@@ -82,6 +85,8 @@ pub enum Step {
     Test,
     TerraformFmt,
     TerraformValidate,
+    /// Clippy and the tests of `xtask-aws` (only in test-all by default).
+    AwsPath,
     /// The task runner's end-to-end tests (only in test-all by default).
     EndToEnd,
 }
@@ -96,6 +101,7 @@ impl Step {
             Step::Test => "cargo test (unit, app, fast task runner tests)",
             Step::TerraformFmt => "terraform fmt -check",
             Step::TerraformValidate => "terraform validate",
+            Step::AwsPath => "xtask-aws (the AWS SDK path): clippy and tests",
             Step::EndToEnd => "cargo test: end-to-end (e2e), moto and doc tests",
         }
     }
@@ -127,8 +133,25 @@ impl TestLocal {
             Step::Clippy => checked(
                 ctx,
                 "cargo clippy",
-                cargo(sh).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+                cargo(sh).args([
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    AWS_CRATE,
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
             ),
+            Step::AwsPath => {
+                checked(
+                    ctx,
+                    "cargo clippy",
+                    cargo(sh).args(["clippy", "-p", AWS_CRATE, "--all-targets", "--", "-D", "warnings"]),
+                )?;
+                checked(ctx, "cargo test", cargo(sh).args(["test", "--no-fail-fast", "-p", AWS_CRATE]))
+            }
             Step::Test => self.run_tests(ctx, Tier::Fast),
             Step::EndToEnd => self.run_tests(ctx, Tier::EndToEnd { threads: e2e_threads }),
             Step::TerraformFmt => {
@@ -239,9 +262,14 @@ fn validation_stamp(root: &Path, terraform_version: &str) -> Result<String> {
     Ok(crate::support::fs::hex(&hasher.finish()))
 }
 
+/// The crate of the AWS SDK calls: its build is the largest of the
+/// workspace, and only test-all builds it.
+const AWS_CRATE: &str = "xtask-aws";
+
 /// The tests that start moto, the emulator, by name: test-all runs them,
-/// tier 1 does not (it needs no Docker, Terraform or emulator). No other
-/// test may have it in its name: tier 1 would leave it out too.
+/// tier 1 does not (it needs no Docker, Terraform or emulator): testkit's
+/// here, xtask-aws's with the rest of that crate. No other test may have
+/// it in its name (checked below): tier 1 would leave it out too.
 const EMULATOR_TESTS: &str = "moto";
 
 /// Which tests a `cargo test` step runs.
@@ -259,12 +287,12 @@ fn cargo_test_runs(tier: Tier, picks_packages: bool, extra: &[String]) -> Vec<Ve
         _ if picks_packages => vec![Vec::new()],
         // Everything but the task runner's end-to-end binary.
         Tier::Fast => vec![
-            strings(&["--workspace", "--exclude", "xtask"]),
+            strings(&["--workspace", "--exclude", "xtask", "--exclude", AWS_CRATE]),
             strings(&["-p", "xtask", "--bins", "--test", "tests"]),
         ],
         Tier::EndToEnd { .. } => vec![
             strings(&["-p", "xtask", "--test", "e2e"]),
-            strings(&["-p", "testkit", "-p", "xtask-aws", EMULATOR_TESTS]),
+            strings(&["-p", "testkit", EMULATOR_TESTS]),
             // Tier 1 runs none with nextest (see fast_runs_with_nextest).
             strings(&["--doc", "--workspace", "--exclude", "xtask"]),
         ],
@@ -296,7 +324,8 @@ fn cargo_test_runs(tier: Tier, picks_packages: bool, extra: &[String]) -> Vec<Ve
 /// runs in test-all, beside the moto tests.
 fn fast_runs_with_nextest() -> Vec<Vec<String>> {
     let filter = format!("not (package(xtask) & binary(e2e)) & not test(/{EMULATOR_TESTS}/)");
-    let mut run = strings(&["nextest", "run", "--workspace", "--no-fail-fast", "--test-threads", "4"]);
+    let mut run =
+        strings(&["nextest", "run", "--workspace", "--exclude", AWS_CRATE, "--no-fail-fast", "--test-threads", "4"]);
     run.extend(strings(&["--status-level", "fail", "-E", &filter]));
     vec![run]
 }
@@ -387,11 +416,12 @@ mod tests {
         let nextest = joined(&fast_runs_with_nextest());
         assert_eq!(nextest.len(), 1, "{nextest:?}");
         assert!(nextest[0].contains("not (package(xtask) & binary(e2e)) & not test(/moto/)"), "{nextest:?}");
+        assert!(nextest[0].contains("--workspace --exclude xtask-aws"), "{nextest:?}");
         let fallback = joined(&cargo_test_runs(Tier::Fast, false, &[]));
         assert_eq!(
             fallback,
             [
-                "test --no-fail-fast --workspace --exclude xtask -- --skip moto",
+                "test --no-fail-fast --workspace --exclude xtask --exclude xtask-aws -- --skip moto",
                 "test --no-fail-fast -p xtask --bins --test tests -- --skip moto",
             ]
         );
@@ -400,7 +430,7 @@ mod tests {
             full,
             [
                 "test --no-fail-fast -p xtask --test e2e -- --test-threads=4",
-                "test --no-fail-fast -p testkit -p xtask-aws moto -- --test-threads=4",
+                "test --no-fail-fast -p testkit moto -- --test-threads=4",
                 "test --no-fail-fast --doc --workspace --exclude xtask -- --test-threads=4",
             ]
         );
@@ -408,8 +438,32 @@ mod tests {
         let extra = strings(&["--", "--nocapture"]);
         assert_eq!(
             joined(&cargo_test_runs(Tier::Fast, false, &extra))[0],
-            "test --no-fail-fast --workspace --exclude xtask -- --nocapture --skip moto"
+            "test --no-fail-fast --workspace --exclude xtask --exclude xtask-aws -- --nocapture --skip moto"
         );
+        // Only the emulator's tests carry the word: tier 1 would leave any
+        // other out, and test-all's emulator run only looks in testkit.
+        let root = crate::support::fs::project_root();
+        let mut named = Vec::new();
+        let mut pending = vec![root.join("app"), root.join("xtask")];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|ext| ext == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+                    for pair in lines.windows(2) {
+                        if pair[0] == "#[test]"
+                            && pair[1].split('(').next().unwrap_or_default().contains(EMULATOR_TESTS)
+                        {
+                            named.push(format!("{}: {}", path.display(), pair[1]));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(named.is_empty(), "tests named like the emulator's outside testkit and xtask-aws: {named:?}");
         // Extra arguments that pick packages are the whole selection.
         assert_eq!(
             joined(&cargo_test_runs(Tier::Fast, true, &strings(&["-p", "app"]))),
