@@ -38,12 +38,7 @@ pub fn json_result(stdout: &str) -> serde_json::Value {
 /// GET over a new connection (HTTP/1.0) to 127.0.0.1: status and body, or
 /// None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    let response = raw_get(port, path, "localhost")?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
 }
@@ -51,15 +46,19 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// The status line and headers a GET over a new connection (HTTP/1.0, Host
 /// 127.0.0.1:port) is answered with; empty when nothing answers.
 pub fn http_head(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
+    let response = raw_get(port, path, &format!("127.0.0.1:{port}")).unwrap_or_default();
     response.split_once("\r\n\r\n").map_or(response.clone(), |(head, _)| head.to_owned() + "\r\n")
+}
+
+/// The whole answer to `GET path` (HTTP/1.0, `Host: host`) on 127.0.0.1:port.
+fn raw_get(port: u16, path: &str, host: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
 }
 
 /// Runs and returns the output; stdout and stderr as text.

@@ -83,9 +83,13 @@ impl Upstream {
 
 impl Router {
     pub fn new(upstream_file: PathBuf) -> Arc<Router> {
+        Router::with_patience(upstream_file, CONNECT_PATIENCE)
+    }
+
+    fn with_patience(upstream_file: PathBuf, connect_patience: Duration) -> Arc<Router> {
         Arc::new(Router {
             upstream_file,
-            connect_patience: CONNECT_PATIENCE,
+            connect_patience,
             state: Mutex::new(RouterState::default()),
             answered: Condvar::new(),
         })
@@ -525,12 +529,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         // The 502 tests wait the patience out; a tenth of it is plenty on
         // loopback.
-        let router = Arc::new(Router {
-            upstream_file: upstream_file.clone(),
-            connect_patience: CONNECT_PATIENCE / 10,
-            state: Mutex::new(RouterState::default()),
-            answered: Condvar::new(),
-        });
+        let router = Router::with_patience(upstream_file.clone(), CONNECT_PATIENCE / 10);
         let serving = router.clone();
         std::thread::spawn(move || serve(listener, serving));
         Proxy { port, router, upstream_file, _dir: dir }
