@@ -11,8 +11,9 @@
 //! - `cargo xtask test-docker` (tier 2, in its own module);
 //! - `cargo xtask test-all` (the full suite, what CI runs): tier 1, then the
 //!   task runner's end-to-end tests against Docker, Terraform and the
-//!   sandbox (the `e2e` test binary) and the moto tests, several at a time: they spend most of
-//!   their time waiting (Terraform's fixed waits, container health checks),
+//!   sandbox (the `e2e` test binary), several at a time, with the moto
+//!   tests and the doc tests; before them, clippy and the tests of
+//!   `xtask-aws`. The end-to-end tests spend most of their time waiting (Terraform's fixed waits, container health checks),
 //!   and each has its own sandbox, environment and ports.
 //!
 //! Every step runs even after one fails, so one run shows everything that
@@ -145,12 +146,14 @@ impl TestLocal {
                 ]),
             ),
             Step::AwsPath => {
-                checked(
+                // Both run, as every step does: a lint must not hide a test.
+                let lints = checked(
                     ctx,
                     "cargo clippy",
                     cargo(sh).args(["clippy", "-p", AWS_CRATE, "--all-targets", "--", "-D", "warnings"]),
-                )?;
-                checked(ctx, "cargo test", cargo(sh).args(["test", "--no-fail-fast", "-p", AWS_CRATE]))
+                );
+                let tests = checked(ctx, "cargo test", cargo(sh).args(["test", "--no-fail-fast", "-p", AWS_CRATE]));
+                lints.and(tests)
             }
             Step::Test => self.run_tests(ctx, Tier::Fast),
             Step::EndToEnd => self.run_tests(ctx, Tier::EndToEnd { threads: e2e_threads }),
@@ -303,14 +306,14 @@ fn cargo_test_runs(tier: Tier, picks_packages: bool, extra: &[String]) -> Vec<Ve
         Tier::Fast => strings(&["--skip", EMULATOR_TESTS]),
     };
     // After the `--` of the extra arguments, if they have one.
-    let threads = match extra.iter().any(|arg| arg == "--") {
+    let harness = match extra.iter().any(|arg| arg == "--") {
         _ if harness.is_empty() => Vec::new(),
         true => harness,
         false => [vec!["--".to_owned()], harness].concat(),
     };
     selections
         .into_iter()
-        .map(|selection| [strings(&["test", "--no-fail-fast"]), selection, extra.to_vec(), threads.clone()].concat())
+        .map(|selection| [strings(&["test", "--no-fail-fast"]), selection, extra.to_vec(), harness.clone()].concat())
         .collect()
 }
 
