@@ -31,11 +31,16 @@ locals {
   # the app's write rate limit reads the client from there and not from the
   # ALB's own address; extra_environment may change it (e.g. to 2 behind a
   # CDN) but not the settings after it.
+  #
+  # DB_SSLROOTCERT is the RDS CA bundle the image carries (docker/Dockerfile,
+  # the rds-ca stages), which the app verifies the database's certificate
+  # against.
   container_environment = merge({ TRUSTED_PROXY_HOPS = "1" }, var.extra_environment, {
-    PORT       = tostring(var.container_port)
-    RUST_LOG   = var.rust_log
-    APP_ENV    = var.environment
-    DB_SSLMODE = var.db_sslmode
+    PORT           = tostring(var.container_port)
+    RUST_LOG       = var.rust_log
+    APP_ENV        = var.environment
+    DB_SSLMODE     = var.db_sslmode
+    DB_SSLROOTCERT = "/etc/ssl/certs/rds-global-bundle.pem"
   })
 
   # What the service's container and the migration task's have in common:

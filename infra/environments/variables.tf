@@ -250,9 +250,9 @@ variable "rust_log" {
 }
 
 variable "db_sslmode" {
-  description = "DB_SSLMODE of the app: TLS to RDS. verify-full (the app's own default) needs the RDS CA bundle in the image (DB_SSLROOTCERT), which the image does not carry yet, so this stays require: encrypted, certificate not verified."
+  description = "DB_SSLMODE of the app: TLS to RDS, by default verified against the RDS CA bundle the image carries (DB_SSLROOTCERT) and the endpoint's name. require encrypts without checking who answers; it is only for an image whose bundle lacks the instance's CA."
   type        = string
-  default     = "require"
+  default     = "verify-full"
   validation {
     condition     = contains(["require", "verify-ca", "verify-full"], var.db_sslmode)
     error_message = "db_sslmode must be require, verify-ca or verify-full: RDS forces TLS (rds.force_ssl), so nothing weaker connects."

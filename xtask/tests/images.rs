@@ -121,6 +121,13 @@ fn build_image_offline_tags_labels_sbom_and_smoke_test() {
     assert!(!purls.iter().any(|purl| purl.starts_with("pkg:cargo/clap@")), "the SBOM lists xtask's dependencies");
     assert!(file_in_image(id, "/etc/passwd").contains(":10001:10001:"));
     assert!(file_in_image(id, "/etc/ssl/certs/ca-certificates.crt").contains("BEGIN CERTIFICATE"));
+    // An offline build carries the host's RDS CA bundle: without
+    // XTASK_RDS_CA_BUNDLE, the sandbox's RDS CA (the app verifies RDS with it).
+    let sandbox_rds_ca = project_root().join("target/sandbox-rds-ca/ca.pem");
+    assert_eq!(
+        file_in_image(id, "/etc/ssl/certs/rds-global-bundle.pem"),
+        std::fs::read_to_string(&sandbox_rds_ca).unwrap_or_else(|err| panic!("{}: {err}", sandbox_rds_ca.display()))
+    );
 
     // --smoke ran the image: healthy, the right commit, exit 0 on SIGTERM.
     let smoke = &built["smoke"];

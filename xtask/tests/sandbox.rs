@@ -203,8 +203,10 @@ impl TestSandbox {
 
     /// Runs SQL in an environment's database, the real PostgreSQL server
     /// behind the sandbox's RDS instance, connecting as the app does: with
-    /// the connection from its Secrets Manager secret, over TLS. Returns
-    /// psql's unaligned output.
+    /// the connection from its Secrets Manager secret, over TLS, verifying
+    /// the server's certificate and address against the sandbox's RDS CA
+    /// (what offline images carry as their RDS bundle). Returns psql's
+    /// unaligned output.
     pub fn database_query(&self, environment: &str, sql: &str) -> String {
         let secret = self.aws(&[
             "secretsmanager",
@@ -221,11 +223,12 @@ impl TestSandbox {
         let psql = which_psql();
         let output = Command::new(&psql)
             .arg(format!(
-                "host={} port={} dbname={} user={} sslmode=require",
+                "host={} port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
                 field("host"),
                 field("port"),
                 field("dbname"),
-                field("username")
+                field("username"),
+                project_root().join("target/sandbox-rds-ca/ca.pem").display()
             ))
             .args(["--no-psqlrc", "--tuples-only", "--no-align", "--command", sql])
             .env("PGPASSWORD", field("password"))

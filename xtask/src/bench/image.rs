@@ -47,6 +47,7 @@ pub fn image(ctx: &Ctx, app: &AppConfig) -> Result<Vec<Figure>> {
     let source = Source::read(sh)?;
     let buildkit = BuildKit::find(sh)?;
     vendor_crates(ctx)?;
+    crate::image::rds_ca::prepare_offline_bundle(ctx)?;
     let bench_dir = ctx.root.join("target/bench-image");
     let context = bench_dir.join("context");
     copy_build_context(&ctx.root, &context)?;
@@ -177,6 +178,10 @@ fn copy_build_context(root: &Path, context: &Path) -> Result<()> {
                 .with_context(|| format!("copying {}", manifest.display()))?;
         }
     }
+    let bundle = Path::new(crate::image::rds_ca::BUNDLE);
+    let bundle_dir = context.join(bundle.parent().expect("the bundle has a directory"));
+    fs::create_dir_all(&bundle_dir).with_context(|| format!("creating {}", bundle_dir.display()))?;
+    fs::copy(root.join(bundle), context.join(bundle)).with_context(|| format!("copying {}", bundle.display()))?;
     copy_tree(&root.join(VENDOR_DIR).join("crates"), &context.join(VENDOR_DIR).join("crates"), true)
 }
 

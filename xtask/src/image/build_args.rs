@@ -68,7 +68,8 @@ impl BuildMode {
 }
 
 /// The build arguments of a release build: what app/build.rs bakes in, the
-/// OCI labels, where crates come from, and whether to compile incrementally.
+/// OCI labels, where crates and the RDS CA bundle come from, and whether to
+/// compile incrementally.
 pub fn release_build_args(app: &AppIdentity, source: &Source, mode: BuildMode) -> Vec<(String, String)> {
     let mut args = vec![
         ("GIT_SHA".to_owned(), source.git_sha.clone()),
@@ -82,6 +83,7 @@ pub fn release_build_args(app: &AppIdentity, source: &Source, mode: BuildMode) -
         args.push(("SOURCE_URL".to_owned(), app.source_url.clone()));
     }
     args.extend(crates_build_arg(mode.offline));
+    args.extend(crate::image::rds_ca::build_arg(mode.offline));
     if mode.incremental {
         args.push(("INCREMENTAL".to_owned(), "1".to_owned()));
     }

@@ -10,6 +10,8 @@
 //! - `reproducible`: the step after the build that makes image IDs
 //!   reproducible;
 //! - `offline`: builds without network (local base images, vendored crates);
+//! - `rds_ca`: the RDS CA bundle the image carries (AWS's online, the
+//!   host's offline) and the sandbox's RDS CA;
 //! - `docker`: commands against the Docker daemon, and what it says about
 //!   images and containers;
 //! - `postgres`: the PostgreSQL the images are tested against;
@@ -24,6 +26,7 @@ pub mod docker;
 pub mod docker_build;
 pub mod offline;
 pub mod postgres;
+pub mod rds_ca;
 pub mod reproducible;
 pub mod smoke;
 pub mod source;

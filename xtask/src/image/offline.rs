@@ -55,8 +55,8 @@ impl BaseImages {
 }
 
 /// Gets an image build ready and says whether it runs offline: with
-/// `--offline` (or XTASK_OFFLINE) the local builder image and vendored
-/// crates; otherwise upstream base images, unless they cannot be had.
+/// `--offline` (or XTASK_OFFLINE) the local builder image, vendored crates
+/// and the host's RDS CA bundle; otherwise upstream base images, unless they cannot be had.
 ///
 /// Why the fallback: the README's first command must work on a fresh
 /// machine that cannot pull images (ours, and many corporate ones), and
@@ -68,6 +68,7 @@ pub fn prepare_build(ctx: &Ctx, requested_offline: bool) -> Result<bool> {
     if offline {
         require_local_rust_image(ctx)?;
         vendor_crates(ctx)?;
+        crate::image::rds_ca::prepare_offline_bundle(ctx)?;
     }
     Ok(offline)
 }

@@ -3,7 +3,7 @@
 //! environment, and the files it writes. `--dry-run` prints it, `up`
 //! carries it out, the state file records it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -54,7 +54,9 @@ pub(super) struct UpPlan {
 }
 
 impl UpPlan {
-    pub(super) fn new(sandbox: &SandboxEnvironment) -> Result<UpPlan> {
+    /// `rds_ca`: the directory of the sandbox's RDS CA (`image::rds_ca`),
+    /// which signs the certificates of the sandbox's RDS instances.
+    pub(super) fn new(sandbox: &SandboxEnvironment, rds_ca: &Path) -> Result<UpPlan> {
         let python = which_tool("python3")?;
         let docker_registry = which_tool("docker-registry")?;
         let xtask = crate::support::exec::self_exe().context("finding the xtask binary (for the sync process)")?;
@@ -97,6 +99,7 @@ impl UpPlan {
                     ("XTASK_SANDBOX_DIR".to_owned(), sandbox.dir.display().to_string()),
                     ("XTASK_SANDBOX_NAME".to_owned(), sandbox.name.clone()),
                     ("XTASK_SANDBOX_REGISTRY".to_owned(), sandbox.registry.clone()),
+                    ("XTASK_SANDBOX_RDS_CA".to_owned(), rds_ca.display().to_string()),
                 ],
                 address: format!("127.0.0.1:{moto_port}"),
                 log: sandbox.dir.join("moto.log"),

@@ -15,8 +15,9 @@ PostgreSQL binaries, under the sandbox's directory
 - Only TLS connections are accepted, as RDS for PostgreSQL 15 and later
   does by default (rds.force_ssl = 1,
   https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/PostgreSQL.Concepts.General.SSL.html),
-  with a self-signed certificate made by the openssl CLI (RDS's certificate
-  is signed by the RDS CA, which the sandbox does not have).
+  with a certificate for the endpoint's address signed by the sandbox's
+  RDS CA (XTASK_SANDBOX_RDS_CA), as RDS's is signed by the RDS CA that
+  clients verify it with; self-signed when no CA is given.
 - The endpoint is an address of the instance's own on the instance's port:
   on AWS, Endpoint.Port is the port asked for, and the Terraform provider
   reads `port` back from it, so a different port would be drift. The
@@ -33,7 +34,8 @@ PostgreSQL binaries, under the sandbox's directory
   deletes its data.
 
 Settings come from the environment `sandbox up` starts moto with:
-XTASK_SANDBOX_DIR. Without it moto's RDS is left as it is.
+XTASK_SANDBOX_DIR (without it moto's RDS is left as it is) and
+XTASK_SANDBOX_RDS_CA.
 """
 
 import glob
@@ -53,6 +55,8 @@ from moto.rds import models as rds_models
 
 SANDBOX_DIR = os.environ.get("XTASK_SANDBOX_DIR")
 SANDBOX_NAME = os.environ.get("XTASK_SANDBOX_NAME", "sandbox")
+# The sandbox's RDS CA (ca.pem, ca.key), which signs the servers' certificates.
+RDS_CA_DIR = os.environ.get("XTASK_SANDBOX_RDS_CA")
 # The label `sandbox down` removes containers and networks by (as sandbox_tasks).
 LABEL = "xtask-sandbox"
 # The cluster's superuser, named as on RDS.
@@ -161,6 +165,7 @@ class Server:
         self.socket_dir = os.path.join(self.base, "socket")
         self.log_path = os.path.join(self.base, "postgres.log")
         self.address = "127.0.0.1"
+        self.certified_address = None
         self.port = None
         self.process = None
         # initdb and postgres refuse to run as root.
@@ -171,7 +176,6 @@ class Server:
         # sandbox left under the same name.
         shutil.rmtree(self.base, ignore_errors=True)
         os.makedirs(self.socket_dir)
-        self._certificate()
         superuser_password = os.path.join(self.base, "superuser-password")
         with open(os.open(superuser_password, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
             file.write(secrets.token_urlsafe(32) + "\n")
@@ -221,6 +225,7 @@ class Server:
         if self.address == "127.0.0.1":
             self.address = bridge_gateway(self.identifier) or self.address
         self.address, self.port = choose_endpoint(preferred_port, self.address, self.port)
+        self._certificate()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [
@@ -290,28 +295,60 @@ class Server:
             subprocess.run([docker, "network", "rm", network_name(self.identifier)], capture_output=True)
 
     def _certificate(self):
+        """The server's certificate, for the endpoint's address. RDS signs
+        it with the RDS CA of the instance's Region, which clients verify
+        with the bundle AWS publishes; here the sandbox's RDS CA
+        (XTASK_SANDBOX_RDS_CA, made by `sandbox up`, carried by offline
+        images as their RDS bundle) signs it, so the app's verify-full meets
+        what it meets on AWS: a name to match and a chain to check. Made
+        again whenever the address changes."""
+        if self.certified_address == self.address:
+            return
         crt, key = os.path.join(self.base, "server.crt"), os.path.join(self.base, "server.key")
-        self._run_checked(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "30",
-                "-subj",
-                f"/CN={self.identifier}.sandbox.rds",
-                "-keyout",
-                key,
-                "-out",
-                crt,
-            ],
-            as_user=False,
-        )
+        csr, extensions = os.path.join(self.base, "server.csr"), os.path.join(self.base, "server.ext")
+        subject = f"/CN={self.identifier}.sandbox.rds"
+        # P-256: no time to make, where RSA 2048 takes up to a second.
+        new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key]
+        if RDS_CA_DIR:
+            with open(extensions, "w") as file:
+                file.write(
+                    f"subjectAltName = IP:{self.address}\n"
+                    "basicConstraints = critical, CA:FALSE\n"
+                    "keyUsage = critical, digitalSignature\n"
+                    "extendedKeyUsage = serverAuth\n"
+                )
+            self._run_checked(["openssl", "req", "-new", *new_key, "-subj", subject, "-out", csr], as_user=False)
+            self._run_checked(
+                [
+                    "openssl",
+                    "x509",
+                    "-req",
+                    "-in",
+                    csr,
+                    "-CA",
+                    os.path.join(RDS_CA_DIR, "ca.pem"),
+                    "-CAkey",
+                    os.path.join(RDS_CA_DIR, "ca.key"),
+                    # Not -CAcreateserial: sandboxes share the CA's directory.
+                    "-set_serial",
+                    str(secrets.randbits(63)),
+                    "-days",
+                    "30",
+                    "-sha256",
+                    "-extfile",
+                    extensions,
+                    "-out",
+                    crt,
+                ],
+                as_user=False,
+            )
+        else:
+            self._run_checked(
+                ["openssl", "req", "-x509", *new_key, "-days", "30", "-subj", subject, "-out", crt], as_user=False
+            )
         os.chmod(key, 0o600)
         self._hand_over(crt, key)
+        self.certified_address = self.address
 
     def _single_user(self, statements):
         """Statements run by the postgres binary in single-user mode, before

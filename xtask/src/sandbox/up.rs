@@ -70,7 +70,8 @@ impl Up {
             })?;
         }
         check_tools()?;
-        let mut plan = UpPlan::new(sandbox)?;
+        let rds_ca = ctx.root.join(crate::image::rds_ca::SANDBOX_CA_DIR);
+        let mut plan = UpPlan::new(sandbox, &rds_ca)?;
         if would_all(ctx, &plan.steps(sandbox)) {
             return Ok(());
         }
@@ -86,7 +87,7 @@ impl Up {
                         "{err:#}\nanother process took a port sandbox up had picked: again on other ports"
                     ));
                     attempt += 1;
-                    plan = UpPlan::new(sandbox)?;
+                    plan = UpPlan::new(sandbox, &rds_ca)?;
                 }
                 result => break result?,
             }
@@ -124,6 +125,9 @@ fn start(ctx: &Ctx, sandbox: &SandboxEnvironment, plan: &UpPlan) -> Result<State
     for dir in [&sandbox.dir, &plan.registry_storage] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // The CA the sandbox's RDS signs its servers' certificates with: the
+    // one offline images carry (see image::rds_ca).
+    crate::image::rds_ca::sandbox_ca(ctx)?;
     for (file, text) in MOTO_LAUNCHER_FILES {
         write_atomic(&sandbox.dir.join(file), text.as_bytes(), 0o644)?;
     }
