@@ -323,3 +323,21 @@ fn push_names_a_missing_local_image_and_an_unreachable_docker_daemon() {
     assert!(!output.status.success());
     assert!(stderr.contains("AWS_ENDPOINT_URL is not set") && stderr.contains("sandbox up"), "{stderr}");
 }
+
+#[test]
+fn an_image_carrying_the_sandboxs_rds_ca_is_pushed_to_sandboxes_only() {
+    // The working tree's offline image: its RDS CA bundle is the sandbox's
+    // RDS CA (no XTASK_RDS_CA_BUNDLE here), which no real RDS presents.
+    let image = LocalImage::app("rds-ca");
+    let endpoint_url = format!("http://127.0.0.1:{}", testkit::free_port());
+    testkit::assert_loopback_endpoint(&endpoint_url);
+    let (output, _, stderr) = run(xtask_without_aws()
+        .env("AWS_ENDPOINT_URL", &endpoint_url)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("XTASK_RDS_CA_BUNDLE")
+        .args(["push", "--env", "dev", "--image", &image.reference]));
+    assert!(!output.status.success(), "pushed to dev:\n{stderr}");
+    assert!(stderr.contains("carries the sandbox's RDS CA") && stderr.contains("XTASK_RDS_CA_BUNDLE"), "{stderr}");
+}

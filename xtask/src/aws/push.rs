@@ -84,6 +84,9 @@ impl PushRequest {
         };
         let local_image = self.image.clone().unwrap_or_else(|| format!("{repository}:{tag}"));
         check_local_image(ctx, &local_image, self.image.is_some())?;
+        if !crate::config::is_sandbox(&environment_name) {
+            crate::image::rds_ca::refuse_sandbox_ca(ctx, &local_image, &environment_name)?;
+        }
         // Before anything leaves the machine: an image whose dependencies
         // have a known vulnerability is never pushed.
         let dependencies = if self.gate.fail_on_severity == Threshold::None {

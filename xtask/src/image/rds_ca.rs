@@ -134,6 +134,73 @@ pub fn sandbox_ca(ctx: &Ctx) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where the image keeps the bundle (docker/Dockerfile, infra's DB_SSLROOTCERT).
+pub const BUNDLE_IN_IMAGE: &str = "/etc/ssl/certs/rds-global-bundle.pem";
+
+/// Refuses an image whose RDS CA bundle is this checkout's sandbox RDS CA
+/// (an offline build without XTASK_RDS_CA_BUNDLE) on its way to
+/// `environment`, which is no sandbox: its tasks would refuse every real
+/// RDS certificate and the deploy would end in a rollback, long after the
+/// push could have said why.
+pub fn refuse_sandbox_ca(ctx: &Ctx, image: &str, environment: &str) -> Result<()> {
+    let Ok(sandbox_ca) = fs::read_to_string(ctx.root.join(SANDBOX_CA_DIR).join("ca.pem")) else {
+        // No sandbox CA on this machine: no image built here carries it.
+        return Ok(());
+    };
+    if ctx.would(format_args!("check that {image} does not carry the sandbox's RDS CA as its RDS bundle")) {
+        return Ok(());
+    }
+    let Some(bundle) = file_in_image(ctx, image, BUNDLE_IN_IMAGE)? else {
+        ui::warn(&format!(
+            "{image} has no {BUNDLE_IN_IMAGE}: its tasks cannot verify RDS (DB_SSLROOTCERT); rebuild it"
+        ));
+        return Ok(());
+    };
+    if bundle.contains(sandbox_ca.trim()) {
+        bail!(
+            "{image} carries the sandbox's RDS CA ({SANDBOX_CA_DIR}/ca.pem) as its RDS CA bundle, so on \
+             {environment:?} it could not verify the database and would not start: it is an offline build made \
+             without {BUNDLE_VARIABLE}. Build it with network (AWS's bundle is downloaded), or download \
+             https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem and set {BUNDLE_VARIABLE} to it"
+        );
+    }
+    Ok(())
+}
+
+/// A file of an image, read by copying it out of a created (never started,
+/// so any entry point will do) container; `None` when the image has no
+/// such file.
+fn file_in_image(ctx: &Ctx, image: &str, path: &str) -> Result<Option<String>> {
+    let sh = &ctx.sh;
+    let container = sh
+        .cmd("docker")
+        .args(["create", "--entrypoint", "/never-run", image])
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .with_context(|| format!("creating a container of {image} to read {path} (docker create)"))?;
+    let container = container.trim().to_owned();
+    let copied = sh.cmd("docker").args(["cp", &format!("{container}:{path}"), "-"]).quiet().ignore_stderr().output();
+    let _ = sh.cmd("docker").args(["rm", &container]).quiet().ignore_stdout().ignore_stderr().run();
+    match copied {
+        Ok(output) if output.status.success() => Ok(Some(tar_member(&output.stdout))),
+        _ => Ok(None),
+    }
+}
+
+/// The content of the one file of a tar stream (what `docker cp ... -`
+/// writes): after the 512-byte header, as many bytes as the header's size
+/// field (octal, bytes 124..136) says.
+fn tar_member(tar: &[u8]) -> String {
+    let size = tar
+        .get(124..136)
+        .and_then(|field| std::str::from_utf8(field).ok())
+        .and_then(|field| usize::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok())
+        .unwrap_or(0);
+    let content = tar.get(512..512 + size).unwrap_or_default();
+    String::from_utf8_lossy(content).into_owned()
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
@@ -157,14 +224,23 @@ mod tests {
             lines.contains(&"ADD https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /global-bundle.pem")
         );
         assert!(lines.contains(&format!("COPY {BUNDLE} /global-bundle.pem").as_str()));
-        assert!(dockerfile.contains("/rootfs/etc/ssl/certs/rds-global-bundle.pem"));
+        assert!(dockerfile.contains(&format!("/rootfs{BUNDLE_IN_IMAGE}")));
         let ignore = fs::read_to_string(root.join("docker/Dockerfile.dockerignore")).unwrap();
         assert!(ignore.lines().any(|line| line.trim() == format!("!{BUNDLE}")), "the ignore file must let {BUNDLE} in");
         // What infra tells the app to verify against is what the image carries.
         let ecs = fs::read_to_string(root.join("infra/environments/ecs.tf")).unwrap();
-        assert!(ecs.contains("DB_SSLROOTCERT = \"/etc/ssl/certs/rds-global-bundle.pem\""), "ecs.tf: {ecs}");
+        assert!(ecs.contains(&format!("DB_SSLROOTCERT = \"{BUNDLE_IN_IMAGE}\"")), "ecs.tf: {ecs}");
         assert_eq!(build_arg(true), Some(("RDS_CA".to_owned(), "file".to_owned())));
         assert_eq!(build_arg(false), None);
+    }
+
+    #[test]
+    fn the_one_file_of_a_tar_stream_is_read_by_its_size() {
+        let mut tar = vec![0u8; 512];
+        tar[124..136].copy_from_slice(b"00000000005\0");
+        tar.extend_from_slice(b"hello, and padding");
+        assert_eq!(tar_member(&tar), "hello");
+        assert_eq!(tar_member(b"short"), "");
     }
 
     #[test]
