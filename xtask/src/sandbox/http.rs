@@ -29,12 +29,18 @@ impl<'a> Request<'a> {
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value (names compare without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
     }
 }
 
@@ -79,7 +85,7 @@ pub fn send(address: &str, request: &Request<'_>) -> Result<Response> {
     } else {
         read_body(&mut reader, &headers, true).with_context(|| format!("reading the answer to {}", describe()))?
     };
-    Ok(Response { status, body })
+    Ok(Response { status, headers, body })
 }
 
 /// Reads one request from a client connection; None when the client

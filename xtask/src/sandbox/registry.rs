@@ -40,7 +40,28 @@ pub(super) fn write_htpasswd(path: &Path, user: &str, password: &str) -> Result<
 
 /// The registry's configuration: htpasswd auth, storage under the sandbox
 /// directory, and a notification for every manifest push sent to the sync.
-pub(super) fn registry_config(storage: &Path, htpasswd: &Path, registry_address: &str, sync_address: &str) -> String {
+/// The response header by which `up` knows its own registry (see
+/// `registry_config`).
+pub(super) const INSTANCE_HEADER: &str = "X-Xtask-Sandbox-Registry";
+
+/// True when `response` (to `GET /v2/` without credentials) comes from the
+/// registry started with `instance`: up, asking for credentials, and ours.
+pub(super) fn is_instance(response: &super::http::Response, instance: &str) -> bool {
+    response.status == 401 && response.header(INSTANCE_HEADER) == Some(instance)
+}
+
+/// The registry's configuration. Every answer carries `INSTANCE_HEADER:
+/// <instance>`: should another process take the registry's port between
+/// `up`'s check and the registry's start (two sandboxes picking one free
+/// port), the registry exits on the bind error while the other process
+/// goes on answering, and only the header tells the two apart.
+pub(super) fn registry_config(
+    storage: &Path,
+    htpasswd: &Path,
+    registry_address: &str,
+    sync_address: &str,
+    instance: &str,
+) -> String {
     // JSON strings are valid YAML scalars, whatever the path contains.
     let quote = |path: &Path| json!(path.display().to_string()).to_string();
     format!(
@@ -54,6 +75,8 @@ storage:
     enabled: true
 http:
   addr: {registry_address}
+  headers:
+    {INSTANCE_HEADER}: [{instance}]
 auth:
   htpasswd:
     realm: xtask-sandbox
@@ -74,6 +97,7 @@ notifications:
         storage = quote(storage),
         htpasswd = quote(htpasswd),
         events = sync::EVENTS_PATH,
+        instance = json!(instance),
     )
 }
 
@@ -82,12 +106,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_registry_with_our_instance_header_is_ours() {
+        let answer = |status: u16, headers: &[(&str, &str)]| super::super::http::Response {
+            status,
+            headers: headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
+            body: Vec::new(),
+        };
+        assert!(is_instance(&answer(401, &[("x-xtask-sandbox-registry", "c0ffee")]), "c0ffee"));
+        // Another sandbox's registry on the port we picked, or anything else.
+        assert!(!is_instance(&answer(401, &[(INSTANCE_HEADER, "0ther")]), "c0ffee"));
+        assert!(!is_instance(&answer(401, &[]), "c0ffee"));
+        assert!(!is_instance(&answer(200, &[(INSTANCE_HEADER, "c0ffee")]), "c0ffee"));
+    }
+
+    #[test]
     fn registry_config_notifies_the_sync_of_manifest_pushes_only() {
         let dir = Path::new("/tmp/sand box/registry");
-        let config = registry_config(&dir.join("storage"), &dir.join("htpasswd"), "127.0.0.1:5055", "127.0.0.1:6000");
+        let config =
+            registry_config(&dir.join("storage"), &dir.join("htpasswd"), "127.0.0.1:5055", "127.0.0.1:6000", "c0ffee");
         assert!(config.contains("addr: 127.0.0.1:5055"), "{config}");
         assert!(config.contains("url: http://127.0.0.1:6000/events"), "{config}");
         assert!(config.contains("rootdirectory: \"/tmp/sand box/registry/storage\""), "{config}");
         assert!(config.contains("- application/octet-stream"), "{config}");
+        assert!(config.contains("    X-Xtask-Sandbox-Registry: [\"c0ffee\"]"), "{config}");
     }
 }

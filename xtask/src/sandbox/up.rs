@@ -21,7 +21,7 @@ use crate::{
     support::{
         ctx::Ctx,
         daemon::{self, Daemon, Launch, LogMode, Output},
-        fs::write_atomic,
+        fs::{hex, write_atomic},
         ui,
     },
 };
@@ -164,13 +164,24 @@ fn start(ctx: &Ctx, sandbox: &SandboxEnvironment, plan: &UpPlan) -> Result<State
     })?;
 
     ui::step(&format!("starting the registry on {}", sandbox.registry));
-    let config =
-        registry::registry_config(&plan.registry_storage, &plan.htpasswd, &sandbox.registry, &plan.sync.address);
+    let mut nonce = [0u8; 8];
+    openssl::rand::rand_bytes(&mut nonce).context("making the registry's instance name")?;
+    let instance = hex(&nonce);
+    let config = registry::registry_config(
+        &plan.registry_storage,
+        &plan.htpasswd,
+        &sandbox.registry,
+        &plan.sync.address,
+        &instance,
+    );
     write_atomic(&plan.registry_config, config.as_bytes(), 0o644)?;
     started.push(Started::spawn(&plan.registry)?);
     started[2].wait_until_ready(Duration::from_secs(30), || {
-        // 401: up, and asking for the credentials it was given.
-        http::send(&sandbox.registry, &http::Request::get("/v2/")).is_ok_and(|r| r.status == 401)
+        // 401: up, and asking for the credentials it was given; ours, not
+        // whatever else listens there (then ours exits on the bind error,
+        // and the wait fails with its log).
+        http::send(&sandbox.registry, &http::Request::get("/v2/"))
+            .is_ok_and(|response| registry::is_instance(&response, &instance))
     })?;
 
     let state = State {
