@@ -17,7 +17,7 @@ PostgreSQL binaries, under the sandbox's directory
   https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/PostgreSQL.Concepts.General.SSL.html),
   with a certificate for the endpoint's address signed by the sandbox's
   RDS CA (XTASK_SANDBOX_RDS_CA), as RDS's is signed by the RDS CA that
-  clients verify it with; self-signed when no CA is given.
+  clients verify it with.
 - The endpoint is an address of the instance's own on the instance's port:
   on AWS, Endpoint.Port is the port asked for, and the Terraform provider
   reads `port` back from it, so a different port would be drift. The
@@ -309,43 +309,40 @@ class Server:
         subject = f"/CN={self.identifier}.sandbox.rds"
         # P-256: no time to make, where RSA 2048 takes up to a second.
         new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key]
-        if RDS_CA_DIR:
-            with open(extensions, "w") as file:
-                file.write(
-                    f"subjectAltName = IP:{self.address}\n"
-                    "basicConstraints = critical, CA:FALSE\n"
-                    "keyUsage = critical, digitalSignature\n"
-                    "extendedKeyUsage = serverAuth\n"
-                )
-            self._run_checked(["openssl", "req", "-new", *new_key, "-subj", subject, "-out", csr], as_user=False)
-            self._run_checked(
-                [
-                    "openssl",
-                    "x509",
-                    "-req",
-                    "-in",
-                    csr,
-                    "-CA",
-                    os.path.join(RDS_CA_DIR, "ca.pem"),
-                    "-CAkey",
-                    os.path.join(RDS_CA_DIR, "ca.key"),
-                    # Not -CAcreateserial: sandboxes share the CA's directory.
-                    "-set_serial",
-                    str(secrets.randbits(63)),
-                    "-days",
-                    "30",
-                    "-sha256",
-                    "-extfile",
-                    extensions,
-                    "-out",
-                    crt,
-                ],
-                as_user=False,
+        if not RDS_CA_DIR:
+            raise RuntimeError("XTASK_SANDBOX_RDS_CA is not set: start the sandbox with `cargo xtask sandbox up`")
+        with open(extensions, "w") as file:
+            file.write(
+                f"subjectAltName = IP:{self.address}\n"
+                "basicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature\n"
+                "extendedKeyUsage = serverAuth\n"
             )
-        else:
-            self._run_checked(
-                ["openssl", "req", "-x509", *new_key, "-days", "30", "-subj", subject, "-out", crt], as_user=False
-            )
+        self._run_checked(["openssl", "req", "-new", *new_key, "-subj", subject, "-out", csr], as_user=False)
+        self._run_checked(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                os.path.join(RDS_CA_DIR, "ca.pem"),
+                "-CAkey",
+                os.path.join(RDS_CA_DIR, "ca.key"),
+                # Not -CAcreateserial: sandboxes share the CA's directory.
+                "-set_serial",
+                str(secrets.randbits(63)),
+                "-days",
+                "30",
+                "-sha256",
+                "-extfile",
+                extensions,
+                "-out",
+                crt,
+            ],
+            as_user=False,
+        )
         os.chmod(key, 0o600)
         self._hand_over(crt, key)
         self.certified_address = self.address
