@@ -109,7 +109,7 @@ fn json_makes_every_stdout_line_an_event_and_ends_with_the_task_outcome() {
 
 fn completion_script(shell: &str) -> String {
     let (output, stdout, stderr) = run(xtask().args(["completions", shell]));
-    assert!(output.status.success(), "completions {shell} failed:\n{stderr}");
+    assert!(output.status.success(), "completions {shell} failed:\n{}", crate::support::errors_first(&stderr));
     for task in ["deploy", "status", "rollback", "promote", "infra"] {
         assert!(stdout.contains(task), "the {shell} script does not name {task}:\n{stdout}");
     }

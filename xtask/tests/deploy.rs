@@ -30,7 +30,12 @@ fn deploy_flags(sandbox: &TestSandbox) -> Vec<String> {
 fn deploy(sandbox: &TestSandbox, image: &LocalImage) -> String {
     let (output, stdout, stderr) =
         run(sandbox.xtask().arg("deploy").args(deploy_flags(sandbox)).args(["--image", &image.reference]));
-    assert!(output.status.success(), "deploy of {} failed:\n{stderr}", image.reference);
+    assert!(
+        output.status.success(),
+        "deploy of {} failed:\n{}",
+        image.reference,
+        crate::support::errors_first(&stderr)
+    );
     for step in [
         "take the deploy lock",
         "build and push the image",
@@ -83,7 +88,7 @@ fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle:
 
 fn live_image(sandbox: &TestSandbox) -> (String, String) {
     let (output, stdout, stderr) = run(sandbox.xtask().arg("status"));
-    assert!(output.status.success(), "status failed:\n{stderr}");
+    assert!(output.status.success(), "status failed:\n{}", crate::support::errors_first(&stderr));
     let live = stdout.lines().find(|line| line.contains(": live ")).unwrap_or_else(|| panic!("{stdout}")).to_owned();
     (live, stdout)
 }
@@ -92,7 +97,7 @@ fn live_image(sandbox: &TestSandbox) -> (String, String) {
 fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     let sandbox = TestSandbox::up("sandboxdep");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    assert!(output.status.success(), "infra apply failed:\n{}", crate::support::errors_first(&stderr));
 
     let first = LocalImage::app("deploy-one");
     let second = LocalImage::app("deploy-two");
@@ -113,7 +118,7 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
         .args(["--verbose", "--dry-run", "deploy"])
         .args(deploy_flags(&sandbox))
         .args(["--image", &second.reference]));
-    assert!(output.status.success(), "dry-run deploy failed:\n{stderr}");
+    assert!(output.status.success(), "dry-run deploy failed:\n{}", crate::support::errors_first(&stderr));
     for planned in [
         "would call: dynamodb.put_item (the deploy lock of sandboxdep",
         "would run: docker push ",
@@ -127,13 +132,13 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     let reads = stderr.lines().filter(|line| line.starts_with("read ") && line.ends_with(" environments)")).count();
     assert_eq!(reads, 1, "deploy.toml was read {reads} times in one run:\n{stderr}");
     let (output, stdout, stderr) = run(sandbox.xtask().args(["--dry-run", "infra", "apply", "--yes"]));
-    assert!(output.status.success(), "dry-run infra apply failed:\n{stderr}");
+    assert!(output.status.success(), "dry-run infra apply failed:\n{}", crate::support::errors_first(&stderr));
     assert!(stdout.lines().all(|line| line.starts_with("would ") || line.contains('\t')), "{stdout}");
     assert_eq!(live_image(&sandbox).0, live, "a dry run changed what runs");
 
     // Migrations on their own: a one-off task of the running image.
     let (output, _, stderr) = run(sandbox.xtask().arg("migrate"));
-    assert!(output.status.success(), "migrate failed:\n{stderr}");
+    assert!(output.status.success(), "migrate failed:\n{}", crate::support::errors_first(&stderr));
     assert!(stderr.contains("migrations applied (exit code 0)") && stderr.contains(&first_deployed), "{stderr}");
 
     // No drift: the plan reads the running image from the state.
@@ -184,7 +189,7 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
 
     // Rollback returns to the last successful release, by digest.
     let (output, stdout, stderr) = run(sandbox.xtask().args(["rollback", "--yes"]));
-    assert!(output.status.success(), "rollback failed:\n{stderr}");
+    assert!(output.status.success(), "rollback failed:\n{}", crate::support::errors_first(&stderr));
     assert_eq!(stdout.lines().last().unwrap_or_default(), first_deployed, "{stdout}");
     let (live, history) = live_image(&sandbox);
     assert!(live.contains(&first_deployed), "{history}");
@@ -254,7 +259,7 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
     assert!(!log.contains("could not release the deploy lock"), "{log}");
     // ECS goes on with the rollout the deploy stopped watching: the ledger
     // says unknown, and the next status reads what ECS did.
-    assert_unknown_then_settled(&sandbox, "interrupted while ECS rolled out", &first_deployed);
+    let second_live = assert_unknown_then_settled(&sandbox, "interrupted while ECS rolled out", &first_deployed);
     // The lock went with the interrupted deploy.
     let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));
     assert!(output.status.success() && stderr.contains("sandboxdep is not locked"), "{stderr}");
@@ -272,14 +277,15 @@ fn deploy_status_no_drift_lock_rollback_and_ctrl_c_keep_the_digest() {
         stderr.contains("the rollout did not finish within 3s") && stderr.contains("tracking deployment"),
         "{stderr}"
     );
-    let second_live = live_image(&sandbox).0;
+    // No `status` before the ledger is read: status settles an unknown
+    // release, and under load ECS may have finished by then.
     assert_unknown_then_settled(&sandbox, "the wait timed out while ECS rolled out", &second_live);
 }
 
 /// The newest release's record says `unknown` (with `reason`), and `status`
 /// settles it from what ECS does: the rollout completes, and the release
-/// replaces `before` as live.
-fn assert_unknown_then_settled(sandbox: &TestSandbox, reason: &str, before: &str) {
+/// replaces `before` as live. Returns the live line `status` then prints.
+fn assert_unknown_then_settled(sandbox: &TestSandbox, reason: &str, before: &str) -> String {
     let unknown = sandbox.aws(&[
         "dynamodb",
         "scan",
@@ -294,11 +300,11 @@ fn assert_unknown_then_settled(sandbox: &TestSandbox, reason: &str, before: &str
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let (output, stdout, stderr) = run(sandbox.xtask().arg("status"));
-        assert!(output.status.success(), "status failed:\n{stderr}");
+        assert!(output.status.success(), "status failed:\n{}", crate::support::errors_first(&stderr));
         if stderr.contains("ECS says succeeded") {
             let live = stdout.lines().find(|line| line.contains(": live ")).unwrap_or_default();
             assert!(!live.is_empty() && !before.contains(live.split_whitespace().nth(2).unwrap_or(before)), "{stdout}");
-            return;
+            return live.to_owned();
         }
         assert!(
             stderr.contains("is still rolling out in ECS") && std::time::Instant::now() < deadline,
@@ -316,7 +322,7 @@ fn assert_unknown_then_settled(sandbox: &TestSandbox, reason: &str, before: &str
 fn promotion_takes_the_digest_live_in_the_previous_environment_unchanged() {
     let sandbox = TestSandbox::up("sandboxpro");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    assert!(output.status.success(), "infra apply failed:\n{}", crate::support::errors_first(&stderr));
     let deployed = deploy(&sandbox, &LocalImage::app("promote"));
 
     let mut config = std::fs::read_to_string(&sandbox.config_path).unwrap();
@@ -327,7 +333,7 @@ fn promotion_takes_the_digest_live_in_the_previous_environment_unchanged() {
     std::fs::write(&sandbox.config_path, config).unwrap();
     let _qa_terraform = RemoveOnDrop(crate::support::project_root().join("target/terraform/sandboxpqa"));
     let (output, _, stderr) = run(sandbox.xtask().args(["--env", "sandboxpqa", "infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply of sandboxpqa failed:\n{stderr}");
+    assert!(output.status.success(), "infra apply of sandboxpqa failed:\n{}", crate::support::errors_first(&stderr));
 
     let (output, _, stderr) =
         run(sandbox.xtask().args(["promote", "--from", "sandboxpqa", "--to", "sandboxpro", "--yes"]));
@@ -336,7 +342,7 @@ fn promotion_takes_the_digest_live_in_the_previous_environment_unchanged() {
 
     let (output, stdout, stderr) =
         run(sandbox.xtask().args(["--dry-run", "promote", "--from", "sandboxpro", "--to", "sandboxpqa", "--yes"]));
-    assert!(output.status.success(), "dry-run promote failed:\n{stderr}");
+    assert!(output.status.success(), "dry-run promote failed:\n{}", crate::support::errors_first(&stderr));
     assert!(
         stdout.contains("would call: ecr.put_image ") && stdout.contains("would call: ecs.update_service "),
         "{stdout}"
@@ -344,7 +350,7 @@ fn promotion_takes_the_digest_live_in_the_previous_environment_unchanged() {
     assert!(stdout.contains("would check that sandboxpqa runs sha256:"), "{stdout}");
     let (output, _, stderr) =
         run(sandbox.xtask().args(["promote", "--from", "sandboxpro", "--to", "sandboxpqa", "--yes"]));
-    assert!(output.status.success(), "promote failed:\n{stderr}");
+    assert!(output.status.success(), "promote failed:\n{}", crate::support::errors_first(&stderr));
     let digest = deployed.split_once('@').unwrap().1;
     assert!(stderr.contains(&format!("sandboxpqa runs {digest}, the digest live in sandboxpro")), "{stderr}");
     assert!(!stderr.contains("build and push the image\n==> push"), "promotion rebuilt or pushed:\n{stderr}");
@@ -362,19 +368,19 @@ fn promotion_takes_the_digest_live_in_the_previous_environment_unchanged() {
 fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothing() {
     let mut sandbox = TestSandbox::up("sandboxbld");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    assert!(output.status.success(), "infra apply failed:\n{}", crate::support::errors_first(&stderr));
     // A deploy that builds this checkout (incrementally) runs the
     // migrations once; the next one with the same migrations against the
     // same database skips the task, and says why.
     let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)));
-    assert!(output.status.success(), "a deploy that builds failed:\n{stderr}");
+    assert!(output.status.success(), "a deploy that builds failed:\n{}", crate::support::errors_first(&stderr));
     assert!(stderr.contains("(offline, incremental)") || stderr.contains("(incremental)"), "{stderr}");
     assert!(stderr.contains("migrations applied (exit code 0)"), "{stderr}");
     // The same checkout again: ECS runs this digest already, so nothing is
     // registered, rolled out, migrated or recorded.
     let (_, before) = live_image(&sandbox);
     let (output, stdout, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)));
-    assert!(output.status.success(), "the same deploy again failed:\n{stderr}");
+    assert!(output.status.success(), "the same deploy again failed:\n{}", crate::support::errors_first(&stderr));
     assert!(stderr.contains("roll out: skipped, sandboxbld already runs"), "{stderr}");
     assert!(!stderr.contains("tracking deployment") && !stderr.contains("migration task"), "{stderr}");
     assert!(stdout.lines().last().unwrap_or_default().contains("/guestbook@sha256:"), "{stdout}");
@@ -382,7 +388,7 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
     assert_eq!(before, after, "a deploy that changed nothing was recorded");
     // --force rolls it out again; the migrations stay skipped, and say why.
     let (output, _, stderr) = run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).arg("--force"));
-    assert!(output.status.success(), "deploy --force failed:\n{stderr}");
+    assert!(output.status.success(), "deploy --force failed:\n{}", crate::support::errors_first(&stderr));
     assert!(stderr.contains("tracking deployment ecs-svc/"), "{stderr}");
     assert!(
         stderr.contains("run the database migrations: skipped, app/migrations is what the last deploy applied"),
@@ -418,7 +424,11 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
             .current_dir(&checkout)
             .arg("deploy")
             .args(deploy_flags(&sandbox)));
-        assert!(output.status.success(), "the dirty deploy {heading:?} failed:\n{stderr}");
+        assert!(
+            output.status.success(),
+            "the dirty deploy {heading:?} failed:\n{}",
+            crate::support::errors_first(&stderr)
+        );
         let tag = stderr
             .lines()
             .find_map(|line| line.strip_prefix("ok: built "))
@@ -446,7 +456,7 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
 fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
     let sandbox = TestSandbox::up("sandboxmig");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    assert!(output.status.success(), "infra apply failed:\n{}", crate::support::errors_first(&stderr));
     let service_task_definition = || {
         sandbox.aws(&[
             "ecs",
@@ -475,7 +485,7 @@ fn a_migration_that_fails_stops_the_deploy_before_the_rollout() {
     assert!(!output.status.success(), "a deploy with a vulnerable dependency succeeded:\n{stderr}");
     assert!(stderr.contains("RUSTSEC-2099-0042") && stderr.contains("was NOT pushed"), "{stderr}");
     let (output, stdout, stderr) = run(sandbox.xtask().arg("status"));
-    assert!(output.status.success(), "status failed:\n{stderr}");
+    assert!(output.status.success(), "status failed:\n{}", crate::support::errors_first(&stderr));
     let attempt = stdout.lines().find(|line| line.contains("FAILED")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(attempt.contains("(no image pushed)") && attempt.contains("deploy"), "{stdout}");
     assert!(!stdout.contains(": live "), "a failed deploy is live:\n{stdout}");
@@ -511,7 +521,11 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
     use std::os::unix::process::CommandExt;
     let sandbox = TestSandbox::up("sandboxunlock");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--stage", "repositories", "--yes"]));
-    assert!(output.status.success(), "applying the repositories stage failed:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "applying the repositories stage failed:\n{}",
+        crate::support::errors_first(&stderr)
+    );
     // Never migrated (the deploys stop at the lock, or fail before the
     // migrations: no environment stage here), so a one-file image will do.
     let image = LocalImage::import("lock-holder");
@@ -586,7 +600,7 @@ unsafe extern "C" {
 fn a_release_that_crashes_or_fails_its_health_check_is_rolled_back_by_the_circuit_breaker() {
     let sandbox = TestSandbox::up("sandboxcb");
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply failed:\n{stderr}");
+    assert!(output.status.success(), "infra apply failed:\n{}", crate::support::errors_first(&stderr));
     let good = deploy(&sandbox, &LocalImage::app("cb-good"));
     let runs = || {
         sandbox.aws(&[
@@ -668,14 +682,14 @@ fn a_deploy_with_migrations_runs_on_ec2_capacity_and_serves_https() {
         command
     };
     let (output, _, stderr) = run(xtask().args(["infra", "apply", "--yes"]));
-    assert!(output.status.success(), "infra apply on EC2 capacity failed:\n{stderr}");
+    assert!(output.status.success(), "infra apply on EC2 capacity failed:\n{}", crate::support::errors_first(&stderr));
     for resource in ["aws_autoscaling_group.ecs[0]", "aws_ecs_capacity_provider.ec2[0]", "aws_lb_listener.https[0]"] {
         assert!(stderr.contains(resource), "{resource} not applied:\n{stderr}");
     }
     let image = LocalImage::app("ec2");
     let (output, stdout, stderr) =
         run(xtask().arg("deploy").args(deploy_flags(&sandbox)).args(["--image", &image.reference]));
-    assert!(output.status.success(), "deploy on EC2 capacity failed:\n{stderr}");
+    assert!(output.status.success(), "deploy on EC2 capacity failed:\n{}", crate::support::errors_first(&stderr));
     assert!(
         stderr.contains("migrations applied (exit code 0)") && stderr.contains("smoke check GET /version"),
         "{stderr}"
@@ -708,7 +722,11 @@ fn a_deploy_with_migrations_runs_on_ec2_capacity_and_serves_https() {
         sandbox.aws(&["elbv2", "describe-load-balancers", "--query", "LoadBalancers[0].DNSName", "--output", "text"]);
     let url = format!("https://{}", balancer.trim());
     let (output, _, stderr) = run(xtask().args(["functional-test", "--no-browser", "--url", &url]));
-    assert!(output.status.success(), "the functional tests over HTTPS failed:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the functional tests over HTTPS failed:\n{}",
+        crate::support::errors_first(&stderr)
+    );
     assert!(stderr.contains("(and HSTS over HTTPS)"), "{stderr}");
     // Without the CA the client refuses the server.
     let (output, _, stderr) =

@@ -32,7 +32,7 @@ fn built() -> &'static serde_json::Value {
     BUILT.get_or_init(|| {
         ensure_builder_image();
         let (output, stdout, stderr) = run(xtask().args(["build-image", "--offline", "--json", "--smoke"]));
-        assert!(output.status.success(), "build-image failed:\n{stderr}");
+        assert!(output.status.success(), "build-image failed:\n{}", crate::support::errors_first(&stderr));
         crate::support::json_result(&stdout)
     })
 }

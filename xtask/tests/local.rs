@@ -31,7 +31,7 @@ fn parse_postgres_line(line: &str) -> Option<(u32, PathBuf)> {
 #[test]
 fn test_local_starts_a_throwaway_postgres_and_removes_it() {
     let (output, _, stderr) = run(&mut nested_test_local(0));
-    assert!(output.status.success(), "test-local failed:\n{stderr}");
+    assert!(output.status.success(), "test-local failed:\n{}", crate::support::errors_first(&stderr));
     let (pid, data_dir) = stderr
         .lines()
         .find_map(parse_postgres_line)

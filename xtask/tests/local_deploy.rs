@@ -39,9 +39,9 @@ static BUILT: OnceLock<Built> = OnceLock::new();
 pub(crate) fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         let (output, _, stderr) = run(xtask().arg("builder-image"));
-        assert!(output.status.success(), "builder-image failed:\n{stderr}");
+        assert!(output.status.success(), "builder-image failed:\n{}", crate::support::errors_first(&stderr));
         let (output, stdout, stderr) = run(xtask().args(["build-image", "--offline", "--json"]));
-        assert!(output.status.success(), "build-image failed:\n{stderr}");
+        assert!(output.status.success(), "build-image failed:\n{}", crate::support::errors_first(&stderr));
         let built = crate::support::json_result(&stdout);
         Built { id: built["id"].as_str().unwrap().to_owned(), git_sha: built["git_sha"].as_str().unwrap().to_owned() }
     })
@@ -199,7 +199,7 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     // cannot pull the base image (ours) must fall back to building offline.
     let (output, stdout, stderr) = run(environment.xtask().env_remove("XTASK_OFFLINE").arg("deploy"));
     let ok = output.status.success();
-    assert!(ok, "deploy failed:\n{stderr}");
+    assert!(ok, "deploy failed:\n{}", crate::support::errors_first(&stderr));
     let pulled = Command::new("docker")
         .args(["image", "inspect", "rust:1.95-slim-bookworm", "--format", "{{.RepoDigests}}"])
         .output()
@@ -235,7 +235,7 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     let ledger = fs::read_to_string(environment.state_dir().join("releases.jsonl")).unwrap();
     let started = Instant::now();
     let (output, stdout, stderr) = run(environment.xtask().env_remove("XTASK_OFFLINE").arg("deploy"));
-    assert!(output.status.success(), "the same deploy again failed:\n{stderr}");
+    assert!(output.status.success(), "the same deploy again failed:\n{}", crate::support::errors_first(&stderr));
     assert!(stderr.contains("already runs") && stderr.contains("nothing to do"), "{stderr}");
     assert!(!stderr.contains("building "), "an unchanged commit was built again:\n{stderr}");
     assert_eq!(line_value(&stdout, "version: "), Some(first_sha.as_str()), "{stdout}");
@@ -247,7 +247,7 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     let second = environment.own_image(format!("guestbook-localtest:second-{}", std::process::id()));
     image_reporting(&first_id, &first_sha, SECOND_SHA, &second);
     let (ok, stdout, stderr) = environment.run(&["deploy", "--image", &second]);
-    assert!(ok, "the second deploy failed:\n{stderr}");
+    assert!(ok, "the second deploy failed:\n{}", crate::support::errors_first(&stderr));
     assert_eq!(line_value(&stdout, "version: "), Some(SECOND_SHA));
     assert_eq!(environment.served_sha(), SECOND_SHA);
     let containers = environment.containers();
@@ -259,14 +259,14 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     assert!(ok && stderr.contains("nothing to do"), "{stderr}");
     assert_eq!(environment.containers(), containers);
     let (ok, stdout, stderr) = environment.run(&["deploy", "--image", &second, "--force"]);
-    assert!(ok, "deploy --force failed:\n{stderr}");
+    assert!(ok, "deploy --force failed:\n{}", crate::support::errors_first(&stderr));
     assert_eq!(line_value(&stdout, "version: "), Some(SECOND_SHA));
     let forced = environment.containers();
     assert!(forced.len() == 1 && forced[0].0 != containers[0].0, "--force kept the container: {forced:?}");
 
     // Back to the first release.
     let (ok, stdout, stderr) = environment.run(&["rollback"]);
-    assert!(ok, "rollback failed:\n{stderr}");
+    assert!(ok, "rollback failed:\n{}", crate::support::errors_first(&stderr));
     assert_eq!(line_value(&stdout, "version: "), Some(first_sha.as_str()));
     assert_eq!(environment.served_sha(), first_sha);
 
@@ -274,7 +274,7 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     // moving its tag to another image changes nothing.
     docker(&["tag", &first_id, &second]);
     let (ok, _, stderr) = environment.run(&["rollback"]);
-    assert!(ok, "the second rollback failed:\n{stderr}");
+    assert!(ok, "the second rollback failed:\n{}", crate::support::errors_first(&stderr));
     assert_eq!(environment.served_sha(), SECOND_SHA, "the rollback followed the moved tag");
 
     let (ok, status, _) = environment.run(&["status"]);
@@ -295,7 +295,7 @@ fn deploy_builds_and_serves_the_commit_then_a_second_version_then_rolls_back_by_
     let database_pid: u32 = postmaster.lines().next().unwrap().parse().unwrap();
     for _ in 0..2 {
         let (ok, _, stderr) = environment.run(&["down"]);
-        assert!(ok, "down failed:\n{stderr}");
+        assert!(ok, "down failed:\n{}", crate::support::errors_first(&stderr));
     }
     assert!(environment.containers().is_empty());
     assert!(!process_alive(proxy_pid), "the proxy survived down");
@@ -309,7 +309,7 @@ fn a_release_that_never_gets_ready_is_removed_and_the_old_one_keeps_serving() {
     let built = built();
     let mut environment = Environment::new("broken");
     let (ok, _, stderr) = environment.run(&["deploy", "--image", &built.id]);
-    assert!(ok, "deploy failed:\n{stderr}");
+    assert!(ok, "deploy failed:\n{}", crate::support::errors_first(&stderr));
     let serving = environment.containers();
 
     let broken = environment.own_image(format!("guestbook-localtest:broken-{}", std::process::id()));
@@ -363,7 +363,7 @@ fn a_release_that_times_out_or_is_interrupted_is_removed_and_recorded() {
     let built = built();
     let mut environment = Environment::new("hung");
     let (ok, _, stderr) = environment.run(&["deploy", "--image", &built.id]);
-    assert!(ok, "deploy failed:\n{stderr}");
+    assert!(ok, "deploy failed:\n{}", crate::support::errors_first(&stderr));
     let serving = environment.containers();
     let hung = environment.own_image(format!("guestbook-localtest:hung-{}", std::process::id()));
     hung_image(&hung);
@@ -436,7 +436,7 @@ fn dry_run_prints_the_plan_and_changes_nothing_and_down_is_idempotent() {
 
     for _ in 0..2 {
         let (ok, _, stderr) = environment.run(&["down", "--volumes"]);
-        assert!(ok, "down of an environment that never ran failed:\n{stderr}");
+        assert!(ok, "down of an environment that never ran failed:\n{}", crate::support::errors_first(&stderr));
     }
     let (output, _, stderr) = run(xtask().args(["--env", "sandbox", "down"]));
     assert!(!output.status.success());
@@ -525,7 +525,7 @@ fn keep_alive_clients_lose_no_request_across_two_switches() {
     let built = built();
     let (output, stdout, stderr) =
         run(xtask().env("XTASK_BENCH_IMAGE", &built.id).env("XTASK_BENCH_SHORT", "1").args(["bench", "local-switch"]));
-    assert!(output.status.success(), "bench local-switch failed:\n{stderr}");
+    assert!(output.status.success(), "bench local-switch failed:\n{}", crate::support::errors_first(&stderr));
     let row = |name: &str| {
         let line =
             stdout.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("no {name:?} row:\n{stdout}"));

@@ -131,7 +131,7 @@ fn apply_repositories(sandbox: &TestSandbox) {
 /// The tag push will use (`git-<sha12>[-dirty]`), from a dry run.
 fn tag_of_this_commit(sandbox: &TestSandbox, image: &LocalImage) -> String {
     let (output, stdout, stderr) = run(sandbox.xtask().args(["push", "--dry-run", "--image", &image.reference]));
-    assert!(output.status.success(), "push --dry-run failed:\n{stderr}");
+    assert!(output.status.success(), "push --dry-run failed:\n{}", crate::support::errors_first(&stderr));
     let line =
         stdout.lines().find(|line| line.starts_with("would run: docker push ")).unwrap_or_else(|| panic!("{stdout}"));
     line.rsplit(':').next().unwrap().to_owned()
@@ -188,7 +188,7 @@ fn push_verifies_the_digest_in_ecr_and_names_missing_repositories_and_rejected_l
 
     // Without --json the reference by digest is the last line.
     let (output, stdout, stderr) = run(sandbox.xtask().args(["push", "--image", &image.reference]));
-    assert!(output.status.success(), "pushing again failed:\n{stderr}");
+    assert!(output.status.success(), "pushing again failed:\n{}", crate::support::errors_first(&stderr));
     assert_eq!(stdout.lines().last(), Some(format!("{registry}/guestbook@{digest}").as_str()), "{stdout}");
 
     // (a) A registry that refuses ECR's login: the error names it.

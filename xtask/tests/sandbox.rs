@@ -59,7 +59,7 @@ impl TestSandbox {
                 attempt += 1;
                 continue;
             }
-            assert!(output.status.success(), "sandbox up failed:\n{stderr}");
+            assert!(output.status.success(), "sandbox up failed:\n{}", crate::support::errors_first(&stderr));
             return sandbox.with_exports(&stdout);
         }
     }
@@ -149,7 +149,7 @@ impl TestSandbox {
         let pids = self.pids();
         let (output, _, stderr) = run(self.xtask().args(["sandbox", "down", "--purge"]));
         self.stopped = true;
-        assert!(output.status.success(), "sandbox down failed:\n{stderr}");
+        assert!(output.status.success(), "sandbox down failed:\n{}", crate::support::errors_first(&stderr));
         for pid in pids {
             assert!(!process_alive(pid), "pid {pid} still runs after sandbox down");
         }
@@ -416,7 +416,7 @@ fn sandbox_up_status_down_and_up_again_is_idempotent() {
     assert!(!sandbox.state_path().exists(), "dry-run wrote the state");
 
     let (output, stdout, stderr) = run(sandbox.xtask().args(["sandbox", "up"]));
-    assert!(output.status.success(), "sandbox up failed:\n{stderr}");
+    assert!(output.status.success(), "sandbox up failed:\n{}", crate::support::errors_first(&stderr));
     let mut sandbox = sandbox.with_exports(&stdout);
     assert_eq!(sandbox.export("AWS_ACCESS_KEY_ID"), "test");
     assert_eq!(sandbox.export("AWS_REGION"), "us-east-1");
@@ -545,9 +545,9 @@ fn infra_apply_against_the_sandbox_creates_everything_and_converges() {
         assert!(all.contains(&format!("{resource}: Creation complete")), "{resource} not created:\n{all}");
     }
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
-    assert!(output.status.success(), "second apply failed:\n{stderr}");
+    assert!(output.status.success(), "second apply failed:\n{}", crate::support::errors_first(&stderr));
     let (output, stdout, stderr) = run(sandbox.xtask().args(["infra", "plan"]));
-    assert!(output.status.success(), "plan failed:\n{stderr}");
+    assert!(output.status.success(), "plan failed:\n{}", crate::support::errors_first(&stderr));
     assert!(stdout.contains("infra/repositories\tno changes"), "{stdout}\n{stderr}");
     assert!(stdout.contains("infra/environments\tno changes"), "the environment did not converge:\n{stdout}\n{stderr}");
     eprintln!("apply, apply, plan: {:?}", started.elapsed());

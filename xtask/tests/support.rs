@@ -69,8 +69,47 @@ pub fn run(command: &mut Command) -> (Output, String, String) {
     (output, stdout, stderr)
 }
 
+/// A failed command's log for an assertion message: its error lines
+/// first (each with the few lines after it, where Terraform's and xtask's
+/// errors explain themselves), then the whole log. A log of Terraform's
+/// plans runs to hundreds of lines, and a CI page that shows only its start
+/// and end would otherwise cut the error out.
+pub fn errors_first(log: &str) -> String {
+    const AFTER: usize = 6;
+    let lines: Vec<&str> = log.lines().collect();
+    let mut keep = vec![false; lines.len()];
+    for (index, line) in lines.iter().enumerate() {
+        let lower = line.to_lowercase();
+        if lower.contains("error") || line.contains("panicked") {
+            for flag in keep.iter_mut().skip(index).take(AFTER + 1) {
+                *flag = true;
+            }
+        }
+    }
+    let errors: Vec<&str> = lines.iter().zip(&keep).filter(|(_, keep)| **keep).map(|(line, _)| *line).collect();
+    if errors.is_empty() {
+        return log.to_owned();
+    }
+    format!("--- its error lines:\n{}\n--- its whole log:\n{log}", errors.join("\n"))
+}
+
 /// True while a process with this pid exists.
 pub fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
+}
+
+#[test]
+fn errors_first_puts_the_error_and_what_follows_it_before_the_whole_log() {
+    let plan: String = (0..200).map(|line| format!("  + attribute {line}\n")).collect();
+    let log = format!("==> terraform plan\n{plan}│ Error: creating RDS DB Instance\n│ \n│ because\nend\n");
+    let shown = errors_first(&log);
+    assert!(
+        shown.starts_with(
+            "--- its error lines:\n│ Error: creating RDS DB Instance\n│ \n│ because\nend\n--- its whole log:\n"
+        ),
+        "{shown}"
+    );
+    assert!(shown.ends_with(&log), "{shown}");
+    assert_eq!(errors_first("all fine\n"), "all fine\n");
 }
