@@ -277,6 +277,9 @@ fn the_vulnerability_gate_checks_the_image_dependencies_when_ecr_cannot_scan_it(
         stderr.contains("ECR cannot scan this image") && stderr.contains("the dependency check passed"),
         "{stderr}"
     );
+    // The repository scans on push (infra/repositories), so ECR had started
+    // the scan itself: the push did not have to.
+    assert!(!stderr.contains("starting one (ecr.start_image_scan)"), "ECR did not scan on push:\n{stderr}");
     let result: Value = crate::support::json_result(&stdout);
     assert_eq!(result["scan"]["status"], "UNSUPPORTED_IMAGE", "{result}");
     assert_eq!(result["scan"]["dependencies"]["status"], "PASSED", "{result}");

@@ -120,6 +120,31 @@ def describe_image_scan_findings(self, registry_id, repository_name, image_id):
 
 ecr_models.ECRBackend.describe_image_scan_findings = describe_image_scan_findings
 
+# Scan on push: moto records a repository's scanOnPush and never acts on
+# it, so every pushed image stays without a scan (ScanNotFoundException)
+# until someone calls StartImageScan. In ECR a repository with scanOnPush
+# scans each image as it is pushed ("Scanning images for OS
+# vulnerabilities in Amazon ECR": "Scan on push"), so a client reading the
+# findings right after the push finds the scan under way or done, and the
+# one-scan-a-day limit of StartImageScan then counts it. A push is a
+# PutImage here (the sandbox's sync hands every manifest pushed to its
+# registry to ECR with PutImage), so that is where the scan starts.
+import datetime as _datetime  # noqa: E402
+
+_original_put_image = ecr_models.ECRBackend.put_image
+
+
+def put_image(self, repository_name, *args, **kwargs):
+    image = _original_put_image(self, repository_name, *args, **kwargs)
+    repository = self.repositories.get(repository_name)
+    configuration = getattr(repository, "image_scanning_configuration", None) or {}
+    if configuration.get("scanOnPush") and not image.last_scan:
+        image.last_scan = _datetime.datetime.today()
+    return image
+
+
+ecr_models.ECRBackend.put_image = put_image
+
 
 
 # RDS: DescribeDBParameters answers without each parameter's Source, and
