@@ -14,6 +14,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use xshell::{Cmd, cmd};
 
 use crate::{
+    aws::init_stamp::InitInputs,
     config::{AwsEnv, Environment},
     secrets,
     support::{
@@ -239,16 +240,38 @@ impl<'a> Terraform<'a> {
         if environment.s3_path_style {
             backend.push("-backend-config=use_path_style=true".to_owned());
         }
-        let cmd = self.terraform(stage).args(["init", "-input=false", "-reconfigure", "-no-color"]).args(backend);
-        ui::step(&format!("terraform init {} (state s3://{bucket}/{})", stage.directory(), self.state_key(stage)));
+        let (directory, data_dir) = (self.directory(stage), self.data_dir(stage));
+        let stamp = InitInputs {
+            binary: &self.binary,
+            stage_directory: &directory,
+            data_dir: &data_dir,
+            backend: &backend,
+            cli_settings: ["TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR"]
+                .into_iter()
+                .map(|name| (name, self.ctx.env_var(name)))
+                .collect(),
+        };
+        let state = format!("state s3://{bucket}/{}", self.state_key(stage));
+        if stamp.is_current(&stamp.fingerprint()?) {
+            ui::detail(&format!(
+                "terraform init {}: up to date ({state}; backend, providers and .tf files as at the last init)",
+                stage.directory()
+            ));
+            self.initialised.borrow_mut().push(stage);
+            return Ok(());
+        }
+        let cmd = self.terraform(stage).args(["init", "-input=false", "-reconfigure", "-no-color"]).args(&backend);
+        ui::step(&format!("terraform init {} ({state})", stage.directory()));
         // init only downloads providers and reads state: safe in dry-run,
         // and the plan that dry-run prints needs it.
         ui::detail(&format!("$ {cmd}"));
+        stamp.forget()?;
         let output = cmd.quiet().ignore_status().output().context("running terraform init")?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             bail!("terraform init of {} failed{}:\n{}", stage.directory(), credentials_hint(&stderr), stderr.trim());
         }
+        stamp.record()?;
         self.initialised.borrow_mut().push(stage);
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod deploy;
 pub mod ecr;
 pub mod infra;
+pub mod init_stamp;
 pub mod migrations;
 pub mod operate;
 pub mod push;
