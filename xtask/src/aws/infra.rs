@@ -373,26 +373,43 @@ impl<'a> Terraform<'a> {
     /// and again after an apply or destroy changed them. Null when the stage
     /// has no state yet.
     fn outputs(&self, stage: Stage) -> Result<serde_json::Value> {
-        if let Some((_, outputs)) = self.outputs.borrow().iter().find(|(cached, _)| *cached == stage) {
-            return Ok(outputs.clone());
+        self.prefetch_outputs(&[stage])?;
+        let cached = self.outputs.borrow();
+        Ok(cached.iter().find(|(cached, _)| *cached == stage).map(|(_, outputs)| outputs.clone()).unwrap_or_default())
+    }
+
+    /// Reads the outputs of `stages` not read yet, all at once: each
+    /// `terraform output` is half a second of Terraform starting and
+    /// fetching the state, and a deploy needs both stages' (the ledger's
+    /// tables, the service's names), so it reads them side by side.
+    pub fn prefetch_outputs(&self, stages: &[Stage]) -> Result<()> {
+        let missing: Vec<Stage> = stages
+            .iter()
+            .copied()
+            .filter(|stage| !self.outputs.borrow().iter().any(|(cached, _)| cached == stage))
+            .collect();
+        let mut children = Vec::new();
+        for &stage in &missing {
+            self.init(stage)?;
+            // `-raw` prints a warning to stdout with exit 0 when there are no
+            // outputs, so read them all as JSON.
+            let mut command = std::process::Command::from(self.terraform(stage).args(["output", "-json", "-no-color"]));
+            command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+            command.stderr(std::process::Stdio::piped());
+            children.push((stage, command.spawn().context("running terraform output")?));
         }
-        self.init(stage)?;
-        // `-raw` prints a warning to stdout with exit 0 when there are no
-        // outputs, so read them all as JSON.
-        let output = self
-            .terraform(stage)
-            .args(["output", "-json", "-no-color"])
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("running terraform output")?;
-        let outputs = if output.status.success() {
-            serde_json::from_slice(&output.stdout).unwrap_or_default()
-        } else {
-            serde_json::Value::Null
-        };
-        self.outputs.borrow_mut().push((stage, outputs.clone()));
-        Ok(outputs)
+        for (stage, child) in children {
+            let output = child.wait_with_output().context("running terraform output")?;
+            // No state yet (or none readable): no outputs; whoever needs one
+            // says which stage to apply.
+            let outputs = if output.status.success() {
+                serde_json::from_slice(&output.stdout).unwrap_or_default()
+            } else {
+                serde_json::Value::Null
+            };
+            self.outputs.borrow_mut().push((stage, outputs));
+        }
+        Ok(())
     }
 
     /// Forgets the cached outputs of a stage whose state just changed.

@@ -38,6 +38,9 @@ impl<'a> Session<'a> {
     /// Finds the ledger's tables (Terraform outputs) and starts the
     /// `xtask-aws` process.
     pub fn open(ctx: &'a Ctx, env: &'a AwsEnv, terraform: Terraform<'a>) -> Result<Session<'a>> {
+        // The environment's outputs too: every task of a session reads them
+        // (the cluster and service), and side by side they cost no time.
+        terraform.prefetch_outputs(&[Stage::Repositories, Stage::Environment])?;
         let tables = ledger_tables(&terraform, &env.name)?;
         let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
         Ok(Session { ctx, env, terraform, aws, tables })
