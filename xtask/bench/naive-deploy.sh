@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The deploy script `cargo xtask deploy` is measured against (`cargo xtask
 # bench deploy`): what teams write before they have a deploy tool. Build,
-# push, `terraform apply` everything, point the service at Terraform's task
-# definition, wait for `aws ecs wait services-stable`. It is run from a
-# checkout of this project against the sandbox; each step prints
-# `step <name> <seconds>` on stdout for the benchmark.
+# push, `terraform init` and `terraform apply` everything, point the
+# service at Terraform's task definition, wait for `aws ecs wait
+# services-stable`. It is run from a checkout of this project against the
+# sandbox; each step prints `step <name> <seconds>` on stdout for the
+# benchmark.
 #
 # Inputs (environment): REGISTRY (host:port of the image registry), APP
 # (image name), ENVIRONMENT (deploy.toml environment), XTASK (the task
@@ -42,7 +43,10 @@ push() {
 }
 step "docker push" push
 
-step "terraform apply" "$XTASK" --yes infra apply --image "$image"
+# A script runs `terraform init` before every apply (a CI job has no
+# .terraform from the last run); xtask skips init when nothing it records
+# changed, so the script asks for it.
+step "terraform apply" "$XTASK" --yes infra apply --reinit --image "$image"
 
 outputs() {
     TF_DATA_DIR="$PWD/target/terraform/$ENVIRONMENT/environment" terraform -chdir=infra/environments output -raw "$1"

@@ -544,10 +544,14 @@ fn infra_apply_against_the_sandbox_creates_everything_and_converges() {
     {
         assert!(all.contains(&format!("{resource}: Creation complete")), "{resource} not created:\n{all}");
     }
+    // Nothing init records changed: the second apply and the plan skip it,
+    // and --reinit runs it anyway.
     let (output, _, stderr) = run(sandbox.xtask().args(["infra", "apply", "--yes"]));
     assert!(output.status.success(), "second apply failed:\n{}", crate::support::errors_first(&stderr));
-    let (output, stdout, stderr) = run(sandbox.xtask().args(["infra", "plan"]));
+    assert!(!stderr.contains("==> terraform init"), "init ran again with nothing changed:\n{stderr}");
+    let (output, stdout, stderr) = run(sandbox.xtask().args(["infra", "plan", "--reinit"]));
     assert!(output.status.success(), "plan failed:\n{}", crate::support::errors_first(&stderr));
+    assert!(stderr.contains("==> terraform init infra/repositories"), "--reinit did not init:\n{stderr}");
     assert!(stdout.contains("infra/repositories\tno changes"), "{stdout}\n{stderr}");
     assert!(stdout.contains("infra/environments\tno changes"), "the environment did not converge:\n{stdout}\n{stderr}");
     eprintln!("apply, apply, plan: {:?}", started.elapsed());

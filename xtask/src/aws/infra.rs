@@ -53,6 +53,11 @@ pub struct StageArgs {
 
     #[arg(long)]
     pub image: Option<String>,
+    /// Run `terraform init` even when nothing it records has changed
+    /// (the backend, the lock file, the .tf files, the CLI configuration),
+    /// which is when it is skipped
+    #[arg(long)]
+    pub reinit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,7 +84,9 @@ pub enum PlanResult {
 
 impl Infra {
     pub fn run(self, ctx: &Ctx, env: &AwsEnv) -> Result<()> {
-        let terraform = Terraform::new(ctx, env)?;
+        let mut terraform = Terraform::new(ctx, env)?;
+        let (InfraAction::Plan(args) | InfraAction::Apply(args) | InfraAction::Destroy(args)) = &self.action;
+        terraform.always_init = args.reinit;
         match self.action {
             InfraAction::Plan(args) => {
                 for stage in stages(args.stage, false) {
@@ -161,6 +168,8 @@ pub struct Terraform<'a> {
     /// Stages already initialised in this run (init is slow-ish and
     /// idempotent, but once is enough).
     initialised: std::cell::RefCell<Vec<Stage>>,
+    /// Init even when the stamp says it is up to date (`--reinit`).
+    pub always_init: bool,
     /// Outputs already read in this run, by stage.
     outputs: std::cell::RefCell<Vec<(Stage, serde_json::Value)>>,
     binary: PathBuf,
@@ -180,6 +189,7 @@ impl<'a> Terraform<'a> {
         Ok(Terraform {
             ctx,
             initialised: std::cell::RefCell::new(Vec::new()),
+            always_init: false,
             outputs: std::cell::RefCell::new(Vec::new()),
             binary,
             env,
@@ -252,7 +262,7 @@ impl<'a> Terraform<'a> {
                 .collect(),
         };
         let state = format!("state s3://{bucket}/{}", self.state_key(stage));
-        if stamp.is_current(&stamp.fingerprint()?) {
+        if !self.always_init && stamp.is_current(&stamp.fingerprint()?) {
             ui::detail(&format!(
                 "terraform init {}: up to date ({state}; backend, providers and .tf files as at the last init)",
                 stage.directory()
