@@ -84,7 +84,7 @@ pub fn image(ctx: &Ctx, app: &AppConfig) -> Result<Vec<Figure>> {
 
     let runtime_size = image_size(ctx, &first_id)?;
     let debian_size = image_size(ctx, &debian_id)?;
-    let binary_size = binary_size(ctx, &first_id, &bench_dir)?;
+    let binary_size = binary_size(ctx, &first_id)?;
     for tag in ["clean-1", "rebuild", "clean-2", "debian"] {
         let reference = format!("{repository}:{tag}");
         let _ = cmd!(sh, "docker image rm {reference}").quiet().ignore_stdout().ignore_stderr().run();
@@ -144,18 +144,10 @@ fn image_size(ctx: &Ctx, id: &str) -> Result<u64> {
     size.trim().parse().with_context(|| format!("docker image inspect printed {size:?} as the size"))
 }
 
-/// The size of /app in the image, copied out of a created (never started)
-/// container.
-fn binary_size(ctx: &Ctx, id: &str, dir: &Path) -> Result<u64> {
-    let sh = &ctx.sh;
-    let container = cmd!(sh, "docker create {id}").quiet().read()?;
-    let container = container.trim();
-    let binary = dir.join("app");
-    let copied = cmd!(sh, "docker cp {container}:/app {binary}").quiet().ignore_stdout().run();
-    let _ = cmd!(sh, "docker rm {container}").quiet().ignore_stdout().run();
-    copied?;
-    let size = fs::metadata(&binary).with_context(|| format!("reading {}", binary.display()))?.len();
-    Ok(size)
+/// The size of /app in the image.
+fn binary_size(ctx: &Ctx, id: &str) -> Result<u64> {
+    let binary = crate::image::docker::file_in_image(ctx, id, "/app")?.with_context(|| format!("{id} has no /app"))?;
+    Ok(binary.len() as u64)
 }
 
 /// Copies what docker/Dockerfile.dockerignore lets into the context: the

@@ -113,3 +113,50 @@ pub fn remove_container_on_exit(ctx: &Ctx, name: &str) -> Option<cleanup::Cleanu
             .status();
     })
 }
+
+/// A file of an image, read by copying it out of a created (never started,
+/// so any entry point will do) container; `None` when the image has no
+/// such file.
+pub fn file_in_image(ctx: &Ctx, image: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    let sh = &ctx.sh;
+    let container = sh
+        .cmd("docker")
+        .args(["create", "--entrypoint", "/never-run", image])
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .with_context(|| format!("creating a container of {image} to read {path} (docker create)"))?;
+    let container = container.trim().to_owned();
+    let copied = sh.cmd("docker").args(["cp", &format!("{container}:{path}"), "-"]).quiet().ignore_stderr().output();
+    let _ = sh.cmd("docker").args(["rm", &container]).quiet().ignore_stdout().ignore_stderr().run();
+    match copied {
+        Ok(output) if output.status.success() => Ok(Some(tar_member(&output.stdout))),
+        _ => Ok(None),
+    }
+}
+
+/// The content of the one file of a tar stream (what `docker cp ... -`
+/// writes): after the 512-byte header, as many bytes as the header's size
+/// field (octal, bytes 124..136) says.
+fn tar_member(tar: &[u8]) -> Vec<u8> {
+    let size = tar
+        .get(124..136)
+        .and_then(|field| std::str::from_utf8(field).ok())
+        .and_then(|field| usize::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok())
+        .unwrap_or(0);
+    tar.get(512..512 + size).unwrap_or_default().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_file_of_a_tar_stream_is_read_by_its_size() {
+        let mut tar = vec![0u8; 512];
+        tar[124..136].copy_from_slice(b"00000000005\0");
+        tar.extend_from_slice(b"hello, and padding");
+        assert_eq!(tar_member(&tar), b"hello");
+        assert_eq!(tar_member(b"short"), b"");
+    }
+}

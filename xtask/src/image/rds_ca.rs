@@ -150,13 +150,13 @@ pub fn refuse_sandbox_ca(ctx: &Ctx, image: &str, environment: &str) -> Result<()
     if ctx.would(format_args!("check that {image} does not carry the sandbox's RDS CA as its RDS bundle")) {
         return Ok(());
     }
-    let Some(bundle) = file_in_image(ctx, image, BUNDLE_IN_IMAGE)? else {
+    let Some(bundle) = crate::image::docker::file_in_image(ctx, image, BUNDLE_IN_IMAGE)? else {
         ui::warn(&format!(
             "{image} has no {BUNDLE_IN_IMAGE}: its tasks cannot verify RDS (DB_SSLROOTCERT); rebuild it"
         ));
         return Ok(());
     };
-    if bundle.contains(sandbox_ca.trim()) {
+    if String::from_utf8_lossy(&bundle).contains(sandbox_ca.trim()) {
         bail!(
             "{image} carries the sandbox's RDS CA ({SANDBOX_CA_DIR}/ca.pem) as its RDS CA bundle, so on \
              {environment:?} it could not verify the database and would not start: it is an offline build made \
@@ -165,40 +165,6 @@ pub fn refuse_sandbox_ca(ctx: &Ctx, image: &str, environment: &str) -> Result<()
         );
     }
     Ok(())
-}
-
-/// A file of an image, read by copying it out of a created (never started,
-/// so any entry point will do) container; `None` when the image has no
-/// such file.
-fn file_in_image(ctx: &Ctx, image: &str, path: &str) -> Result<Option<String>> {
-    let sh = &ctx.sh;
-    let container = sh
-        .cmd("docker")
-        .args(["create", "--entrypoint", "/never-run", image])
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .with_context(|| format!("creating a container of {image} to read {path} (docker create)"))?;
-    let container = container.trim().to_owned();
-    let copied = sh.cmd("docker").args(["cp", &format!("{container}:{path}"), "-"]).quiet().ignore_stderr().output();
-    let _ = sh.cmd("docker").args(["rm", &container]).quiet().ignore_stdout().ignore_stderr().run();
-    match copied {
-        Ok(output) if output.status.success() => Ok(Some(tar_member(&output.stdout))),
-        _ => Ok(None),
-    }
-}
-
-/// The content of the one file of a tar stream (what `docker cp ... -`
-/// writes): after the 512-byte header, as many bytes as the header's size
-/// field (octal, bytes 124..136) says.
-fn tar_member(tar: &[u8]) -> String {
-    let size = tar
-        .get(124..136)
-        .and_then(|field| std::str::from_utf8(field).ok())
-        .and_then(|field| usize::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok())
-        .unwrap_or(0);
-    let content = tar.get(512..512 + size).unwrap_or_default();
-    String::from_utf8_lossy(content).into_owned()
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -232,15 +198,6 @@ mod tests {
         assert!(ecs.contains(&format!("DB_SSLROOTCERT = \"{BUNDLE_IN_IMAGE}\"")), "ecs.tf: {ecs}");
         assert_eq!(build_arg(true), Some(("RDS_CA".to_owned(), "file".to_owned())));
         assert_eq!(build_arg(false), None);
-    }
-
-    #[test]
-    fn the_one_file_of_a_tar_stream_is_read_by_its_size() {
-        let mut tar = vec![0u8; 512];
-        tar[124..136].copy_from_slice(b"00000000005\0");
-        tar.extend_from_slice(b"hello, and padding");
-        assert_eq!(tar_member(&tar), "hello");
-        assert_eq!(tar_member(b"short"), "");
     }
 
     #[test]

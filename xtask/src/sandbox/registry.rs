@@ -38,8 +38,6 @@ pub(super) fn write_htpasswd(path: &Path, user: &str, password: &str) -> Result<
     write_atomic(path, &output.stdout, 0o600)
 }
 
-/// The registry's configuration: htpasswd auth, storage under the sandbox
-/// directory, and a notification for every manifest push sent to the sync.
 /// The response header by which `up` knows its own registry (see
 /// `registry_config`).
 pub(super) const INSTANCE_HEADER: &str = "X-Xtask-Sandbox-Registry";
@@ -50,11 +48,13 @@ pub(super) fn is_instance(response: &super::http::Response, instance: &str) -> b
     response.status == 401 && response.header(INSTANCE_HEADER) == Some(instance)
 }
 
-/// The registry's configuration. Every answer carries `INSTANCE_HEADER:
-/// <instance>`: should another process take the registry's port between
-/// `up`'s check and the registry's start (two sandboxes picking one free
-/// port), the registry exits on the bind error while the other process
-/// goes on answering, and only the header tells the two apart.
+/// The registry's configuration: htpasswd auth, storage under the sandbox
+/// directory, and a notification for every manifest push sent to the sync.
+/// Every answer carries `INSTANCE_HEADER: <instance>`: should another
+/// process take the registry's port between `up`'s check and the
+/// registry's start (two sandboxes picking one free port), the registry
+/// exits on the bind error while the other process goes on answering, and
+/// only the header tells the two apart.
 pub(super) fn registry_config(
     storage: &Path,
     htpasswd: &Path,
