@@ -299,18 +299,14 @@ fn the_vulnerability_gate_checks_the_image_dependencies_when_ecr_cannot_scan_it(
 fn push_names_a_missing_local_image_and_an_unreachable_docker_daemon() {
     // Both are found before anything talks to AWS; the endpoint is still
     // pinned to a closed loopback port so nothing could.
-    let endpoint_url = format!("http://127.0.0.1:{}", testkit::free_port());
-    testkit::assert_loopback_endpoint(&endpoint_url);
     let push = |extra_env: &[(&str, &str)]| {
-        let mut command = xtask_without_aws();
-        command
-            .env("AWS_ENDPOINT_URL", &endpoint_url)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .envs(extra_env.iter().copied())
-            .args(["push", "--env", "sandbox", "--image", "xtask-test-no-such-image:1"]);
-        run(&mut command)
+        run(xtask_with_a_closed_aws_endpoint().envs(extra_env.iter().copied()).args([
+            "push",
+            "--env",
+            "sandbox",
+            "--image",
+            "xtask-test-no-such-image:1",
+        ]))
     };
     let (output, _, stderr) = push(&[]);
     assert!(!output.status.success());
@@ -332,15 +328,27 @@ fn an_image_carrying_the_sandboxs_rds_ca_is_pushed_to_sandboxes_only() {
     // The working tree's offline image: its RDS CA bundle is the sandbox's
     // RDS CA (no XTASK_RDS_CA_BUNDLE here), which no real RDS presents.
     let image = LocalImage::app("rds-ca");
+    let (output, _, stderr) = run(xtask_with_a_closed_aws_endpoint().env_remove("XTASK_RDS_CA_BUNDLE").args([
+        "push",
+        "--env",
+        "dev",
+        "--image",
+        &image.reference,
+    ]));
+    assert!(!output.status.success(), "pushed to dev:\n{stderr}");
+    assert!(stderr.contains("carries the sandbox's RDS CA") && stderr.contains("XTASK_RDS_CA_BUNDLE"), "{stderr}");
+}
+
+/// xtask with test credentials and AWS_ENDPOINT_URL on a closed loopback
+/// port: for checks that must fail before anything talks to AWS.
+fn xtask_with_a_closed_aws_endpoint() -> Command {
     let endpoint_url = format!("http://127.0.0.1:{}", testkit::free_port());
     testkit::assert_loopback_endpoint(&endpoint_url);
-    let (output, _, stderr) = run(xtask_without_aws()
+    let mut command = xtask_without_aws();
+    command
         .env("AWS_ENDPOINT_URL", &endpoint_url)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("XTASK_RDS_CA_BUNDLE")
-        .args(["push", "--env", "dev", "--image", &image.reference]));
-    assert!(!output.status.success(), "pushed to dev:\n{stderr}");
-    assert!(stderr.contains("carries the sandbox's RDS CA") && stderr.contains("XTASK_RDS_CA_BUNDLE"), "{stderr}");
+        .env("AWS_REGION", "us-east-1");
+    command
 }
