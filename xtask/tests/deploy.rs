@@ -546,7 +546,8 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(holder.stderr.take().unwrap()).lines();
-        let log = read_until(&mut lines, "build and push the image");
+        // The step after the lock has begun: the lock is taken.
+        let log = read_until(&mut lines, "apply the infrastructure");
         assert!(log.contains("take the deploy lock"), "{log}");
         // SIGKILL: no Ctrl-C handler runs, the lock stays.
         unsafe { libc_kill(-(holder.id() as i32), 9) };

@@ -94,13 +94,13 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
         }
     })?;
     confirm_protected(ctx, env, request.confirm_env.as_deref())?;
-    let session = steps.run("find the ledger and the lock", || Session::open(ctx, env, terraform))?;
-    let lock =
-        if ctx.would(format_args!("call: dynamodb.put_item (the deploy lock of {name} in {})", session.tables.locks)) {
-            None
-        } else {
-            steps.run("take the deploy lock", || session.take_lock())?
-        };
+    // The environment opens (Terraform's outputs read, `xtask-aws` started)
+    // while the image builds: the build needs neither. The lock comes after
+    // the push, as in Kamal's deploy: building and pushing change nothing it
+    // guards (the tag names the commit, or a dirty tree's content, and ECR
+    // keeps it immutable), while the ledger, the infrastructure, the
+    // database and the service all come after it.
+    let opening = Session::begin(ctx, env, terraform)?;
 
     // The attempt, recorded whatever happens from here on: an attempt that
     // stops before the rollout (the build, the push, the gate, the
@@ -122,7 +122,6 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
         infra_inputs: None,
         migrations: None,
     };
-    let mut store = session.store();
 
     // The migrations the image is built with, read before the build and
     // checked after it: a migration saved meanwhile may or may not be in the
@@ -131,10 +130,29 @@ pub fn deploy(ctx: &Ctx, env: &AwsEnv, request: &DeployRequest) -> Result<Deploy
         (Origin::Checkout, ImageSpec::Build { .. }) => Some(migrations_fingerprint(&ctx.root)?),
         _ => None,
     };
-    let image = steps
-        .run("build and push the image", || build_and_push(ctx, env, request))
-        .map_err(|err| stopped_before_rollout(ctx, &mut store, &release, err))?;
+    let built = steps.run("build and push the image", || build_and_push(ctx, env, request));
+    // A failed build is recorded too, so the ledger is opened for it (not as
+    // a step: the steps stop at the first failure).
+    let (session, image) = match built {
+        Ok(image) => (steps.run("find the ledger and the lock", || opening.finish())?, image),
+        Err(err) => {
+            return Err(match opening.finish() {
+                Ok(session) => stopped_before_rollout(ctx, &mut session.store(), &release, err),
+                Err(open) => {
+                    ui::warn(&format!("the failed attempt is not in the release ledger: {open:#}"));
+                    err
+                }
+            });
+        }
+    };
+    let mut store = session.store();
     release.image = image.clone();
+    let lock =
+        if ctx.would(format_args!("call: dynamodb.put_item (the deploy lock of {name} in {})", session.tables.locks)) {
+            None
+        } else {
+            steps.run("take the deploy lock", || session.take_lock())?
+        };
     let built_migrations = match built_migrations {
         Some(before) if migrations_fingerprint(&ctx.root)? == before => Some(before),
         Some(_) => {

@@ -393,6 +393,13 @@ impl<'a> Terraform<'a> {
     /// fetching the state, and a deploy needs both stages' (the ledger's
     /// tables, the service's names), so it reads them side by side.
     pub fn prefetch_outputs(&self, stages: &[Stage]) -> Result<()> {
+        self.start_reading_outputs(stages)?.finish(self)
+    }
+
+    /// `prefetch_outputs` in two halves: the `terraform output` processes
+    /// start here and are waited for in `OutputReads::finish`, so a caller
+    /// can do something else meanwhile (a deploy builds its image).
+    pub fn start_reading_outputs(&self, stages: &[Stage]) -> Result<OutputReads> {
         let missing: Vec<Stage> = stages
             .iter()
             .copied()
@@ -408,18 +415,7 @@ impl<'a> Terraform<'a> {
             command.stderr(std::process::Stdio::piped());
             children.push((stage, command.spawn().context("running terraform output")?));
         }
-        for (stage, child) in children {
-            let output = child.wait_with_output().context("running terraform output")?;
-            // No state yet (or none readable): no outputs; whoever needs one
-            // says which stage to apply.
-            let outputs = if output.status.success() {
-                serde_json::from_slice(&output.stdout).unwrap_or_default()
-            } else {
-                serde_json::Value::Null
-            };
-            self.outputs.borrow_mut().push((stage, outputs));
-        }
-        Ok(())
+        Ok(OutputReads { children })
     }
 
     /// Forgets the cached outputs of a stage whose state just changed.
@@ -526,6 +522,31 @@ impl<'a> Terraform<'a> {
         self.state_changed(stage);
         if !status.success() {
             bail!("terraform destroy of {} failed ({status}); see its output above", stage.directory());
+        }
+        Ok(())
+    }
+}
+
+/// `terraform output` processes under way (see
+/// `Terraform::start_reading_outputs`). Dropped unfinished, they run to
+/// their end unread: they only read state.
+pub struct OutputReads {
+    children: Vec<(Stage, std::process::Child)>,
+}
+
+impl OutputReads {
+    /// Waits for each read and caches its outputs in `terraform`.
+    pub fn finish(self, terraform: &Terraform<'_>) -> Result<()> {
+        for (stage, child) in self.children {
+            let output = child.wait_with_output().context("running terraform output")?;
+            // No state yet (or none readable): no outputs; whoever needs one
+            // says which stage to apply.
+            let outputs = if output.status.success() {
+                serde_json::from_slice(&output.stdout).unwrap_or_default()
+            } else {
+                serde_json::Value::Null
+            };
+            terraform.outputs.borrow_mut().push((stage, outputs));
         }
         Ok(())
     }

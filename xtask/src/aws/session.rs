@@ -12,7 +12,7 @@ use crate::{
     aws::{
         api::AwsApi,
         client::AwsProcess,
-        infra::{Stage, Terraform},
+        infra::{OutputReads, Stage, Terraform},
         reconcile, rollout,
         store::{DeployLock, DynamoLedger, SharedAws},
     },
@@ -38,12 +38,18 @@ impl<'a> Session<'a> {
     /// Finds the ledger's tables (Terraform outputs) and starts the
     /// `xtask-aws` process.
     pub fn open(ctx: &'a Ctx, env: &'a AwsEnv, terraform: Terraform<'a>) -> Result<Session<'a>> {
+        Session::begin(ctx, env, terraform)?.finish()
+    }
+
+    /// `open` in two halves: the reads and the `xtask-aws` process start
+    /// here, and `Opening::finish` waits for them, so a deploy builds its
+    /// image meanwhile.
+    pub fn begin(ctx: &'a Ctx, env: &'a AwsEnv, terraform: Terraform<'a>) -> Result<Opening<'a>> {
         // The environment's outputs too: every task of a session reads them
         // (the cluster and service), and side by side they cost no time.
-        terraform.prefetch_outputs(&[Stage::Repositories, Stage::Environment])?;
-        let tables = ledger_tables(&terraform, &env.name)?;
-        let aws: SharedAws = Arc::new(Mutex::new(AwsProcess::start(ctx)?));
-        Ok(Session { ctx, env, terraform, aws, tables })
+        let reads = terraform.start_reading_outputs(&[Stage::Repositories, Stage::Environment])?;
+        let aws = AwsProcess::start(ctx)?;
+        Ok(Opening { ctx, env, terraform, reads, aws })
     }
 
     /// The release ledger (DynamoDB).
@@ -62,6 +68,25 @@ impl<'a> Session<'a> {
     /// An output of the environment stage that must exist.
     pub fn output(&self, output: &str) -> Result<String> {
         required_output(&self.terraform, output)
+    }
+}
+
+/// A session being opened (see `Session::begin`).
+pub struct Opening<'a> {
+    ctx: &'a Ctx,
+    env: &'a AwsEnv,
+    terraform: Terraform<'a>,
+    reads: OutputReads,
+    aws: AwsProcess,
+}
+
+impl<'a> Opening<'a> {
+    /// The session, once Terraform's outputs are read.
+    pub fn finish(self) -> Result<Session<'a>> {
+        let Opening { ctx, env, terraform, reads, aws } = self;
+        reads.finish(&terraform)?;
+        let tables = ledger_tables(&terraform, &env.name)?;
+        Ok(Session { ctx, env, terraform, aws: Arc::new(Mutex::new(aws)), tables })
     }
 }
 
