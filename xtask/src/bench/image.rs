@@ -28,7 +28,7 @@ use crate::{
         build_args::{AppIdentity, BuildMode, release_build_args},
         docker::image_exists,
         docker_build::{BuildKit, DockerBuild, workspace_members},
-        offline::{BaseImages, VENDOR_DIR, vendor_crates},
+        offline::{BaseImages, VENDOR_ARCHIVE, VENDOR_DIR, vendor_crates},
         reproducible::make_reproducible,
         source::Source,
     },
@@ -160,7 +160,7 @@ fn copy_build_context(root: &Path, context: &Path) -> Result<()> {
         fs::copy(root.join(file), context.join(file)).with_context(|| format!("copying {file}"))?;
     }
     for dir in ["docker", "app", "testkit"] {
-        copy_tree(&root.join(dir), &context.join(dir), false)?;
+        copy_tree(&root.join(dir), &context.join(dir))?;
     }
     for member in workspace_members(root)? {
         let manifest = Path::new(&member).join("Cargo.toml");
@@ -174,24 +174,24 @@ fn copy_build_context(root: &Path, context: &Path) -> Result<()> {
     let bundle_dir = context.join(bundle.parent().expect("the bundle has a directory"));
     fs::create_dir_all(&bundle_dir).with_context(|| format!("creating {}", bundle_dir.display()))?;
     fs::copy(root.join(bundle), context.join(bundle)).with_context(|| format!("copying {}", bundle.display()))?;
-    copy_tree(&root.join(VENDOR_DIR).join("crates"), &context.join(VENDOR_DIR).join("crates"), true)
+    let archive = Path::new(VENDOR_DIR).join(VENDOR_ARCHIVE);
+    fs::create_dir_all(context.join(VENDOR_DIR)).with_context(|| format!("creating {VENDOR_DIR}"))?;
+    fs::hard_link(root.join(&archive), context.join(&archive))
+        .or_else(|_| fs::copy(root.join(&archive), context.join(&archive)).map(|_| ()))
+        .with_context(|| format!("copying {}", archive.display()))
 }
 
-/// Copies a directory; `vendored` crates are hard-linked and kept whole, while
-/// in the project's own directories `target/` is skipped, as the ignore file
-/// does.
-fn copy_tree(from: &Path, to: &Path, vendored: bool) -> Result<()> {
+/// Copies one of the project's directories, skipping `target/` as the
+/// ignore file does.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
         let entry = entry.with_context(|| format!("listing {}", from.display()))?;
         let (source, target) = (entry.path(), to.join(entry.file_name()));
-        let file_type = entry.file_type()?;
-        if file_type.is_dir() {
-            if vendored || entry.file_name() != "target" {
-                copy_tree(&source, &target, vendored)?;
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() != "target" {
+                copy_tree(&source, &target)?;
             }
-        } else if vendored {
-            fs::hard_link(&source, &target).with_context(|| format!("linking {}", source.display()))?;
         } else {
             fs::copy(&source, &target).with_context(|| format!("copying {}", source.display()))?;
         }
