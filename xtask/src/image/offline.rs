@@ -201,7 +201,10 @@ pub fn vendor_crates(ctx: &Ctx) -> Result<()> {
         "tar --create --file {partial_archive} --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --directory {partial} ."
     ));
     let _ = fs::remove_dir_all(&partial);
-    packed.context("packing the vendored crates (GNU tar)")?;
+    if let Err(err) = packed {
+        let _ = fs::remove_file(&partial_archive);
+        return Err(err).context("packing the vendored crates (GNU tar)");
+    }
     fs::rename(&partial_archive, &archive)
         .with_context(|| format!("renaming {} to {}", partial_archive.display(), archive.display()))?;
     // The directory earlier versions vendored into.
