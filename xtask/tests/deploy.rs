@@ -526,9 +526,11 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
         "applying the repositories stage failed:\n{}",
         crate::support::errors_first(&stderr)
     );
-    // Never migrated (the deploys stop at the lock, or fail before the
-    // migrations: no environment stage here), so a one-file image will do.
-    let image = LocalImage::import("lock-holder");
+    // Named by digest, so nothing is built or pushed before the lock (the
+    // lock comes after the push), and never run (the deploys stop at the
+    // lock, or fail before the migrations: no environment stage here), so
+    // it need not exist.
+    let image = format!("127.0.0.1:9/guestbook@sha256:{}", "0".repeat(64));
 
     let (output, _, stderr) = run(sandbox.xtask().args(["unlock", "--yes"]));
     assert!(output.status.success() && stderr.contains("sandboxunlock is not locked"), "{stderr}");
@@ -539,7 +541,7 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
             .env("XTASK_LOCK_LEASE_SECONDS", lease_seconds)
             .arg("deploy")
             .args(deploy_flags(&sandbox))
-            .args(["--image", &image.reference])
+            .args(["--image", &image])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .process_group(0)
@@ -557,11 +559,7 @@ fn a_killed_deploy_leaves_a_lock_that_names_its_holder_and_unlock_or_its_lease_f
     let deploy = || {
         // --skip-infra: past the lock the deploy may fail fast (this
         // sandbox has no environment stage); only the lock matters here.
-        run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args([
-            "--skip-infra",
-            "--image",
-            &image.reference,
-        ]))
+        run(sandbox.xtask().arg("deploy").args(deploy_flags(&sandbox)).args(["--skip-infra", "--image", &image]))
     };
     let (output, _, stderr) = deploy();
     assert!(!output.status.success(), "a deploy took a lock another deploy holds");
