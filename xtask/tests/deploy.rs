@@ -72,6 +72,22 @@ fn through_the_load_balancer(sandbox: &TestSandbox, path: &str) -> Option<(u16, 
     crate::support::http_get(port, path)
 }
 
+/// `path` through the load balancer once it answers 200, or its last answer
+/// after `patience`: a page that reads the database may answer 503 while a
+/// just-started task makes its first connection on a loaded machine (the
+/// app's pool gives up after 3 s), which says nothing about which release
+/// serves.
+fn once_served(sandbox: &TestSandbox, path: &str, patience: std::time::Duration) -> Option<(u16, String)> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let answer = through_the_load_balancer(sandbox, path);
+        if answer.as_ref().is_some_and(|(status, _)| *status == 200) || std::time::Instant::now() >= deadline {
+            return answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// A running deploy's stderr up to the first line containing `needle`.
 fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str) -> String {
     let mut log = String::new();
@@ -437,7 +453,7 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
             .to_owned();
         assert!(tag.contains("-dirty-"), "{tag}");
         tags.push(tag);
-        let page = through_the_load_balancer(&sandbox, "/");
+        let page = once_served(&sandbox, "/", std::time::Duration::from_secs(20));
         assert!(page.as_ref().is_some_and(|(_, body)| body.contains(heading)), "{heading:?} is not served: {page:?}");
     }
     assert_ne!(tags[0], tags[1], "two different dirty trees took one tag");
