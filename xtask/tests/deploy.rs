@@ -434,9 +434,12 @@ fn a_deploy_that_builds_migrates_once_and_the_same_checkout_again_changes_nothin
         let edited = original.replace("<h1>Guestbook</h1>", &format!("<h1>{heading}</h1>"));
         assert_ne!(edited, original);
         std::fs::write(&routes, edited).unwrap();
+        // The clone would make an RDS CA of its own for its offline image;
+        // the sandbox's RDS presents certificates of this checkout's.
         let (output, _, stderr) = run(sandbox
             .xtask()
             .env("XTASK_PROJECT_ROOT", &checkout)
+            .env("XTASK_RDS_CA_BUNDLE", crate::support::project_root().join("target/sandbox-rds-ca/ca.pem"))
             .current_dir(&checkout)
             .arg("deploy")
             .args(deploy_flags(&sandbox)));
