@@ -73,10 +73,10 @@ fn through_the_load_balancer(sandbox: &TestSandbox, path: &str) -> Option<(u16, 
 }
 
 /// `path` through the load balancer once it answers 200, or its last answer
-/// after `patience`: a page that reads the database may answer 503 while a
-/// just-started task makes its first connection on a loaded machine (the
-/// app's pool gives up after 3 s), which says nothing about which release
-/// serves.
+/// after `patience`: a readiness wait, since a page that reads the database
+/// answers 503 whenever the app's pool cannot connect within its 3 s, which
+/// says nothing about which release serves; one that never connects still
+/// fails.
 fn once_served(sandbox: &TestSandbox, path: &str, patience: std::time::Duration) -> Option<(u16, String)> {
     let deadline = std::time::Instant::now() + patience;
     loop {
